@@ -1,0 +1,1 @@
+"""The models bundled with ffvj (installed as ``ffvj.models``); see README.md here for the model card."""
