@@ -37,7 +37,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (3, 12, 24, 48)
     kernel_size: int = 3
     activation: str = "tanh"
-    pooling: str = "max"
+    pooling: str = "avg"
     decoder: str = "subpixel"
 
     def __post_init__(self) -> None:

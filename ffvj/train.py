@@ -37,12 +37,12 @@ class TrainConfig:
     sources: list[str] = field(default_factory=lambda: ["builtin:train"])
     val_sources: list[str] | None = None  # None: builtin:val if a builtin source is used, else a split
     eval_sources: list[str] = field(default_factory=list)  # evaluated at the end, stored in the card
-    layerwise_epochs: int = 3  # per level
-    finetune_epochs: int = 6
-    steps_per_epoch: int = 200
+    layerwise_epochs: int = 20  # per level
+    finetune_epochs: int = 10
+    steps_per_epoch: int = 300
     batch: int = 16
     crop: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     seed: int = 0
     device: str = "cpu"
     video_frames: int = 32

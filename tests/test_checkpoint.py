@@ -103,3 +103,14 @@ def test_bad_config_values(saved):
     saved.write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="bad model config.*swish"):
         checkpoint.load(saved)
+
+
+def test_unknown_name_lists_bundled_models():
+    with pytest.raises(CheckpointError, match=r"unknown model 'nope'.*bundled: .*default"):
+        checkpoint.load("nope")
+
+
+def test_the_bundled_default_loads_and_reconstructs():
+    model, card = checkpoint.load(None)
+    assert model.levels >= 3
+    assert card["metrics"]["eval"]["levels"][0]["gain_db"] >= 3.0
