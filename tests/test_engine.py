@@ -1,0 +1,186 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ffvj.engine import (FeedbackEngine, StabilityGuard, StepInputs, bound, color_matrix, modulation_map,
+                         reference_step)
+from ffvj.model import FeatureAutoencoder, ModelConfig
+from ffvj.params import BOUNDS, COLOR_PERMS, MAP_KINDS, ParamStore, build_registry, map_spans
+
+W, H = 45, 29  # odd on purpose
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval()
+
+
+def random_phi(model, rng: np.random.Generator, **fixed) -> dict:
+    """Every parameter drawn across its whole range (enums and ints included)."""
+    reg = build_registry(model.levels)
+    phi = {}
+    for name, p in reg.items():
+        if p.kind == "enum":
+            phi[name] = float(rng.integers(0, len(p.choices)))
+        elif p.kind == "bool":
+            phi[name] = float(rng.random() < 0.2)
+        elif p.kind == "int":
+            phi[name] = float(rng.integers(1, 4))
+        else:
+            phi[name] = float(rng.uniform(p.min, p.max))
+    phi["reset"] = 0.0
+    phi.update(fixed)
+    return phi
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_engine_step_matches_the_plain_formula(model, seed):
+    rng = np.random.default_rng(seed)
+    engine = FeedbackEngine(model, W, H, seed=seed, map_image=torch.rand(1, 1, 13, 17))
+    ref_states = [s.clone() for s in engine.states]
+    ref_noise = torch.Generator().manual_seed(seed)
+    engine.noise.manual_seed(seed)
+    for frame in range(4):
+        phi = random_phi(model, rng)
+        source = torch.rand(1, 3, H, W) * 2 - 1 if frame % 2 == 0 else None
+        ref_states = reference_step(model, ref_states, StepInputs(phi, source, engine.map_image, engine.frame_index,
+                                                                  ref_noise))
+        engine.guard.patience = 10**9  # the oracle has no guard; random φ may well saturate
+        engine.step(phi, source)
+        for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
+
+
+def test_levels_are_double_buffered(model):
+    """Each level reads t-1: computing levels in reverse order gives the same result."""
+    engine = FeedbackEngine(model, W, H)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    prev = [s.clone() for s in engine.states]
+    forward = reference_step(model, prev, StepInputs(phi))
+    assert all(torch.equal(a, b) for a, b in zip(prev, engine.states))  # the oracle did not touch its input
+    engine.step(phi)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(engine.states, forward))
+
+
+def test_periods_and_freeze_hold_levels(model):
+    engine = FeedbackEngine(model, W, H)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update({"l1.period": 2, "l2.freeze": 1, "l3.period": 3})
+    held = [s.clone() for s in engine.states]
+    engine.step(phi)  # frame 0: everything but the frozen level 2 updates
+    assert torch.equal(engine.states[2], held[2]) and not torch.equal(engine.states[1], held[1])
+    after0 = [s.clone() for s in engine.states]
+    engine.step(phi)  # frame 1: level 1 (period 2) and level 3 (period 3) hold
+    assert torch.equal(engine.states[1], after0[1]) and torch.equal(engine.states[3], after0[3])
+    assert not torch.equal(engine.states[0], after0[0])
+
+
+@pytest.mark.parametrize("kind", BOUNDS)
+def test_every_bound_keeps_states_in_range(kind):
+    x = torch.randn(2, 5, 8, 8) * 10
+    y = bound(x, kind, drive=1.7)
+    assert y.abs().max() <= 1.0 + 1e-6 and torch.isfinite(y).all()
+
+
+def test_color_matrix_pieces():
+    assert torch.allclose(color_matrix(0, 1, "rgb", 1), torch.eye(3))
+    grey = torch.full((3,), 0.3)
+    assert torch.allclose(color_matrix(77, 1, "rgb", 1) @ grey, grey, atol=1e-6)  # hue keeps grey
+    assert torch.allclose(color_matrix(120, 1, "rgb", 1) @ torch.tensor([1.0, -1, -1]), torch.tensor([-1.0, 1, -1]),
+                          atol=1e-5)  # 120° takes red to green
+    assert torch.allclose(color_matrix(0, 1, "gbr", 1) @ torch.tensor([1.0, 2, 3]), torch.tensor([2.0, 3, 1]))
+    assert len(set(COLOR_PERMS)) == 6
+
+
+@pytest.mark.parametrize("kind", MAP_KINDS)
+def test_modulation_maps_lie_in_the_unit_range(kind):
+    src = torch.rand(1, 3, H, W) * 2 - 1
+    m = modulation_map(kind, H, W, 30, False, src, torch.rand(1, 1, 5, 5), "cpu")
+    if kind == "none":
+        assert m is None
+    else:
+        assert m.shape == (1, 1, H, W) and 0 <= m.min() and m.max() <= 1
+    if kind == "radial":
+        assert m[0, 0, H // 2, W // 2] < 0.1 and m[0, 0, 0, 0] > 0.9
+
+
+def test_a_map_makes_parameters_vary_over_the_picture(model):
+    engine = FeedbackEngine(model, 64, 48)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update({"map.kind": MAP_KINDS.index("radial"), "map.zoom": 0.5, "l0.zoom": 1.0, "l0.rotate": 0,
+                "l0.warp": 0, "input.mix": 0})
+    ref = reference_step(model, [s.clone() for s in engine.states], StepInputs(phi))
+    flat = dict(phi, **{"map.zoom": 0.0})
+    plain = reference_step(model, [s.clone() for s in engine.states], StepInputs(flat))
+    diff = (ref[0] - plain[0]).abs()[0].mean(0)
+    assert diff[20:28, 28:36].mean() < diff[:6, :6].mean()  # the centre moves less than the corners
+
+
+def test_nan_is_caught_and_never_shown(model):
+    engine = FeedbackEngine(model, W, H)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    engine.states[2] = torch.full_like(engine.states[2], float("nan"))
+    engine.step(phi)  # level 1 reads the NaN through γ⁻¹ … the guard must see it within this frame
+    engine.step(phi)
+    assert engine.guard.recoveries >= 1 and "non-finite" in engine.guard.last_reason
+    assert all(torch.isfinite(s).all() for s in engine.states)
+    frame = engine.readback()
+    assert frame.std() > 2  # a picture, not a black frame
+
+
+def test_saturation_is_recovered_within_patience(model):
+    engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=3))
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update({"bound": BOUNDS.index("clamp"), "drive": 4.0, "input.mix": 0.0})
+    engine.states = [torch.sign(torch.randn_like(s)) for s in engine.states]  # fully saturated
+    for _ in range(10):
+        engine.step(phi)
+        if engine.guard.recoveries:
+            break
+    assert engine.guard.recoveries == 1 and "saturated" in engine.guard.last_reason
+
+
+def test_a_dead_flat_picture_is_reseeded_from_the_source(model):
+    engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=2))
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update({"drive": 0.25, "input.mix": 0.0, "l0.gain_self": 1.0})
+    engine.states = [torch.zeros_like(s) for s in engine.states]
+    source = torch.rand(1, 3, H, W) * 2 - 1
+    for _ in range(4):
+        engine.step(phi, source)
+        if engine.guard.recoveries:
+            break
+    assert engine.guard.recoveries == 1 and "flat" in engine.guard.last_reason
+    assert torch.allclose(engine.states[0], source)  # the frame shown is the re-seeded one
+
+
+def test_reset_reseeds_every_level(model):
+    engine = FeedbackEngine(model, W, H)
+    source = torch.rand(1, 3, H, W) * 2 - 1
+    engine.reset(source)
+    assert torch.allclose(engine.states[0], source)
+    assert all(s.shape[-2:] == torch.Size(sz) for s, sz in zip(engine.states, model.level_sizes(H, W)))
+
+
+def test_the_default_look_evolves_and_stays_alive():
+    """The shipped model with the declared defaults and no source at all keeps itself alive."""
+    from ffvj import checkpoint
+
+    model, _ = checkpoint.load(None)
+    engine = FeedbackEngine(model, 96, 64)
+    store = ParamStore(build_registry(model.levels))
+    frames = []
+    for i in range(40):
+        engine.step(store.frame(1 / 30))
+        frames.append(engine.readback().astype(np.float32))
+    changes = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
+    assert min(changes) > 0.05  # never frozen
+    assert min(f.std() for f in frames) > 5  # never flat/black
+    assert engine.guard.recoveries == 0  # alive by itself, not by being rescued
+
+
+def test_map_spans_cover_every_mapped_quantity():
+    assert set(map_spans()) == {"zoom", "rotate", "warp", "blur", "noise", "input.mix"}
