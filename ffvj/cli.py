@@ -176,12 +176,161 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run / devices / params ----------------------------------------------------------------------
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, like 640x360, not {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"size {w}x{h} out of range (16..8192 each way)")
+    return w, h
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from .runtime import DEFAULT_SINK, RunConfig
+
+    d = RunConfig()
+    p = sub.add_parser("run", help="run the feedback loop live (the show)",
+                       description="Run source → hierarchical feedback → sinks until Ctrl-C, SIGTERM or --frames.")
+    p.add_argument("--source", default=d.source,
+                   help="auto (a camera when present, else the generator), generator[:NAME], video:PATH, "
+                        "image:PATH or camera[:INDEX] (default: auto)")
+    p.add_argument("--sink", action="append", metavar="SPEC",
+                   help=f"file:PATH.mp4, virtualcam[:DEVICE], ndi[:NAME], window, syphon[:NAME], spout[:NAME] "
+                        f"or null; repeatable (default: {DEFAULT_SINK})")
+    p.add_argument("--size", type=_parse_size, default=(d.width, d.height), help="WxH (default: 640x360)")
+    p.add_argument("--fps", type=float, default=d.fps)
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames (default: run until stopped)")
+    p.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: default)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--pace", default=d.pace, choices=["auto", "realtime", "offline"],
+                   help="realtime: paced to --fps, slow sinks drop frames; offline: as fast as possible, every "
+                        "frame to every sink; auto: realtime for cameras and live sinks")
+    p.add_argument("--map-image", default=None, metavar="PATH", help="picture for map.kind=image")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a parameter at start (see 'ffvj params'); repeatable")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from . import checkpoint
+    from .params import ParamStore, build_registry
+    from .runtime import DEFAULT_SINK, RunConfig, run
+    from .sinks import SinkUnavailable
+    from .sources import SourceError
+
+    cfg = RunConfig(source=args.source, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
+                    fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
+                    pace=args.pace, map_image=args.map_image)
+    try:
+        _, card = checkpoint.read_card(cfg.model)
+    except checkpoint.CheckpointError as exc:
+        raise CliError(str(exc)) from exc
+    store = ParamStore(build_registry(len(card["config"]["channels"]) - 1))
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or name not in store.registry:
+            raise CliError(f"--set {item!r}: expected NAME=VALUE with a parameter from 'ffvj params'")
+        try:
+            raw: float | str = float(value)
+        except ValueError:
+            raw = value  # an enum's choice name, like bound=sine
+        try:
+            parsed = store.registry[name].parse(raw)
+        except ValueError as exc:
+            raise CliError(f"--set {item!r}: {exc}") from exc
+        store.set(name, parsed, source="--set")
+        store.frame(0)  # start at the value, not smoothed towards it
+
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info("%s: finishing the current frame and closing outputs", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    try:
+        stats = run(cfg, store=store, stop=stop)
+    except (SinkUnavailable, SourceError, checkpoint.CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    except TypeError as exc:  # an option a backend does not take
+        raise CliError(f"bad source or sink option: {exc}") from exc
+    print(stats.summary())
+    return 0
+
+
+def _add_devices(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("devices", help="list cameras, torch devices and output backends usable here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_devices)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import torch
+
+    from .sinks import sink_availability
+    from .sources import devices as cameras
+
+    report = {
+        "cameras": cameras(),
+        "torch": {"version": torch.__version__, "cuda": torch.cuda.is_available(),
+                  "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())},
+        "sinks": {name: {"usable": ok, "note": why} for name, (ok, why) in sorted(sink_availability().items())},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("cameras: " + (", ".join(str(c) for c in report["cameras"]) or "none found"))
+    print(f"torch {report['torch']['version']}: cuda {'yes' if report['torch']['cuda'] else 'no'}, "
+          f"mps {'yes' if report['torch']['mps'] else 'no'}")
+    print("sinks:")
+    for name, info in report["sinks"].items():
+        print(f"  {name:<11} {'usable' if info['usable'] else 'not usable'}{': ' + info['note'] if info['note'] else ''}")
+    return 0
+
+
+def _add_params(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("params", help="list every controllable parameter (name, OSC address, range)")
+    p.add_argument("--model", default=None, help="the model whose levels to list (default: default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_params)
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .params import build_registry
+
+    try:
+        _, card = checkpoint.read_card(args.model)
+    except checkpoint.CheckpointError as exc:
+        raise CliError(str(exc)) from exc
+    registry = build_registry(len(card["config"]["channels"]) - 1)
+    rows = [p.describe() for p in registry.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        rng = "|".join(r["choices"]) if "choices" in r else f"{r['min']:g}..{r['max']:g}"
+        print(f"{r['address']:<28} {rng:<34} default {r['default']:g} {r['unit']}  {r['doc']}")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ffvj", description="Hierarchical neural video feedback for live shows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_devices(sub)
+    _add_params(sub)
     _add_train(sub)
     _add_model(sub)
     return parser

@@ -1,0 +1,241 @@
+"""The live runtime: where source → engine → sinks is wired, paced and measured.
+
+    source.read() ──newest frame──▶ engine.step(φ snapshot) ──one readback──▶ every sink
+
+One render loop owns the engine. Control threads (OSC, MIDI, clock) only write the ParamStore; the
+loop takes one snapshot per frame. Pacing is on an absolute schedule (start + n·period), so a slow
+frame is caught up, not accumulated. Two modes:
+
+* ``realtime``: paced to ``fps``; every sink gets its own thread behind a one-slot mailbox (newest
+  frame wins), so a slow sink drops frames instead of stalling the show.
+* ``offline``: as fast as possible, every frame handed to every sink in order (a render to a file).
+
+``auto`` picks realtime when the source is a camera or any sink is live (virtual camera, NDI, a
+window, Syphon, Spout), offline otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .device import resolve_device
+from .engine import FeedbackEngine
+from .mailbox import Mailbox
+from .params import ParamStore, RateLimitedLog, build_registry
+from .sinks import SinkError, open_sink
+from .sources import SourceError, devices, open_source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SINK = "file:ffvj.mp4"
+
+
+@dataclass
+class RunConfig:
+    source: str = "auto"  # a camera when one is present, else the built-in generator
+    sinks: list[str] = field(default_factory=lambda: [DEFAULT_SINK])
+    width: int = 640
+    height: int = 360
+    fps: float = 30.0
+    frames: int | None = None  # stop after this many frames (None: until stopped)
+    model: str | None = None  # bundled name or checkpoint path; None: the default model
+    device: str = "auto"
+    seed: int = 0
+    pace: str = "auto"  # auto | realtime | offline
+    map_image: str | None = None
+    status_interval: float = 2.0
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    late: int = 0  # frames whose deadline passed before they were rendered (realtime only)
+    sink_dropped: int = 0  # frames a slow sink never got (newest frame won)
+    reseeds: int = 0
+    seconds: float = 0.0
+    engine_ms: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        eng = np.array(self.engine_ms[-300:] or [0.0])
+        lat = np.array(self.latency_ms[-300:] or [0.0])
+        return (f"frame {self.frames} | {self.fps:.1f} fps | engine {np.median(eng):.1f} ms "
+                f"(p99 {np.percentile(eng, 99):.1f}) | late {self.late} | sink drops {self.sink_dropped} | "
+                f"latency {np.median(lat):.0f} ms | reseeds {self.reseeds}")
+
+
+class SinkWorker:
+    """A sink on its own thread behind a newest-wins mailbox (realtime mode)."""
+
+    def __init__(self, sink, spec: str):
+        self.sink, self.spec = sink, spec
+        self.mailbox: Mailbox = Mailbox()
+        self.failed: str | None = None
+        self.sent_at: float = 0.0
+        self.latency_ms: float = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"sink {spec}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.mailbox.get()
+            if item is None:
+                return
+            frame, t_input = item
+            try:
+                self.sink.send(frame)
+            except SinkError as exc:
+                self.failed = str(exc)
+                log.error("sink %s failed and was dropped: %s", self.spec, exc)
+                return
+            self.latency_ms = (time.perf_counter() - t_input) * 1000
+
+    def send(self, frame: np.ndarray, t_input: float) -> None:
+        self.mailbox.put((frame, t_input))
+
+    @property
+    def dropped(self) -> int:
+        return self.mailbox.dropped
+
+    def close(self) -> None:
+        self.mailbox.close()
+        self._thread.join(timeout=5)
+
+
+def frame_to_tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) → (1, 3, H, W) float in [-1, 1] on the device (uploaded as bytes)."""
+    t = torch.from_numpy(frame).to(device, non_blocking=True)
+    return t.permute(2, 0, 1)[None].float().mul_(2 / 255).sub_(1)
+
+
+def open_show_source(spec: str, size: tuple[int, int], fps: float):
+    """``auto``: the first camera that opens, else the built-in generator (a show always has a picture)."""
+    if spec != "auto":
+        return open_source(spec, size=size, fps=fps)
+    for index in devices():
+        try:
+            return open_source(f"camera:{index}", size=size, fps=fps)
+        except SourceError as exc:
+            log.warning("camera %d did not open (%s); trying the next", index, exc)
+    log.info("no camera found: using the built-in generator")
+    return open_source("generator", size=size, fps=fps)
+
+
+def _close_quietly(spec: str, sink) -> None:
+    # A sink that already failed may fail again while flushing (a full disk): say so, close the rest.
+    try:
+        sink.close()
+    except SinkError as exc:
+        log.error("sink %s did not close cleanly: %s", spec, exc)
+
+
+def resolve_pace(cfg: RunConfig, source, sinks) -> str:
+    if cfg.pace != "auto":
+        return cfg.pace
+    live = getattr(source, "live", False) or any(getattr(s, "live", True) for s in sinks)
+    return "realtime" if live else "offline"
+
+
+def run(cfg: RunConfig, store: ParamStore | None = None, stop: threading.Event | None = None,
+        on_status=None) -> RunStats:
+    """Run the show until ``stop`` is set or ``cfg.frames`` are rendered. Start-up errors raise
+    (checkpoint, source, sink, device); once running, problems are logged and the show goes on."""
+    stop = stop or threading.Event()
+    device = resolve_device(cfg.device)
+    model, _card = checkpoint.load(cfg.model, device)
+    store = store or ParamStore(build_registry(model.levels))
+    map_image = None
+    if cfg.map_image:
+        from .data import read_image
+        grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
+        map_image = torch.from_numpy(grey)[None, None]
+    engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image)
+    size = (cfg.width, cfg.height)
+    warn = RateLimitedLog(log, interval=5.0)
+    stats = RunStats()
+
+    with ExitStack() as stack:
+        source = stack.enter_context(open_show_source(cfg.source, size, cfg.fps))
+        sinks = []
+        for spec in cfg.sinks:
+            sink = open_sink(spec, size=size, fps=cfg.fps)
+            stack.callback(_close_quietly, spec, sink)
+            sinks.append((spec, sink))
+        pace = resolve_pace(cfg, source, [s for _, s in sinks])
+        workers = [SinkWorker(s, spec) for spec, s in sinks] if pace == "realtime" else []
+        for w in workers:
+            stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)
+        log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", source.spec, model.levels, device,
+                 cfg.width, cfg.height, ", ".join(cfg.sinks), pace)
+
+        period = 1.0 / cfg.fps
+        start = time.perf_counter()
+        last_status = start
+        last_frame = None
+        live_sinks = list(sinks)
+        slot = 0  # index of the schedule slot the next frame is due in
+        while not stop.is_set() and (cfg.frames is None or stats.frames < cfg.frames):
+            if pace == "realtime":
+                due = start + slot * period
+                wait = due - time.perf_counter()
+                if wait > 0 and stop.wait(wait):
+                    break
+                behind = int((time.perf_counter() - due) / period)
+                if behind > 0:  # we missed whole slots: skip them instead of rushing to catch up
+                    stats.late += behind
+                    slot += behind
+                slot += 1
+
+            t_input = time.perf_counter()
+            try:
+                frame = source.read()
+            except (OSError, RuntimeError, ValueError) as exc:
+                warn.warning("source", "source %s failed (%s); showing the last frame", cfg.source, exc)
+                frame = None
+            if frame is not None:
+                last_frame = frame
+            source_tensor = frame_to_tensor(last_frame, device) if last_frame is not None else None
+
+            t0 = time.perf_counter()
+            engine.step(store.frame(period), source_tensor)
+            picture = engine.readback()
+            stats.engine_ms.append((time.perf_counter() - t0) * 1000)
+            stats.reseeds = engine.guard.recoveries
+
+            if workers:
+                for w in workers:
+                    if not w.failed:
+                        w.send(picture, t_input)
+                stats.sink_dropped = sum(w.dropped for w in workers)
+                stats.latency_ms.append(max((w.latency_ms for w in workers), default=0.0))
+            else:
+                for spec, sink in list(live_sinks):
+                    try:
+                        sink.send(picture)
+                    except SinkError as exc:
+                        log.error("sink %s failed and was dropped: %s", spec, exc)
+                        live_sinks.remove((spec, sink))
+                stats.latency_ms.append((time.perf_counter() - t_input) * 1000)
+            stats.frames += 1
+
+            now = time.perf_counter()
+            stats.seconds = now - start
+            if now - last_status >= cfg.status_interval:
+                last_status = now
+                (on_status or log.info)(stats.summary())
+        stats.seconds = time.perf_counter() - start
+    log.info("stopped: %s", stats.summary())
+    return stats
+
