@@ -11,6 +11,7 @@ blocks on the render loop and never touches a tensor.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -295,3 +296,26 @@ class ParamStore:
                 v = cur[name] + (target - cur[name]) * a
                 cur[name] = target if abs(v - target) < 1e-7 else v
         return dict(cur)
+
+
+class ActionQueue:
+    """Discrete triggers from control threads (snapshot store/recall, preset recall, panic) for the
+    render loop, which drains them once per frame. Bounded: a flood of triggers drops the oldest,
+    counted, rather than growing without limit."""
+
+    def __init__(self, maxlen: int = 64):
+        self._items: collections.deque = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def post(self, name: str, **args) -> None:
+        with self._lock:
+            if len(self._items) == self._items.maxlen:
+                self.dropped += 1
+            self._items.append((name, args))
+
+    def drain(self) -> list[tuple[str, dict]]:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items

@@ -1,0 +1,106 @@
+"""The show's tempo: BPM and beat phase from MIDI clock, tap tempo or a set value.
+
+Thread-safe: the MIDI callback calls ``clock_tick``/``start``/``stop``/``cont``; OSC handlers call
+``tap``/``set_bpm``; the render loop reads ``beat(now)``. Times are ``time.monotonic()`` seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+PPQN = 24  # MIDI clock pulses per quarter note
+MIN_BPM, MAX_BPM = 20.0, 300.0
+
+
+class Tempo:
+    def __init__(self, bpm: float = 120.0):
+        self._lock = threading.Lock()
+        self._bpm = bpm
+        self._anchor_time = time.monotonic()  # when beat ``_anchor_beat`` happened
+        self._anchor_beat = 0.0
+        self._ticks: collections.deque[float] = collections.deque(maxlen=PPQN * 2 + 1)
+        self._taps: collections.deque[float] = collections.deque(maxlen=5)
+        self._clock_ticks = 0
+        self.running = True
+        self.source = "internal"
+
+    @property
+    def bpm(self) -> float:
+        with self._lock:
+            return self._bpm
+
+    def _rebase(self, now: float, bpm: float) -> None:
+        # Keep the beat continuous when the tempo changes: re-anchor at the current beat.
+        self._anchor_beat = self._beat_locked(now)
+        self._anchor_time = now
+        self._bpm = min(max(bpm, MIN_BPM), MAX_BPM)
+
+    def _beat_locked(self, now: float) -> float:
+        if not self.running:
+            return self._anchor_beat
+        return self._anchor_beat + (now - self._anchor_time) * self._bpm / 60.0
+
+    def beat(self, now: float | None = None) -> float:
+        """Beats since the start (fractional); frozen while stopped."""
+        with self._lock:
+            return self._beat_locked(time.monotonic() if now is None else now)
+
+    def set_bpm(self, bpm: float, now: float | None = None) -> None:
+        with self._lock:
+            self._rebase(time.monotonic() if now is None else now, float(bpm))
+            self.source = "set"
+
+    def tap(self, now: float | None = None) -> float:
+        """One tap; two or more within 2 s of each other set the BPM from their mean interval,
+        and the beat lands on the tap."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._taps and now - self._taps[-1] > 2.0:
+                self._taps.clear()
+            self._taps.append(now)
+            if len(self._taps) >= 2:
+                taps = list(self._taps)
+                interval = (taps[-1] - taps[0]) / (len(taps) - 1)
+                self._rebase(now, 60.0 / interval)
+                self._anchor_beat = round(self._anchor_beat)  # the tap is on a beat
+                self.source = "tap"
+            return self._bpm
+
+    def clock_tick(self, now: float | None = None) -> None:
+        """One MIDI clock pulse (0xF8). The BPM follows the mean interval of the last two beats' pulses."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._ticks and now - self._ticks[-1] > 1.0:
+                self._ticks.clear()  # the clock paused: do not average across the gap
+            self._ticks.append(now)
+            self._clock_ticks += 1
+            if len(self._ticks) >= 7:
+                ticks = list(self._ticks)
+                interval = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+                self._rebase(now, 60.0 / (interval * PPQN))
+                self.source = "midi clock"
+            if self.running and self._clock_ticks % PPQN == 0:
+                self._anchor_beat = round(self._beat_locked(now))  # lock the phase to the clock's beats
+                self._anchor_time = now
+
+    def start(self, now: float | None = None) -> None:
+        """MIDI start (0xFA): beat 0 now."""
+        with self._lock:
+            self._anchor_time = time.monotonic() if now is None else now
+            self._anchor_beat = 0.0
+            self._clock_ticks = 0
+            self.running = True
+
+    def stop(self, now: float | None = None) -> None:
+        """MIDI stop (0xFC): hold the beat where it is."""
+        with self._lock:
+            self._anchor_beat = self._beat_locked(time.monotonic() if now is None else now)
+            self.running = False
+
+    def cont(self, now: float | None = None) -> None:
+        """MIDI continue (0xFB): run on from the held beat."""
+        with self._lock:
+            self._anchor_time = time.monotonic() if now is None else now
+            self.running = True
