@@ -14,7 +14,7 @@ import pytest
 
 from ffvj.params import ParamStore, build_registry
 from ffvj.runtime import RunConfig, run
-from ffvj.sinks import Sink, register_sink
+from ffvj.sinks import SINKS, Sink, register_sink
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -37,6 +37,15 @@ def clip(tmp_path_factory):
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             out.mux(stream.encode())
     return path
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_sinks():
+    """Sinks registered by a test are plugins of that test only."""
+    before = dict(SINKS)
+    yield
+    SINKS.clear()
+    SINKS.update(before)
 
 
 def read_frames(path):
