@@ -322,6 +322,35 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench ---------------------------------------------------------------------------------------
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure the engine, the reference step, end-to-end rates and the floor")
+    p.add_argument("--size", type=_parse_size, default=(640, 360), help="WxH (default: 640x360)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--model", default=None)
+    p.add_argument("--frames", type=int, default=120, help="timed engine steps (default: 120)")
+    p.add_argument("--compile", action="store_true", help="compile the fused kernels with torch.compile")
+    p.add_argument("--no-end-to-end", action="store_true", help="skip the runtime (source → sink) runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .bench import BenchConfig, bench, format_report
+
+    cfg = BenchConfig(width=args.size[0], height=args.size[1], device=args.device, model=args.model,
+                      frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end)
+    logging.getLogger("ffvj.runtime").setLevel(logging.WARNING)  # the end-to-end runs' status lines
+    try:
+        result = bench(cfg)
+    except (checkpoint.CheckpointError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_devices(sub)
     _add_params(sub)
+    _add_bench(sub)
     _add_train(sub)
     _add_model(sub)
     return parser

@@ -69,13 +69,23 @@ def test_periods_and_freeze_hold_levels(model):
     engine = FeedbackEngine(model, W, H)
     phi = ParamStore(build_registry(model.levels)).frame(0)
     phi.update({"l1.period": 2, "l2.freeze": 1, "l3.period": 3})
-    held = [s.clone() for s in engine.states]
-    engine.step(phi)  # frame 0: everything but the frozen level 2 updates
-    assert torch.equal(engine.states[2], held[2]) and not torch.equal(engine.states[1], held[1])
-    after0 = [s.clone() for s in engine.states]
-    engine.step(phi)  # frame 1: level 1 (period 2) and level 3 (period 3) hold
-    assert torch.equal(engine.states[1], after0[1]) and torch.equal(engine.states[3], after0[3])
-    assert not torch.equal(engine.states[0], after0[0])
+    before = [s.clone() for s in engine.states]
+    engine.step(phi)  # frame 0: level 1 (period 2) waits for odd frames, level 3 for frames ≡ 1 mod 3
+    assert not torch.equal(engine.states[0], before[0])
+    assert all(torch.equal(engine.states[i], before[i]) for i in (1, 2, 3))
+    before = [s.clone() for s in engine.states]
+    engine.step(phi)  # frame 1: levels 1 and 3 update; the frozen level 2 never does
+    assert not torch.equal(engine.states[1], before[1]) and not torch.equal(engine.states[3], before[3])
+    assert torch.equal(engine.states[2], before[2])
+
+
+def test_default_periods_take_turns():
+    from ffvj.engine import updates_on
+
+    busy = [[lvl for lvl, period in enumerate((1, 2, 4, 8)) if updates_on(f, period)] for f in range(16)]
+    assert all(row[0] == 0 for row in busy)
+    assert max(len(row) for row in busy) == 2  # level 0 plus at most one deeper level per frame
+    assert sum(1 in row for row in busy) == 8 and sum(3 in row for row in busy) == 2
 
 
 @pytest.mark.parametrize("kind", BOUNDS)

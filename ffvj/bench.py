@@ -1,0 +1,246 @@
+"""``ffvj bench``: how fast the engine runs, next to the plain reference and the machine's limits.
+
+Everything is measured in one process, one run: the engine step (median, p99, fps) and per-level
+costs, the reference step (``engine.reference_step``, the eager fp32 oracle of the tests) on the
+same parameters, end-to-end runs through the real runtime (generator → null, generator → H.264 file,
+video file → H.264 file), peak memory, and a floor: the bytes a step must move and the arithmetic it
+must do, over this machine's measured copy bandwidth and convolution rate.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .device import resolve_device
+from .engine import FeedbackEngine, StepInputs, reference_step, updates_on
+from .params import ParamStore, build_registry, level_param_name
+
+
+@dataclass
+class BenchConfig:
+    width: int = 640
+    height: int = 360
+    device: str = "auto"
+    model: str | None = None
+    frames: int = 120
+    warmup: int = 16
+    compile: bool = False
+    end_to_end: bool = True
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn, device: torch.device, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _summary(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"median_ms": round(float(np.median(a)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "mean_ms": round(float(a.mean()), 3), "fps": round(1000.0 / float(a.mean()), 1)}
+
+
+def _machine_rates(device: torch.device) -> dict:
+    """Copy bandwidth (GB/s, read + write) and a convolution's arithmetic rate (GFLOP/s)."""
+    n = 64 * 1024 * 1024 // 4  # 64 MiB: far beyond the caches
+    a = torch.empty(n, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    ms = min(_time_ms(lambda: b.copy_(a), device, 10))
+    bandwidth = 2 * a.numel() * 4 / (ms / 1000) / 1e9
+    x = torch.randn(1, 64, 256, 256, device=device)
+    w = torch.randn(64, 64, 3, 3, device=device)
+    F.conv2d(x, w, padding=1)
+    ms = min(_time_ms(lambda: F.conv2d(x, w, padding=1), device, 5))
+    flops = 2 * 64 * 64 * 9 * 256 * 256
+    return {"bandwidth_gbs": round(bandwidth, 1), "conv_gflops": round(flops / (ms / 1000) / 1e9, 1)}
+
+
+def _step_floor(model, sizes: list[tuple[int, int]], phi: dict) -> dict:
+    """What one average step must do: each level's update, weighted by how often it runs, needs its
+    own state read, the encoding of the level below and the decoding of the level above (convolution
+    arithmetic), and its new state written; level 0 also reads the source and writes the output."""
+    channels = model.channels
+    k = model.config.kernel_size
+    flops = bytes_ = 0.0
+    for lvl, (h, w) in enumerate(sizes):
+        rate = 1.0 / max(1, int(phi[level_param_name(lvl, "period")]))
+        n = channels[lvl] * h * w
+        lvl_bytes = 2 * n * 4  # read h^ℓ, write the new h^ℓ
+        lvl_flops = 30 * n  # resampling, mixing, bounding: ~30 operations per element
+        if lvl > 0:  # γ_{ℓ-1}: convolution at level ℓ-1's size, reading h^{ℓ-1}
+            hp, wp = sizes[lvl - 1]
+            lvl_flops += 2 * channels[lvl - 1] * channels[lvl] * k * k * hp * wp
+            lvl_bytes += channels[lvl - 1] * hp * wp * 4
+        if lvl < len(sizes) - 1:  # γ_ℓ⁻¹: convolution at level ℓ+1's size to 4·C_ℓ, reading h^{ℓ+1}
+            hn, wn = sizes[lvl + 1]
+            lvl_flops += 2 * channels[lvl + 1] * 4 * channels[lvl] * k * k * hn * wn
+            lvl_bytes += channels[lvl + 1] * hn * wn * 4
+        if lvl == 0:
+            lvl_bytes += 3 * h * w * (4 + 1)  # the source in, the uint8 picture out
+        flops += rate * lvl_flops
+        bytes_ += rate * lvl_bytes
+    return {"bytes": int(bytes_), "flops": int(flops)}
+
+
+def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
+    from .runtime import RunConfig, run
+    from .sinks import open_sink
+
+    frames = max(60, cfg.frames)
+    common = dict(width=cfg.width, height=cfg.height, fps=30, frames=frames, model=cfg.model, device=str(device),
+                  pace="offline", status_interval=1e9)
+    out = {}
+    out["generator_null_fps"] = round(run(RunConfig(source="generator", sinks=["null"], **common)).fps, 1)
+    out["generator_file_fps"] = round(run(RunConfig(source="generator", sinks=[f"file:{tmp / 'g.mp4'}"],
+                                                    **common)).fps, 1)
+    clip = tmp / "clip.mp4"  # a real H.264 clip to decode, as a VJ's loop would be
+    from .sources import open_source
+    with open_source("generator:rings", size=(cfg.width, cfg.height), fps=30) as gen, \
+            open_sink(f"file:{clip}", size=(cfg.width, cfg.height), fps=30) as sink:
+        for _ in range(90):
+            sink.send(gen.read())
+    out["video_file_fps"] = round(run(RunConfig(source=f"video:{clip}", sinks=[f"file:{tmp / 'v.mp4'}"],
+                                                **common)).fps, 1)
+    return out
+
+
+@torch.no_grad()
+def bench(cfg: BenchConfig) -> dict:
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model, _ = checkpoint.load(cfg.model, device)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    source = torch.rand(1, 3, cfg.height, cfg.width, device=device) * 2 - 1
+    t = time.perf_counter()
+    engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile)
+    startup_s = time.perf_counter() - t
+
+    def engine_step():
+        engine.step(phi, source)
+        engine.readback()
+
+    for _ in range(cfg.warmup):
+        engine_step()
+    engine_ms = _time_ms(engine_step, device, cfg.frames)
+
+    ref_states = [s.clone() for s in engine.states]
+    noise = torch.Generator(device=device).manual_seed(0)
+    frame = {"i": engine.frame_index}
+
+    def reference():
+        nonlocal ref_states
+        ref_states = reference_step(model, ref_states, StepInputs(phi, source, None, frame["i"], noise))
+        ref_states[0].add(1).mul(127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        frame["i"] += 1
+
+    for _ in range(max(4, cfg.warmup // 2)):
+        reference()
+    reference_ms = _time_ms(reference, device, max(24, cfg.frames // 2))
+
+    levels = []
+    sizes = engine.sizes
+    for lvl in range(model.levels):
+        h = engine.states[lvl]
+        up = engine.states[lvl + 1]
+        enc = _summary(_time_ms(lambda: engine._encode(lvl, h), device, 20))["median_ms"]
+        dec = _summary(_time_ms(lambda: model.decode(lvl, up, size=sizes[lvl]), device, 20))["median_ms"]
+        levels.append({"level": lvl, "size": f"{sizes[lvl][1]}x{sizes[lvl][0]}", "channels": model.channels[lvl],
+                       "period": int(phi[level_param_name(lvl, "period")]), "encode_ms": enc, "decode_ms": dec})
+    levels.append({"level": model.levels, "size": f"{sizes[-1][1]}x{sizes[-1][0]}", "channels": model.channels[-1],
+                   "period": int(phi[level_param_name(model.levels, "period")])})
+    for row in levels:  # the cost of updating this level alone (all others frozen), per update
+        lvl = row["level"]
+        alone = dict(phi, **{level_param_name(i, "freeze"): float(i != lvl) for i in range(len(sizes))},
+                     **{level_param_name(lvl, "period"): 1.0})
+        row["update_ms"] = _summary(_time_ms(lambda: engine.step(alone, source), device, 12))["median_ms"]
+
+    eng, ref = _summary(engine_ms), _summary(reference_ms)
+    rates = _machine_rates(device)
+    floor = _step_floor(model, sizes, phi)
+    floor_ms = max(floor["bytes"] / (rates["bandwidth_gbs"] * 1e9), floor["flops"] / (rates["conv_gflops"] * 1e9)) * 1e3
+    result = {
+        "size": f"{cfg.width}x{cfg.height}",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": cfg.model or checkpoint.DEFAULT_MODEL,
+        "compile": cfg.compile,
+        "startup_s": round(startup_s, 2),
+        "engine_fps": eng["fps"],
+        "engine": eng,
+        "reference_fps": ref["fps"],
+        "reference": ref,
+        "speedup": round(ref["mean_ms"] / eng["mean_ms"], 2),
+        "levels": levels,
+        "floor": {**floor, **rates, "floor_ms": round(floor_ms, 3),
+                  "engine_over_floor": round(eng["mean_ms"] / floor_ms, 1)},
+        "updates_per_frame": [round(np.mean([updates_on(f, r["period"]) for f in range(64)]), 3) for r in levels],
+    }
+    if cfg.end_to_end:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["end_to_end"] = _end_to_end(cfg, device, Path(tmp))
+    result["peak_memory_mb"] = round(
+        torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_memory_kind"] = "cuda allocated" if device.type == "cuda" else "process max RSS"
+    return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores visible)"
+    except OSError:
+        pass
+    return f"cpu ({os.cpu_count()} cores visible)"
+
+
+def format_report(r: dict) -> str:
+    lines = [
+        f"ffvj bench — {r['size']} on {r['device']} ({r['device_name']}), {r['threads']} threads, "
+        f"torch {r['torch']}, model {r['model']}, compile {r['compile']}",
+        f"engine     {r['engine']['median_ms']:7.2f} ms median, {r['engine']['p99_ms']:7.2f} p99  "
+        f"→ {r['engine_fps']:.1f} fps",
+        f"reference  {r['reference']['median_ms']:7.2f} ms median, {r['reference']['p99_ms']:7.2f} p99  "
+        f"→ {r['reference_fps']:.1f} fps   speedup {r['speedup']:.2f}×",
+        "level  size       ch  period  encode ms  decode ms  update ms (alone)",
+    ]
+    for row in r["levels"]:
+        lines.append(f"{row['level']:>5}  {row['size']:<9} {row['channels']:>3}  {row['period']:>6}  "
+                     f"{row.get('encode_ms', float('nan')):9.2f}  {row.get('decode_ms', float('nan')):9.2f}  "
+                     f"{row['update_ms']:9.2f}")
+    f = r["floor"]
+    lines.append(f"floor      {f['bytes'] / 1e6:.1f} MB and {f['flops'] / 1e9:.2f} GFLOP per step over "
+                 f"{f['bandwidth_gbs']} GB/s and {f['conv_gflops']} GFLOP/s → {f['floor_ms']:.2f} ms; "
+                 f"the engine takes {f['engine_over_floor']}× that")
+    if "end_to_end" in r:
+        e = r["end_to_end"]
+        lines.append(f"end to end generator→null {e['generator_null_fps']} fps, generator→H.264 "
+                     f"{e['generator_file_fps']} fps, video→H.264 {e['video_file_fps']} fps")
+    lines.append(f"peak memory {r['peak_memory_mb']} MB ({r['peak_memory_kind']}); engine start-up {r['startup_s']} s")
+    return "\n".join(lines)
+

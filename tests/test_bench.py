@@ -1,0 +1,61 @@
+"""The benchmark's report and the fast kernels it measures (never timings: those are the bench's job)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ffvj import kernels
+from ffvj.cli import main
+from ffvj.engine import FeedbackEngine, StepInputs, reference_step
+from ffvj.model import FeatureAutoencoder, ModelConfig
+from ffvj.params import ParamStore, build_registry
+
+
+def test_bench_json_has_the_promised_keys(capsys):
+    assert main(["bench", "--size", "64x48", "--frames", "4", "--no-end-to-end", "--json", "--device", "cpu"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert {"engine_fps", "reference_fps", "speedup", "size", "device"} <= set(r)
+    assert r["size"] == "64x48" and r["device"] == "cpu" and r["engine_fps"] > 0 and r["reference_fps"] > 0
+    assert [row["level"] for row in r["levels"]] == [0, 1, 2, 3]
+    assert r["floor"]["floor_ms"] > 0 and r["floor"]["flops"] > 0 and r["peak_memory_mb"] > 0
+
+
+def test_fast_tanh_forms_match_torch():
+    x = torch.linspace(-12, 12, 20001)
+    assert (kernels.rational_tanh(x) - torch.tanh(x)).abs().max() < 1e-6
+    assert (kernels.tanh_via_sigmoid(x) - torch.tanh(x)).abs().max() < 1e-6
+    y = torch.randn(1, 6, 10, 14) * 3
+    ref = F.avg_pool2d(torch.tanh(y), 2)
+    assert torch.allclose(kernels.tanh_avgpool_eager(y.clone()), ref, atol=1e-6)
+    assert torch.allclose(kernels.tanh_avgpool_fused(y.clone()), ref, atol=1e-6)
+    assert torch.allclose(kernels.tanh_maxpool(y), F.max_pool2d(torch.tanh(y), 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_engine_encode_equals_the_model(pooling):
+    torch.manual_seed(0)
+    model = FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10), pooling=pooling)).eval()
+    engine = FeedbackEngine(model, 45, 29)
+    with torch.no_grad():
+        for lvl in range(model.levels):
+            h = engine.states[lvl]
+            assert torch.allclose(engine._encode(lvl, h), model.encode(lvl, h), atol=1e-5)
+
+
+def test_compiled_engine_matches_the_reference():
+    """torch.compile'd kernels (or, if inductor cannot build here, the logged eager fallback)."""
+    torch.manual_seed(0)
+    model = FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval()
+    engine = FeedbackEngine(model, 40, 24, compile=True)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    states = [s.clone() for s in engine.states]
+    source = torch.rand(1, 3, 24, 40) * 2 - 1
+    for i in range(4):
+        states = reference_step(model, states, StepInputs(phi, source, None, i, torch.Generator()))
+        engine.step(phi, source)
+    for a, b in zip(engine.states, states):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert np.isfinite(engine.readback()).all()
