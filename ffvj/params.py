@@ -197,6 +197,9 @@ def build_registry(levels: int) -> dict[str, Param]:
                 continue  # the top level has no level above
             reg[name] = Param(name, default, p.min, p.max, p.doc, unit=p.unit, kind=p.kind, curve=p.curve,
                               smoothing=p.smoothing, choices=p.choices, spatial=p.spatial, level=lvl)
+    from .modulation import lfo_params  # late: modulation builds its Params from this module
+
+    reg.update({p.name: p for p in lfo_params(reg)})
     return reg
 
 
@@ -308,7 +311,7 @@ class ActionQueue:
         self._lock = threading.Lock()
         self.dropped = 0
 
-    def post(self, name: str, **args) -> None:
+    def post(self, name: str, /, **args) -> None:
         with self._lock:
             if len(self._items) == self._items.maxlen:
                 self.dropped += 1
