@@ -210,6 +210,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="realtime: paced to --fps, slow sinks drop frames; offline: as fast as possible, every "
                         "frame to every sink; auto: realtime for cameras and live sinks")
     p.add_argument("--map-image", default=None, metavar="PATH", help="picture for map.kind=image")
+    p.add_argument("--presets-dir", default=None, metavar="DIR", help="where presets live (default: ~/.config/ffvj/presets)")
+    p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
     p.set_defaults(func=_cmd_run)
@@ -220,19 +222,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from . import checkpoint
-    from .params import ParamStore, build_registry
-    from .runtime import DEFAULT_SINK, RunConfig, run
+    from .runtime import DEFAULT_SINK, Controls, RunConfig, run
     from .sinks import SinkUnavailable
     from .sources import SourceError
 
     cfg = RunConfig(source=args.source, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
                     fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
-                    pace=args.pace, map_image=args.map_image)
+                    pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir)
     try:
         _, card = checkpoint.read_card(cfg.model)
     except checkpoint.CheckpointError as exc:
         raise CliError(str(exc)) from exc
-    store = ParamStore(build_registry(len(card["config"]["channels"]) - 1))
+    controls = Controls.for_levels(len(card["config"]["channels"]) - 1, args.presets_dir, args.seed)
+    store = controls.store
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or name not in store.registry:
@@ -248,6 +250,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         store.set(name, parsed, source="--set")
         store.frame(0)  # start at the value, not smoothed towards it
 
+    if args.preset:
+        from .presets import PresetError
+        try:
+            controls.presets.load(args.preset)  # a bad or missing preset fails here, at start-up
+        except (PresetError, OSError) as exc:
+            raise CliError(f"--preset {args.preset!r}: {exc}; presets here: "
+                           f"{', '.join(controls.presets.names()) or 'none'}") from exc
+        controls.presets.recall(args.preset, 0.0)
+        controls.presets.update(0.0)
+        store.frame(0)
+
     stop = threading.Event()
 
     def _stop(signum, _frame):
@@ -257,7 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     try:
-        stats = run(cfg, store=store, stop=stop)
+        stats = run(cfg, controls=controls, stop=stop)
     except (SinkUnavailable, SourceError, checkpoint.CheckpointError, FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     except TypeError as exc:  # an option a backend does not take

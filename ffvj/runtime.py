@@ -29,9 +29,12 @@ from . import checkpoint
 from .device import resolve_device
 from .engine import FeedbackEngine
 from .mailbox import Mailbox
-from .params import ParamStore, RateLimitedLog, build_registry
+from .modulation import Modulation
+from .params import ActionQueue, ParamStore, RateLimitedLog, build_registry
+from .presets import PresetBank, SnapshotBank, factory_presets_dir, handle_action
 from .sinks import SinkError, open_sink
 from .sources import SourceError, devices, open_source
+from .tempo import Tempo
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,27 @@ class RunConfig:
     seed: int = 0
     pace: str = "auto"  # auto | realtime | offline
     map_image: str | None = None
+    presets_dir: str | None = None  # None: ~/.config/ffvj/presets
     status_interval: float = 2.0
+
+
+@dataclass
+class Controls:
+    """What the control surfaces (OSC, MIDI, clock) share with the render loop. Control threads
+    write ``store``, post to ``actions`` and tap ``tempo``; everything else is the loop's own."""
+
+    store: ParamStore
+    actions: ActionQueue = field(default_factory=ActionQueue)
+    tempo: Tempo = field(default_factory=Tempo)
+    presets: PresetBank | None = None
+    modulation: Modulation | None = None
+    snapshots: SnapshotBank = field(default_factory=SnapshotBank)
+
+    @classmethod
+    def for_levels(cls, levels: int, presets_dir: str | None = None, seed: int = 0) -> "Controls":
+        store = ParamStore(build_registry(levels))
+        return cls(store=store, presets=PresetBank(store, presets_dir, factory=factory_presets_dir()),
+                   modulation=Modulation(store.registry, seed=seed))
 
 
 @dataclass
@@ -148,14 +171,18 @@ def resolve_pace(cfg: RunConfig, source, sinks) -> str:
     return "realtime" if live else "offline"
 
 
-def run(cfg: RunConfig, store: ParamStore | None = None, stop: threading.Event | None = None,
-        on_status=None) -> RunStats:
+def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,
+        on_status=None, services=()) -> RunStats:
     """Run the show until ``stop`` is set or ``cfg.frames`` are rendered. Start-up errors raise
-    (checkpoint, source, sink, device); once running, problems are logged and the show goes on."""
+    (checkpoint, source, sink, device); once running, problems are logged and the show goes on.
+
+    ``services`` are control surfaces (OSC server, MIDI input, …): context managers entered after the
+    outputs open; any with a ``poll(now)`` method is polled once per frame (scheduled OSC bundles)."""
     stop = stop or threading.Event()
     device = resolve_device(cfg.device)
     model, _card = checkpoint.load(cfg.model, device)
-    store = store or ParamStore(build_registry(model.levels))
+    controls = controls or Controls.for_levels(model.levels, cfg.presets_dir, cfg.seed)
+    store = controls.store
     map_image = None
     if cfg.map_image:
         from .data import read_image
@@ -177,11 +204,14 @@ def run(cfg: RunConfig, store: ParamStore | None = None, stop: threading.Event |
         workers = [SinkWorker(s, spec) for spec, s in sinks] if pace == "realtime" else []
         for w in workers:
             stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)
+        pollers = [stack.enter_context(svc) for svc in services]
+        pollers = [p.poll for p in pollers if hasattr(p, "poll")]
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), pace)
 
         period = 1.0 / cfg.fps
         start = time.perf_counter()
+        start_clock = time.monotonic()
         last_status = start
         last_frame = None
         live_sinks = list(sinks)
@@ -208,8 +238,22 @@ def run(cfg: RunConfig, store: ParamStore | None = None, stop: threading.Event |
                 last_frame = frame
             source_tensor = frame_to_tensor(last_frame, device) if last_frame is not None else None
 
+            # The frame clock: wall time when live, frame count × period when rendering offline, so
+            # LFOs and scheduled bundles land on the same frames whatever the machine's speed.
+            now = time.monotonic() if pace == "realtime" else start_clock + stats.frames * period
+            for poll in pollers:
+                poll(now)
+            for name, args in controls.actions.drain():
+                handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
+            if controls.presets is not None:
+                controls.presets.update(period)
+            phi = store.frame(period)
+            if controls.modulation is not None:
+                phi = controls.modulation.apply(phi, controls.tempo.beat(now), now)
+
             t0 = time.perf_counter()
-            engine.step(store.frame(period), source_tensor)
+            engine.step(phi, source_tensor)
+            controls.snapshots.update(engine, period)
             picture = engine.readback()
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
             stats.reseeds = engine.guard.recoveries

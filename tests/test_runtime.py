@@ -12,8 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from ffvj.params import ParamStore, build_registry
-from ffvj.runtime import RunConfig, run
+from ffvj.runtime import Controls, RunConfig, run
 from ffvj.sinks import SINKS, Sink, register_sink
 
 FFMPEG = shutil.which("ffmpeg")
@@ -122,10 +121,11 @@ class Recorder(Sink):
 def test_realtime_pacing_and_parameters_reach_the_engine():
     register_sink("recorder", Recorder)
     Recorder.received = []
-    store = ParamStore(build_registry(3))
+    controls = Controls.for_levels(3)
+    controls.store.set("l0.zoom", 1.2)
     stop = threading.Event()
     cfg = RunConfig(source="generator", sinks=["recorder"], width=96, height=64, fps=20, frames=30, pace="realtime")
-    stats = run(cfg, store=store, stop=stop)
+    stats = run(cfg, controls=controls, stop=stop)
     assert stats.frames == 30
     times = [t for t, _ in Recorder.received]
     assert len(times) >= 15  # a loaded machine may drop some: newest frame wins
@@ -174,3 +174,25 @@ def test_start_up_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "null" in result.stderr  # lists the sinks there are
     result = ffvj("run", "--set", "l0.zoom=banana", "--frames", "1", timeout=60)
     assert result.returncode == 2 and "l0.zoom" in result.stderr
+
+
+def test_parameters_and_actions_reach_the_engine(tmp_path):
+    """input.mix = 1 shows the source itself; a posted snapshot.store lands in the render loop."""
+    import cv2
+
+    from .conftest import smooth_picture
+
+    picture = smooth_picture(np.random.default_rng(5), 48, 64)
+    path = tmp_path / "still.png"
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    controls = Controls.for_levels(3, presets_dir=str(tmp_path / "presets"))
+    controls.store.set("input.mix", 1.0)
+    controls.store.frame(0)
+    controls.actions.post("snapshot.store", slot=2)
+    run(RunConfig(source=f"image:{path}", sinks=["recorder"], width=64, height=48, frames=3, pace="offline"),
+        controls=controls)
+    shown = Recorder.received[-1][1].astype(int)
+    assert np.abs(shown - picture).mean() < 2
+    assert 2 in controls.snapshots.occupied()
