@@ -188,6 +188,21 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _option_value(text: str):
+    """A backend option from the command line: int, float, bool words, else the string."""
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from .runtime import DEFAULT_SINK, RunConfig
 
@@ -197,6 +212,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=d.source,
                    help="auto (a camera when present, else the generator), generator[:NAME], video:PATH, "
                         "image:PATH or camera[:INDEX] (default: auto)")
+    p.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option for the source, repeatable: camera width=1280 height=720 camera_fps=60 "
+                        "mjpg=1; generator seed=N speed=X; video loop=0")
     p.add_argument("--sink", action="append", metavar="SPEC",
                    help=f"file:PATH.mp4, virtualcam[:DEVICE], ndi[:NAME], window, syphon[:NAME], spout[:NAME] "
                         f"or null; repeatable (default: {DEFAULT_SINK})")
@@ -226,7 +244,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .sinks import SinkUnavailable
     from .sources import SourceError
 
-    cfg = RunConfig(source=args.source, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
+    source_options = {}
+    for item in args.source_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise CliError(f"--source-option {item!r}: expected KEY=VALUE")
+        source_options[key] = _option_value(value)
+    cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
                     fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
                     pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir)
     try:

@@ -44,6 +44,7 @@ DEFAULT_SINK = "file:ffvj.mp4"
 @dataclass
 class RunConfig:
     source: str = "auto"  # a camera when one is present, else the built-in generator
+    source_options: dict = field(default_factory=dict)  # e.g. camera: width, height, camera_fps, mjpg
     sinks: list[str] = field(default_factory=lambda: [DEFAULT_SINK])
     width: int = 640
     height: int = 360
@@ -143,13 +144,14 @@ def frame_to_tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.permute(2, 0, 1)[None].float().mul_(2 / 255).sub_(1)
 
 
-def open_show_source(spec: str, size: tuple[int, int], fps: float):
+def open_show_source(spec: str, size: tuple[int, int], fps: float, options: dict | None = None):
     """``auto``: the first camera that opens, else the built-in generator (a show always has a picture)."""
+    options = options or {}
     if spec != "auto":
-        return open_source(spec, size=size, fps=fps)
+        return open_source(spec, size=size, fps=fps, **options)
     for index in devices():
         try:
-            return open_source(f"camera:{index}", size=size, fps=fps)
+            return open_source(f"camera:{index}", size=size, fps=fps, **options)
         except SourceError as exc:
             log.warning("camera %d did not open (%s); trying the next", index, exc)
     log.info("no camera found: using the built-in generator")
@@ -194,7 +196,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
     stats = RunStats()
 
     with ExitStack() as stack:
-        source = stack.enter_context(open_show_source(cfg.source, size, cfg.fps))
+        source = stack.enter_context(open_show_source(cfg.source, size, cfg.fps, cfg.source_options))
         sinks = []
         for spec in cfg.sinks:
             sink = open_sink(spec, size=size, fps=cfg.fps)
