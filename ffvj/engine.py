@@ -281,14 +281,16 @@ class StabilityGuard:
         self.recoveries = 0
         self.last_reason = ""
 
-    def check(self, states: list[torch.Tensor]) -> str | None:
-        """The reason to re-seed now, or None."""
+    def check(self, states: list[torch.Tensor], levels: list[int] | None = None) -> str | None:
+        """The reason to re-seed now, or None. ``levels``: the ones that changed this frame (a level
+        that did not change was checked when it did)."""
+        levels = list(range(len(states))) if levels is None else levels
         picture = states[0][..., ::4, ::4]  # a quarter-resolution look is enough for statistics
-        stats = torch.stack([s.abs().amax() for s in states]
+        stats = torch.stack([states[lvl].abs().amax() for lvl in levels]
                             + [picture.std(), (picture.abs() > 0.98).float().mean()]).tolist()
         *peaks, spread, saturated = stats
         if not all(math.isfinite(p) for p in peaks):
-            bad = [lvl for lvl, p in enumerate(peaks) if not math.isfinite(p)]
+            bad = [lvl for lvl, p in zip(levels, peaks) if not math.isfinite(p)]
             return f"non-finite values in level(s) {bad}"
         if spread < self.flat_std or saturated > self.saturated_fraction:
             self.bad_frames += 1
@@ -505,7 +507,7 @@ class FeedbackEngine:
             self._versions[lvl] += 1
         self.states = new
         self.frame_index += 1
-        reason = self.guard.check(new)
+        reason = self.guard.check(new, [lvl for lvl, u in enumerate(updating) if u])
         if reason:
             self.guard.recoveries += 1
             self.guard.last_reason = reason
