@@ -232,6 +232,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
+    osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm")
+    osc.add_argument("--osc-port", type=int, default=9000, help="UDP port (default: 9000)")
+    osc.add_argument("--osc-host", default="127.0.0.1",
+                     help="address to listen on; 0.0.0.0 lets a tablet on the LAN in (default: 127.0.0.1)")
+    osc.add_argument("--osc-allow", action="append", default=[], metavar="IP",
+                     help="only these clients may send (repeatable; default: anyone who can reach the port)")
+    osc.add_argument("--osc-tcp-port", type=int, default=None, help="also listen on TCP with SLIP framing")
+    osc.add_argument("--osc-feedback", action="append", default=[], metavar="HOST:PORT",
+                     help="send every parameter change here (repeatable)")
+    osc.add_argument("--osc-feedback-rate", type=float, default=30.0, help="feedback messages/s per parameter")
+    osc.add_argument("--oscquery-port", type=int, default=9010, help="OSCQuery HTTP port (default: 9010)")
+    osc.add_argument("--no-oscquery", action="store_true", help="do not serve OSCQuery")
+    osc.add_argument("--no-mdns", action="store_true", help="do not announce OSC/OSCQuery over mDNS")
+    osc.add_argument("--no-osc", action="store_true", help="no OSC at all")
     p.set_defaults(func=_cmd_run)
 
 
@@ -285,6 +299,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         controls.presets.update(0.0)
         store.frame(0)
 
+    services = _control_services(args, controls)
+
     stop = threading.Event()
 
     def _stop(signum, _frame):
@@ -294,13 +310,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     try:
-        stats = run(cfg, controls=controls, stop=stop)
-    except (SinkUnavailable, SourceError, checkpoint.CheckpointError, FileNotFoundError, ValueError) as exc:
+        stats = run(cfg, controls=controls, stop=stop, services=services)
+    except (SinkUnavailable, SourceError, checkpoint.CheckpointError, OSError, ValueError, ImportError) as exc:
         raise CliError(str(exc)) from exc
     except TypeError as exc:  # an option a backend does not take
         raise CliError(f"bad source or sink option: {exc}") from exc
     print(stats.summary())
     return 0
+
+
+def _control_services(args: argparse.Namespace, controls) -> list:
+    """The control surfaces to run beside the show, in start order (they close in reverse)."""
+    services: list = []
+    if not args.no_osc:
+        from .osc import OscServer, parse_target
+        from .oscquery import OscQueryServer
+
+        try:
+            feedback = [parse_target(t) for t in args.osc_feedback]
+            osc = OscServer(controls.store, controls.actions, controls.tempo, host=args.osc_host, port=args.osc_port,
+                            tcp_port=args.osc_tcp_port, allow=args.osc_allow or None, feedback=feedback,
+                            feedback_rate=args.osc_feedback_rate)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        services.append(osc)
+        if not args.no_oscquery:
+            services.append(OscQueryServer(osc, port=args.oscquery_port, mdns=False if args.no_mdns else None))
+    return services
 
 
 def _add_devices(sub: argparse._SubParsersAction) -> None:

@@ -286,6 +286,11 @@ class ParamStore:
         with self._lock:
             self._listeners.append(fn)
 
+    def remove_listener(self, fn) -> None:
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
     def frame(self, dt: float) -> dict[str, float]:
         """Advance smoothing by ``dt`` seconds and return this frame's values (one snapshot)."""
         targets = self.targets()

@@ -179,7 +179,8 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
     (checkpoint, source, sink, device); once running, problems are logged and the show goes on.
 
     ``services`` are control surfaces (OSC server, MIDI input, …): context managers entered after the
-    outputs open; any with a ``poll(now)`` method is polled once per frame (scheduled OSC bundles)."""
+    outputs open; any with a ``poll()`` method is polled once per frame (timetagged OSC bundles, which
+    are due by the wall clock)."""
     stop = stop or threading.Event()
     device = resolve_device(cfg.device)
     model, _card = checkpoint.load(cfg.model, device)
@@ -244,7 +245,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             # LFOs and scheduled bundles land on the same frames whatever the machine's speed.
             now = time.monotonic() if pace == "realtime" else start_clock + stats.frames * period
             for poll in pollers:
-                poll(now)
+                poll()
             for name, args in controls.actions.drain():
                 handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
             if controls.presets is not None:

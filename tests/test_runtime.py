@@ -55,7 +55,8 @@ def read_frames(path):
 
 
 def ffvj(*args, timeout=300, **kw):
-    return subprocess.run([sys.executable, "-m", "ffvj.cli", *args], capture_output=True, text=True,
+    # --no-osc: these runs are about video; OSC gets its own end-to-end test below
+    return subprocess.run([sys.executable, "-m", "ffvj.cli", *args, "--no-osc"], capture_output=True, text=True,
                           timeout=timeout, **kw)
 
 
@@ -92,7 +93,7 @@ def test_virtualcam_without_a_device_fails_fast_naming_the_fix():
 def test_sigterm_finalises_the_recording(tmp_path):
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator:rings", "--sink",
-                             f"file:{out}", "--size", "160x96", "--pace", "realtime"],
+                             f"file:{out}", "--size", "160x96", "--pace", "realtime", "--no-osc"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -196,3 +197,42 @@ def test_parameters_and_actions_reach_the_engine(tmp_path):
     shown = Recorder.received[-1][1].astype(int)
     assert np.abs(shown - picture).mean() < 2
     assert 2 in controls.snapshots.occupied()
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not (shutil.which("oscsend") and shutil.which("oscdump")), reason="liblo-tools not installed")
+def test_liblo_peers_drive_a_running_show():
+    """Debian's oscsend sets a parameter of a running `ffvj run`; oscdump on the feedback port hears it."""
+    osc_port, feedback_port = free_udp_port(), free_udp_port()
+    dump = subprocess.Popen(["oscdump", str(feedback_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    show = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", "null",
+                             "--size", "96x64", "--pace", "realtime", "--osc-port", str(osc_port),
+                             "--osc-feedback", f"127.0.0.1:{feedback_port}", "--no-oscquery"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        heard = []
+        reader = threading.Thread(target=lambda: heard.extend(iter(dump.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("/ffvj/l0/zoom " in line for line in heard):
+            # Resend until the show is up and listening (start-up takes seconds on a loaded machine).
+            subprocess.run(["oscsend", "localhost", str(osc_port), "/ffvj/l0/zoom", "f", "1.1"], check=True)
+            time.sleep(0.5)
+        lines = [line for line in heard if "/ffvj/l0/zoom " in line]
+        assert lines, f"no feedback; show stderr: {show.stderr.read1(4000) if show.poll() is not None else ''}"
+        assert lines[-1].split()[-2:] == ["f", "1.100000"]  # "<timetag> /ffvj/l0/zoom f 1.100000"
+    finally:
+        show.send_signal(signal.SIGTERM)
+        dump.kill()
+        try:
+            show.wait(timeout=30)
+        finally:
+            show.kill()
+    assert show.returncode == 0
