@@ -395,6 +395,31 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- touchosc ------------------------------------------------------------------------------------
+
+def _add_touchosc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("touchosc", help="write a TouchOSC layout (.tosc) for every parameter")
+    p.add_argument("out", nargs="?", default="ffvj.tosc", help="where to write it (default: ffvj.tosc)")
+    p.add_argument("--model", default=None, help="the model whose levels to lay out (default: default)")
+    p.set_defaults(func=_cmd_touchosc)
+
+
+def _cmd_touchosc(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .params import build_registry
+    from .touchosc import generate_layout, validate_layout
+
+    try:
+        _, card = checkpoint.read_card(args.model)
+    except checkpoint.CheckpointError as exc:
+        raise CliError(str(exc)) from exc
+    registry = build_registry(len(card["config"]["channels"]) - 1)
+    path = generate_layout(registry, args.out)
+    used = validate_layout(path, registry)
+    print(f"wrote {path}: {sum(len(v) for v in used.values())} controls on {len(used)} addresses")
+    return 0
+
+
 # --- bench ---------------------------------------------------------------------------------------
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -434,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_devices(sub)
     _add_params(sub)
     _add_bench(sub)
+    _add_touchosc(sub)
     _add_train(sub)
     _add_model(sub)
     return parser

@@ -91,3 +91,11 @@ def test_validation_finds_problems(tmp_path, py2tosc):
     (tmp_path / "junk.tosc").write_bytes(b"not zlib")
     with pytest.raises(LayoutError, match="zlib"):
         validate_layout(tmp_path / "junk.tosc")
+
+
+def test_ffvj_touchosc_regenerates_the_shipped_layout(tmp_path, capsys):
+    from ffvj.cli import main
+
+    out = tmp_path / "ffvj.tosc"
+    assert main(["touchosc", str(out)]) == 0
+    assert out.read_bytes() == (Path(__file__).parent.parent / "mappings" / "ffvj.tosc").read_bytes()
