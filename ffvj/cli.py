@@ -246,6 +246,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     osc.add_argument("--no-oscquery", action="store_true", help="do not serve OSCQuery")
     osc.add_argument("--no-mdns", action="store_true", help="do not announce OSC/OSCQuery over mDNS")
     osc.add_argument("--no-osc", action="store_true", help="no OSC at all")
+    midi = p.add_argument_group("MIDI", "a virtual input port named ffvj, plus controllers with a mapping")
+    midi.add_argument("--midi", action="append", default=[], metavar="NAME",
+                      help="connect to the input port whose name contains NAME (repeatable; see 'ffvj devices')")
+    midi.add_argument("--midi-mapping", action="append", default=[], metavar="PATH|NAME",
+                      help="mapping file or bundled name (repeatable; default: every bundled mapping)")
+    midi.add_argument("--midi-virtual-name", default="ffvj", help="virtual input port name ('' for none)")
+    midi.add_argument("--midi-backend", default=None, choices=sorted(MIDI_BACKENDS),
+                      help="rtmidi API (default: mido's default, or MIDO_BACKEND)")
+    midi.add_argument("--no-midi", action="store_true", help="no MIDI at all")
     p.set_defaults(func=_cmd_run)
 
 
@@ -255,6 +264,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from . import checkpoint
     from .runtime import DEFAULT_SINK, Controls, RunConfig, run
+    from .midi import MidiError
     from .sinks import SinkUnavailable
     from .sources import SourceError
 
@@ -311,7 +321,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, _stop)
     try:
         stats = run(cfg, controls=controls, stop=stop, services=services)
-    except (SinkUnavailable, SourceError, checkpoint.CheckpointError, OSError, ValueError, ImportError) as exc:
+    except (SinkUnavailable, SourceError, MidiError, checkpoint.CheckpointError, OSError, ValueError,
+            ImportError) as exc:
         raise CliError(str(exc)) from exc
     except TypeError as exc:  # an option a backend does not take
         raise CliError(f"bad source or sink option: {exc}") from exc
@@ -319,9 +330,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+MIDI_BACKENDS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK",
+                 "coremidi": "mido.backends.rtmidi/MACOSX_CORE", "winmm": "mido.backends.rtmidi/WINDOWS_MM"}
+
+
 def _control_services(args: argparse.Namespace, controls) -> list:
     """The control surfaces to run beside the show, in start order (they close in reverse)."""
     services: list = []
+    if not args.no_midi:
+        from .midi import Learner, MappingError, MidiInput, default_mappings, resolve_mapping
+
+        try:
+            mappings = ([resolve_mapping(m, controls.store.registry) for m in args.midi_mapping]
+                        or default_mappings(controls.store.registry))
+        except MappingError as exc:
+            raise CliError(str(exc)) from exc
+        services.append(MidiInput(controls.store, controls.actions, controls.tempo, mappings, ports=args.midi,
+                                  virtual_name=args.midi_virtual_name or None,
+                                  backend=MIDI_BACKENDS.get(args.midi_backend),
+                                  learner=Learner(controls.store.registry, controls.store)))
     if not args.no_osc:
         from .osc import OscServer, parse_target
         from .oscquery import OscQueryServer
@@ -356,6 +383,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         "torch": {"version": torch.__version__, "cuda": torch.cuda.is_available(),
                   "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())},
         "sinks": {name: {"usable": ok, "note": why} for name, (ok, why) in sorted(sink_availability().items())},
+        "midi": _midi_report(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -363,9 +391,51 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     print("cameras: " + (", ".join(str(c) for c in report["cameras"]) or "none found"))
     print(f"torch {report['torch']['version']}: cuda {'yes' if report['torch']['cuda'] else 'no'}, "
           f"mps {'yes' if report['torch']['mps'] else 'no'}")
+    midi = report["midi"]
+    print("midi: " + (midi["error"] if "error" in midi else
+                      f"inputs {', '.join(midi['inputs']) or 'none'}; outputs {', '.join(midi['outputs']) or 'none'}"))
     print("sinks:")
     for name, info in report["sinks"].items():
         print(f"  {name:<11} {'usable' if info['usable'] else 'not usable'}{': ' + info['note'] if info['note'] else ''}")
+    return 0
+
+
+def _midi_report() -> dict:
+    from .midi import midi_ports
+
+    try:
+        return midi_ports()
+    except (OSError, RuntimeError, ImportError, NotImplementedError) as exc:  # rtmidi: no usable MIDI API
+        return {"error": f"not usable here ({type(exc).__name__}: {exc})", "inputs": [], "outputs": []}
+
+
+def _add_learn(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("learn", help="MIDI learn: move a control for each parameter, write a mapping file")
+    p.add_argument("params", nargs="+", help="parameter names, in the order to learn them (see 'ffvj params')")
+    p.add_argument("--midi", default=None, metavar="NAME", help="input port (default: a virtual port named ffvj)")
+    p.add_argument("--out", default="mappings/learned.toml", help="mapping file to write")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each control")
+    p.add_argument("--midi-backend", default=None, choices=sorted(MIDI_BACKENDS))
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=_cmd_learn)
+
+
+def _cmd_learn(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .midi import MappingError, MidiError, learn_session
+    from .params import build_registry
+
+    try:
+        _, card = checkpoint.read_card(args.model)
+        mapping = learn_session(args.params, args.midi, args.out, args.timeout,
+                                registry=build_registry(len(card["config"]["channels"]) - 1),
+                                backend=MIDI_BACKENDS.get(args.midi_backend))
+    except (checkpoint.CheckpointError, MappingError, MidiError, ValueError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    if mapping is None:
+        print("nothing learned")
+        return 1
+    print(f"wrote {args.out} ({len(mapping.entries)} controls)")
     return 0
 
 
@@ -460,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(sub)
     _add_bench(sub)
     _add_touchosc(sub)
+    _add_learn(sub)
     _add_train(sub)
     _add_model(sub)
     return parser

@@ -1,0 +1,1 @@
+"""The controller mapping files bundled with ffvj (installed as ``ffvj.mappings``)."""
