@@ -5,9 +5,13 @@ Cheat sheet
 Command line::
 
     ffvj run [--source SPEC] [--sink SPEC ...] [--size 640x360] [--fps 30] [--frames N]
-             [--model NAME|PATH] [--device auto|cpu|cuda|mps] [--set NAME=VALUE ...]
-    ffvj devices                     cameras, torch devices, output backends usable here
+             [--model NAME|PATH] [--device auto|cpu|cuda|mps] [--set NAME=VALUE ...] [--preset NAME]
+             [--osc-port 9000 --osc-host H --osc-feedback HOST:PORT] [--midi NAME --midi-mapping M]
+    ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
+    ffvj touchosc OUT.tosc           TouchOSC layout for every parameter
+    ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
+    ffvj bench [--size WxH] [--device D] [--compile] [--json]
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]')
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list
@@ -30,9 +34,18 @@ Python::
     from ffvj.runtime import RunConfig, run             # source → engine → sinks, paced
     run(RunConfig(source="generator", sinks=["file:out.mp4"], frames=300))
 
+Controls (control threads only write the store, post actions or tap the tempo)::
+
+    from ffvj.runtime import Controls                   # store + actions + tempo + presets + LFOs + snapshots
+    from ffvj.osc import OscServer                      # OscServer(store, actions, tempo, port=9000).start()
+    from ffvj.midi import MidiInput, load_mapping       # MidiInput(store, actions, tempo, [mapping]).start()
+    controls.actions.post("snapshot.recall", slot=2, seconds=4.0)   # drained once per frame
+
 Modules: ``model`` (pure nn), ``checkpoint`` (safetensors + JSON card), ``train``, ``evaluate``,
-``data``, ``params`` (the one parameter registry), ``engine`` (Δ_φ and its reference),
-``sources`` / ``sinks`` (registries of small backends), ``mailbox``, ``runtime`` (the wiring), ``cli``.
+``data``, ``params`` (the one parameter registry), ``engine`` (Δ_φ and its reference), ``kernels``
+(fused hot loops), ``sources`` / ``sinks`` (registries of small backends), ``mailbox``, ``runtime``
+(the wiring), ``osc`` / ``oscquery`` / ``touchosc`` / ``midi`` (surfaces), ``tempo``, ``modulation``
+(LFOs), ``presets`` (presets, snapshots, actions), ``bench``, ``cli``.
 """
 
 from .checkpoint import CheckpointError, load as load_model
