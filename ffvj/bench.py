@@ -109,7 +109,7 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
 
     frames = max(60, cfg.frames)
     common = dict(width=cfg.width, height=cfg.height, fps=30, frames=frames, model=cfg.model, device=str(device),
-                  pace="offline", status_interval=1e9)
+                  pace="offline", status_interval=1e9, compile=cfg.compile)
     out = {}
     out["generator_null_fps"] = round(run(RunConfig(source="generator", sinks=["null"], **common)).fps, 1)
     out["generator_file_fps"] = round(run(RunConfig(source="generator", sinks=[f"file:{tmp / 'g.mp4'}"],

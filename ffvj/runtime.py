@@ -56,6 +56,7 @@ class RunConfig:
     pace: str = "auto"  # auto | realtime | offline
     map_image: str | None = None
     presets_dir: str | None = None  # None: ~/.config/ffvj/presets
+    compile: bool = False  # torch.compile the fused kernels (a few seconds at start-up, faster after)
     status_interval: float = 2.0
 
 
@@ -191,7 +192,8 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
         from .data import read_image
         grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
         map_image = torch.from_numpy(grey)[None, None]
-    engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image)
+    engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
+                            compile=cfg.compile)
     size = (cfg.width, cfg.height)
     warn = RateLimitedLog(log, interval=5.0)
     stats = RunStats()
