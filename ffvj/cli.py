@@ -16,6 +16,18 @@ class CliError(Exception):
     """A start-up problem to print as one line (no traceback) before exiting non-zero."""
 
 
+def _model_levels(model: str | None) -> int:
+    """How many hidden levels a model has, from its card alone (no weights loaded): the parameter
+    registry depends on it."""
+    from . import checkpoint
+
+    try:
+        _, card = checkpoint.read_card(model)
+    except checkpoint.CheckpointError as exc:
+        raise CliError(str(exc)) from exc
+    return len(card["config"]["channels"]) - 1
+
+
 # --- train ---------------------------------------------------------------------------------------
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -279,11 +291,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
                     fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
                     pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir, compile=args.compile)
-    try:
-        _, card = checkpoint.read_card(cfg.model)
-    except checkpoint.CheckpointError as exc:
-        raise CliError(str(exc)) from exc
-    controls = Controls.for_levels(len(card["config"]["channels"]) - 1, args.presets_dir, args.seed)
+    controls = Controls.for_levels(_model_levels(cfg.model), args.presets_dir, args.seed)
     store = controls.store
     for item in args.set:
         name, sep, value = item.partition("=")
@@ -423,16 +431,14 @@ def _add_learn(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_learn(args: argparse.Namespace) -> int:
-    from . import checkpoint
     from .midi import MappingError, MidiError, learn_session
     from .params import build_registry
 
+    registry = build_registry(_model_levels(args.model))
     try:
-        _, card = checkpoint.read_card(args.model)
-        mapping = learn_session(args.params, args.midi, args.out, args.timeout,
-                                registry=build_registry(len(card["config"]["channels"]) - 1),
+        mapping = learn_session(args.params, args.midi, args.out, args.timeout, registry=registry,
                                 backend=MIDI_BACKENDS.get(args.midi_backend))
-    except (checkpoint.CheckpointError, MappingError, MidiError, ValueError, OSError) as exc:
+    except (MappingError, MidiError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from exc
     if mapping is None:
         print("nothing learned")
@@ -449,14 +455,9 @@ def _add_params(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from . import checkpoint
     from .params import build_registry
 
-    try:
-        _, card = checkpoint.read_card(args.model)
-    except checkpoint.CheckpointError as exc:
-        raise CliError(str(exc)) from exc
-    registry = build_registry(len(card["config"]["channels"]) - 1)
+    registry = build_registry(_model_levels(args.model))
     rows = [p.describe() for p in registry.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -477,15 +478,10 @@ def _add_touchosc(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_touchosc(args: argparse.Namespace) -> int:
-    from . import checkpoint
     from .params import build_registry
     from .touchosc import generate_layout, validate_layout
 
-    try:
-        _, card = checkpoint.read_card(args.model)
-    except checkpoint.CheckpointError as exc:
-        raise CliError(str(exc)) from exc
-    registry = build_registry(len(card["config"]["channels"]) - 1)
+    registry = build_registry(_model_levels(args.model))
     path = generate_layout(registry, args.out)
     used = validate_layout(path, registry)
     print(f"wrote {path}: {sum(len(v) for v in used.values())} controls on {len(used)} addresses")

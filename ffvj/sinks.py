@@ -40,10 +40,8 @@ import glob
 import importlib
 import importlib.metadata
 import importlib.util
-import math
 import os
 import sys
-import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .sources import BackendRegistry, Size, check_size, split_spec
+from .sources import BackendRegistry, Endpoint, Size, split_spec
 
 
 class SinkUnavailable(RuntimeError):
@@ -105,66 +103,29 @@ def _describe(frame: Any) -> str:
 
 # --- the contract --------------------------------------------------------------------------------
 
-class Sink:
-    """Base class for frame sinks. Subclasses override ``_open``, ``_send`` and ``_close``.
+class Sink(Endpoint):
+    """Base class for frame sinks. Subclasses override ``_open``, ``_send`` and ``_close``."""
 
-    ``__init__(arg, *, size, fps, **options)``: ``arg`` is the part of the spec after the
-    colon (None if absent). Constructing does no I/O; ``open()`` does.
-    """
-
-    kind = "sink"  # the registry name, for messages; built-ins override it
+    kind = "sink"
+    role = "sink"
     #: True if something watches the output as it happens (virtual camera, window, NDI...),
     #: so the show must run in real time; False for outputs where any rate will do (files).
     live = True
 
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0) -> None:
-        self.arg = arg
-        self.size = check_size(size)
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
-        self.fps = float(fps)
+        super().__init__(arg, size=size, fps=fps)
         self.frames_sent = 0
         self._shape = (self.size[1], self.size[0], 3)
-        self._state = "new"  # new → open → closed; never back
-        # Re-entrant so that close() from a signal handler on the sending thread cannot deadlock.
-        self._lock = threading.RLock()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         """Whether this sink can work on this machine, and a short reason. Opens nothing."""
         return True, "always available"
 
-    @property
-    def width(self) -> int:
-        return self.size[0]
-
-    @property
-    def height(self) -> int:
-        return self.size[1]
-
-    @property
-    def spec(self) -> str:
-        return self.kind if self.arg is None else f"{self.kind}:{self.arg}"
-
-    @property
-    def closed(self) -> bool:
-        return self._state == "closed"
-
-    def open(self) -> Sink:
-        """Start the sink (idempotent); raises SinkUnavailable or ValueError if it cannot."""
-        with self._lock:
-            if self._state == "closed":
-                raise RuntimeError(f"sink {self.spec!r} is closed; open a new one")
-            if self._state == "new":
-                self._open()
-                self._state = "open"
-        return self
-
     def send(self, frame: np.ndarray) -> None:
         """Send one RGB uint8 (H, W, 3) frame. Raises SinkError if the output fails mid-show."""
         with self._lock:
-            if self._state != "open":
-                raise RuntimeError(f"sink {self.spec!r} is {'closed' if self.closed else 'not open; call open()'}")
+            self._require_open()
             if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != self._shape:
                 raise ValueError(f"sink {self.spec!r} takes uint8 RGB frames of shape {self._shape}, "
                                  f"got {_describe(frame)}")
@@ -176,33 +137,8 @@ class Sink:
                 raise SinkError(f"sink {self.spec!r} failed: {type(exc).__name__}: {exc}") from exc
             self.frames_sent += 1
 
-    def close(self) -> None:
-        """Finish and release the output. Safe to call more than once, and before ``open``."""
-        with self._lock:
-            if self._state == "closed":
-                return
-            was_open = self._state == "open"
-            self._state = "closed"
-            if was_open:
-                self._close()
-
-    def __enter__(self) -> Sink:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec!r} {self.width}x{self.height} {self._state}>"
-
-    def _open(self) -> None:
-        pass
-
     def _send(self, frame: np.ndarray) -> None:
         raise NotImplementedError
-
-    def _close(self) -> None:
-        pass
 
 
 # --- null and file -------------------------------------------------------------------------------------

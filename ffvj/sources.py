@@ -194,17 +194,16 @@ class _RateLimitedLog:
 
 # --- the contract ----------------------------------------------------------------------------------
 
-class Source:
-    """Base class for frame sources. Subclasses override ``_open``, ``_read`` and ``_close``.
+class Endpoint:
+    """What sources and sinks share: a spec, a size and a rate, a new → open → closed lifecycle
+    under one re-entrant lock, and a context manager. Subclasses override ``_open`` and ``_close``.
 
-    ``__init__(arg, *, size, fps, **options)``: ``arg`` is the part of the spec after the
-    colon (None if absent). Constructing does no I/O; ``open()`` does.
+    ``__init__(arg, *, size, fps, **options)``: ``arg`` is the part of the spec after the colon
+    (None if absent). Constructing does no I/O; ``open()`` does.
     """
 
-    kind = "source"  # the registry name, for messages; built-ins override it
-    #: True if frames follow the wall clock (a camera), so the show must run in real time;
-    #: False if any rate will do (files, generators), which allows offline rendering.
-    live = False
+    kind = "endpoint"  # the registry name, for messages; built-ins override it
+    role = "endpoint"  # "source" or "sink", for messages
 
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0) -> None:
         self.arg = arg
@@ -212,9 +211,8 @@ class Source:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         self.fps = float(fps)
-        self.frames_read = 0
         self._state = "new"  # new → open → closed; never back
-        # Re-entrant so that close() from a signal handler on the reading thread cannot deadlock.
+        # Re-entrant so that close() from a signal handler on the working thread cannot deadlock.
         self._lock = threading.RLock()
 
     @property
@@ -233,29 +231,20 @@ class Source:
     def closed(self) -> bool:
         return self._state == "closed"
 
-    def open(self) -> Source:
-        """Start the source (idempotent); raises at once if it cannot start."""
+    def open(self):
+        """Start (idempotent); raises at once if it cannot start."""
         with self._lock:
             if self._state == "closed":
-                raise RuntimeError(f"source {self.spec!r} is closed; open a new one")
+                raise RuntimeError(f"{self.role} {self.spec!r} is closed; open a new one")
             if self._state == "new":
                 self._open()
                 self._state = "open"
         return self
 
-    def read(self) -> np.ndarray | None:
-        """The newest frame, RGB uint8 (H, W, 3); None only if nothing was ever available."""
-        with self._lock:
-            if self._state != "open":
-                raise RuntimeError(f"source {self.spec!r} is {'closed' if self.closed else 'not open; call open()'}")
-            frame = self._read()
-            if frame is None:
-                return None
-            if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-                raise ValueError(f"source {self.spec!r} returned {frame.dtype} {frame.shape}; the contract is "
-                                 f"uint8 {(self.height, self.width, 3)} (a bug in the backend)")
-            self.frames_read += 1
-            return frame
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"{self.role} {self.spec!r} is "
+                               f"{'closed' if self.closed else 'not open; call open()'}")
 
     def close(self) -> None:
         """Stop and release everything. Safe to call more than once, and before ``open``."""
@@ -267,7 +256,7 @@ class Source:
             if was_open:
                 self._close()
 
-    def __enter__(self) -> Source:
+    def __enter__(self):
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
@@ -280,11 +269,38 @@ class Source:
     def _open(self) -> None:
         pass
 
-    def _read(self) -> np.ndarray | None:
-        raise NotImplementedError
-
     def _close(self) -> None:
         pass
+
+
+class Source(Endpoint):
+    """Base class for frame sources. Subclasses override ``_open``, ``_read`` and ``_close``."""
+
+    kind = "source"
+    role = "source"
+    #: True if frames follow the wall clock (a camera), so the show must run in real time;
+    #: False if any rate will do (files, generators), which allows offline rendering.
+    live = False
+
+    def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0) -> None:
+        super().__init__(arg, size=size, fps=fps)
+        self.frames_read = 0
+
+    def read(self) -> np.ndarray | None:
+        """The newest frame, RGB uint8 (H, W, 3); None only if nothing was ever available."""
+        with self._lock:
+            self._require_open()
+            frame = self._read()
+            if frame is None:
+                return None
+            if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+                raise ValueError(f"source {self.spec!r} returned {frame.dtype} {frame.shape}; the contract is "
+                                 f"uint8 {(self.height, self.width, 3)} (a bug in the backend)")
+            self.frames_read += 1
+            return frame
+
+    def _read(self) -> np.ndarray | None:
+        raise NotImplementedError
 
 
 # --- generator ---------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import torch
 
 from ffvj import checkpoint
 from ffvj.checkpoint import CheckpointError
-from ffvj.model import FeatureAutoencoder, ModelConfig
 
 
 @pytest.fixture
