@@ -147,7 +147,9 @@ def inject(picture: torch.Tensor, source: torch.Tensor, mix, mode: str, threshol
         lo, hi = threshold - softness, threshold + softness
         t = ((luminance01(source) - lo) / (hi - lo)).clamp(0, 1)
         weight = weight * t * t * (3 - 2 * t)  # smoothstep
-    return torch.lerp(picture, source, torch.as_tensor(weight, dtype=picture.dtype, device=picture.device))
+    if not torch.is_tensor(weight):
+        return torch.lerp(picture, source, float(weight))
+    return torch.lerp(picture, source, weight.to(picture.dtype))
 
 
 def modulation_map(kind: str, height: int, width: int, angle_deg: float, invert: bool,
@@ -447,8 +449,6 @@ class FeedbackEngine:
 
     @torch.no_grad()
     def step(self, phi: dict[str, float], source: torch.Tensor | None = None) -> torch.Tensor:
-        if phi.get("reset", 0) >= 0.5:
-            self.reset(source)
         prev = self.states
         kind = BOUNDS[int(phi["bound"])]
         modmap = self._modulation(phi, source)
@@ -519,5 +519,6 @@ class FeedbackEngine:
     @torch.no_grad()
     def readback(self) -> np.ndarray:
         """h⁰ as an RGB uint8 (H, W, 3) array: the one device→host copy per frame."""
-        rgb = self.states[0][0].add(1).mul(127.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+        # +0.5 then truncation = rounding (the cast truncates), so a source shown 1:1 keeps its bytes.
+        rgb = self.states[0][0].add(1).mul(127.5).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
         return rgb.contiguous().cpu().numpy()

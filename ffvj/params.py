@@ -138,7 +138,6 @@ GLOBAL_PARAMS: tuple[Param, ...] = (
     _p("map.blur", 0, -1, 1, "how far the map moves every level's blur/sharpen", curve="sym"),
     _p("map.noise", 0, -1, 1, "how far the map moves every level's noise", curve="sym"),
     _p("map.mix", 0, -1, 1, "how far the map moves input.mix", curve="sym"),
-    _p("reset", 0, 0, 1, "panic: re-seed every level from the source (trigger)", kind="bool", smoothing=0),
 )
 
 # Which quantity each map depth reaches: the map adds depth · M(x, y) · (max − min) / 2.

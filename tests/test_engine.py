@@ -30,7 +30,6 @@ def random_phi(model, rng: np.random.Generator, **fixed) -> dict:
             phi[name] = float(rng.integers(1, 4))
         else:
             phi[name] = float(rng.uniform(p.min, p.max))
-    phi["reset"] = 0.0
     phi.update(fixed)
     return phi
 
