@@ -744,6 +744,11 @@ class OscServer:
             out.append((param.address + NORM_SUFFIX, float(param.to_normalized(value))))
         return out
 
+    def report(self, name: str, value: float) -> None:
+        """Send a value that moved without a store change (an LFO's output) as feedback, rate-capped
+        like every other change. Called by the render loop; never blocks."""
+        self._on_change(name, value, "lfo")
+
     def _on_change(self, name: str, value: float, source: str) -> None:
         """The store's listener: runs on whichever thread set the value, so it only records it."""
         if not self._listening or name not in self._by_name:

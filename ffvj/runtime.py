@@ -16,12 +16,14 @@ window, Syphon, Spout), offline otherwise.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -86,16 +88,17 @@ class RunStats:
     sink_dropped: int = 0  # frames a slow sink never got (newest frame won)
     reseeds: int = 0
     seconds: float = 0.0
-    engine_ms: list[float] = field(default_factory=list)
-    latency_ms: list[float] = field(default_factory=list)
+    # The last few hundred frames only: a show runs for hours.
+    engine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        eng = np.array(self.engine_ms[-300:] or [0.0])
-        lat = np.array(self.latency_ms[-300:] or [0.0])
+        eng = np.array(self.engine_ms or [0.0])
+        lat = np.array(self.latency_ms or [0.0])
         return (f"frame {self.frames} | {self.fps:.1f} fps | engine {np.median(eng):.1f} ms "
                 f"(p99 {np.percentile(eng, 99):.1f}) | late {self.late} | sink drops {self.sink_dropped} | "
                 f"latency {np.median(lat):.0f} ms | reseeds {self.reseeds}")
@@ -118,17 +121,17 @@ class SinkWorker:
             item = self.mailbox.get()
             if item is None:
                 return
-            frame, t_input = item
+            frame, index, t_input = item
             try:
-                self.sink.send(frame)
+                self.sink.send(frame, index)
             except SinkError as exc:
                 self.failed = str(exc)
                 log.error("sink %s failed and was dropped: %s", self.spec, exc)
                 return
             self.latency_ms = (time.perf_counter() - t_input) * 1000
 
-    def send(self, frame: np.ndarray, t_input: float) -> None:
-        self.mailbox.put((frame, t_input))
+    def send(self, frame: np.ndarray, index: int, t_input: float) -> None:
+        self.mailbox.put((frame, index, t_input))
 
     @property
     def dropped(self) -> int:
@@ -161,10 +164,31 @@ def open_show_source(spec: str, size: tuple[int, int], fps: float, options: dict
 
 def _close_quietly(spec: str, sink) -> None:
     # A sink that already failed may fail again while flushing (a full disk): say so, close the rest.
+    # (Sink.close turns any backend failure into SinkError.)
     try:
         sink.close()
     except SinkError as exc:
         log.error("sink %s did not close cleanly: %s", spec, exc)
+
+
+def _control_frame(controls: Controls, engine: FeedbackEngine, pollers, reporters, source_tensor, dt: float,
+                   now: float) -> dict[str, float]:
+    """This frame's φ: due OSC bundles, queued actions, preset morphs, smoothing, then LFOs on top.
+    Values the LFOs moved (or just released) are reported to the surfaces, rate-capped there."""
+    for poll in pollers:
+        poll()
+    for name, args in controls.actions.drain():
+        handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
+    if controls.presets is not None:
+        controls.presets.update(dt)
+    phi = controls.store.frame(dt)
+    if controls.modulation is not None:
+        phi = controls.modulation.apply(phi, controls.tempo.beat(now), now)
+        changed = {**{n: phi[n] for n in controls.modulation.released}, **controls.modulation.modulated}
+        for report in reporters:
+            for name, value in changed.items():
+                report(name, value)
+    return phi
 
 
 def resolve_pace(cfg: RunConfig, source, sinks) -> str:
@@ -206,23 +230,30 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             stack.callback(_close_quietly, spec, sink)
             sinks.append((spec, sink))
         pace = resolve_pace(cfg, source, [s for _, s in sinks])
-        workers = [SinkWorker(s, spec) for spec, s in sinks] if pace == "realtime" else []
+        threaded = pace == "realtime"
+        workers = [SinkWorker(s, spec) for spec, s in sinks if threaded and s.own_thread]
         for w in workers:
             stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)
-        pollers = [stack.enter_context(svc) for svc in services]
-        pollers = [p.poll for p in pollers if hasattr(p, "poll")]
+        inline = [(spec, s) for spec, s in sinks if not (threaded and s.own_thread)]
+        entered = [stack.enter_context(svc) for svc in services]
+        pollers = [svc.poll for svc in entered if hasattr(svc, "poll")]
+        reporters = [svc.report for svc in entered if hasattr(svc, "report")]
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), pace)
 
         period = 1.0 / cfg.fps
         start = time.perf_counter()
         start_clock = time.monotonic()
+        if pace == "offline":
+            controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
         last_status = start
         last_frame = None
-        live_sinks = list(sinks)
-        slot = 0  # index of the schedule slot the next frame is due in
+        slot = 0  # the schedule slot of the next frame: slot n is due at start + n·period
+        prev_slot = -1
         while not stop.is_set() and (cfg.frames is None or stats.frames < cfg.frames):
-            if pace == "realtime":
+            if pace == "offline":
+                frame_slot = stats.frames
+            else:
                 due = start + slot * period
                 wait = due - time.perf_counter()
                 if wait > 0 and stop.wait(wait):
@@ -231,52 +262,51 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
                 if behind > 0:  # we missed whole slots: skip them instead of rushing to catch up
                     stats.late += behind
                     slot += behind
+                frame_slot = slot
                 slot += 1
+            # Time moves by the slots this frame advanced, so morphs and smoothing keep real time
+            # even when slots were skipped.
+            dt = period * max(1, frame_slot - prev_slot)
+            prev_slot = frame_slot
 
             t_input = time.perf_counter()
             try:
                 frame = source.read()
-            except (OSError, RuntimeError, ValueError) as exc:
+            except (OSError, RuntimeError, ValueError, cv2.error) as exc:
                 warn.warning("source", "source %s failed (%s); showing the last frame", cfg.source, exc)
                 frame = None
             if frame is not None:
                 last_frame = frame
             source_tensor = frame_to_tensor(last_frame, device) if last_frame is not None else None
 
-            # The frame clock: wall time when live, frame count × period when rendering offline, so
-            # LFOs and scheduled bundles land on the same frames whatever the machine's speed.
-            now = time.monotonic() if pace == "realtime" else start_clock + stats.frames * period
-            for poll in pollers:
-                poll()
-            for name, args in controls.actions.drain():
-                handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
-            if controls.presets is not None:
-                controls.presets.update(period)
-            phi = store.frame(period)
-            if controls.modulation is not None:
-                phi = controls.modulation.apply(phi, controls.tempo.beat(now), now)
+            # The frame clock: wall time when live, slot × period when rendering offline, so LFOs
+            # land on the same frames whatever the machine's speed.
+            now = time.monotonic() if pace == "realtime" else start_clock + frame_slot * period
+            try:
+                phi = _control_frame(controls, engine, pollers, reporters, source_tensor, dt, now)
+            except Exception as exc:  # noqa: BLE001 — a control bug must not stop the show
+                warn.warning("controls", "control update failed, parameters held this frame: %s: %s",
+                             type(exc).__name__, exc)
+                phi = store.frame(dt)
 
             t0 = time.perf_counter()
             engine.step(phi, source_tensor)
-            controls.snapshots.update(engine, period)
+            controls.snapshots.update(engine, dt)
             picture = engine.readback()
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
             stats.reseeds = engine.guard.recoveries
 
-            if workers:
-                for w in workers:
-                    if not w.failed:
-                        w.send(picture, t_input)
-                stats.sink_dropped = sum(w.dropped for w in workers)
-                stats.latency_ms.append(max((w.latency_ms for w in workers), default=0.0))
-            else:
-                for spec, sink in list(live_sinks):
-                    try:
-                        sink.send(picture)
-                    except SinkError as exc:
-                        log.error("sink %s failed and was dropped: %s", spec, exc)
-                        live_sinks.remove((spec, sink))
-                stats.latency_ms.append((time.perf_counter() - t_input) * 1000)
+            for w in workers:
+                if not w.failed:
+                    w.send(picture, frame_slot, t_input)
+            for spec, sink in list(inline):
+                try:
+                    sink.send(picture, frame_slot)
+                except SinkError as exc:
+                    log.error("sink %s failed and was dropped: %s", spec, exc)
+                    inline.remove((spec, sink))
+            stats.sink_dropped = sum(w.dropped for w in workers)
+            stats.latency_ms.append(max([w.latency_ms for w in workers] + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1
 
             now = time.perf_counter()

@@ -111,10 +111,14 @@ class Sink(Endpoint):
     #: True if something watches the output as it happens (virtual camera, window, NDI...),
     #: so the show must run in real time; False for outputs where any rate will do (files).
     live = True
+    #: In real time, whether this sink gets its own thread behind a newest-wins mailbox (so it can
+    #: never stall the render loop). False for sinks that must stay on the opening thread.
+    own_thread = True
 
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0) -> None:
         super().__init__(arg, size=size, fps=fps)
         self.frames_sent = 0
+        self.frame_index = 0  # the schedule slot of the frame being sent (see send)
         self._shape = (self.size[1], self.size[0], 3)
 
     @classmethod
@@ -122,13 +126,16 @@ class Sink(Endpoint):
         """Whether this sink can work on this machine, and a short reason. Opens nothing."""
         return True, "always available"
 
-    def send(self, frame: np.ndarray) -> None:
-        """Send one RGB uint8 (H, W, 3) frame. Raises SinkError if the output fails mid-show."""
+    def send(self, frame: np.ndarray, index: int | None = None) -> None:
+        """Send one RGB uint8 (H, W, 3) frame. ``index`` is the frame's slot in the show's schedule
+        (slot n is at n / fps seconds); a live show that skipped slots passes it so recordings keep
+        real time. Default: the count of frames sent. Raises SinkError if the output fails mid-show."""
         with self._lock:
             self._require_open()
             if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != self._shape:
                 raise ValueError(f"sink {self.spec!r} takes uint8 RGB frames of shape {self._shape}, "
                                  f"got {_describe(frame)}")
+            self.frame_index = self.frames_sent if index is None else int(index)
             try:
                 self._send(np.ascontiguousarray(frame))
             except SinkError:
@@ -136,6 +143,16 @@ class Sink(Endpoint):
             except Exception as exc:  # any backend failure mid-show becomes the one type the runtime handles
                 raise SinkError(f"sink {self.spec!r} failed: {type(exc).__name__}: {exc}") from exc
             self.frames_sent += 1
+
+    def close(self) -> None:
+        """Finish and release the output (idempotent). A backend failure while finishing (a full
+        disk flushing a file) is raised as SinkError, the one type the runtime handles."""
+        try:
+            super().close()
+        except SinkError:
+            raise
+        except Exception as exc:  # any backend failure at close becomes the runtime's one type
+            raise SinkError(f"sink {self.spec!r} did not close cleanly: {type(exc).__name__}: {exc}") from exc
 
     def _send(self, frame: np.ndarray) -> None:
         raise NotImplementedError
@@ -156,8 +173,8 @@ class NullSink(Sink):
 class FileSink(Sink):
     """An H.264 MP4 (or MKV/MOV, by extension) written with PyAV.
 
-    Frame n gets pts n in time base 1/fps, so the file plays at exactly ``fps`` whatever the
-    wall clock did. Pixels are converted RGB → yuv420p with the BT.709 matrix (limited range)
+    A frame in schedule slot n gets pts n in time base 1/fps, so the file plays in real time
+    whatever the wall clock did: slots a live show skipped are held frames, not a faster film. Pixels are converted RGB → yuv420p with the BT.709 matrix (limited range)
     and the stream is tagged BT.709 so players decode the colours we meant. yuv420p needs an
     even width and height: odd sizes are **refused at open** (padding would silently change
     the picture size). Parent directories are created; an existing file is overwritten.
@@ -190,6 +207,7 @@ class FileSink(Sink):
         return True, f"PyAV {av.__version__} with libx264"
 
     def _open(self) -> None:
+        self._last_pts = -1
         if self.pix_fmt in ("yuv420p", "nv12") and (self.width % 2 or self.height % 2):
             even = f"{self.width - self.width % 2}x{self.height - self.height % 2}"
             raise ValueError(f"file sink: {self.pix_fmt} video needs an even width and height, got "
@@ -223,7 +241,9 @@ class FileSink(Sink):
 
         vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
         vf = vf.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
-        vf.pts = self.frames_sent
+        if self.frame_index <= self._last_pts:  # pts must grow; a caller repeating a slot gets the next
+            self.frame_index = self._last_pts + 1
+        vf.pts = self._last_pts = self.frame_index
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
 
@@ -328,6 +348,9 @@ class WindowSink(Sink):
     """
 
     kind = "window"
+    # GUI toolkits want one thread for a window's whole life (Cocoa: the main thread), so the runtime
+    # calls this sink from the render loop instead of a sink thread of its own.
+    own_thread = False
 
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0,
                  fullscreen: bool = False) -> None:

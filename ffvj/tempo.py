@@ -63,6 +63,8 @@ class Tempo:
             if len(self._taps) >= 2:
                 taps = list(self._taps)
                 interval = (taps[-1] - taps[0]) / (len(taps) - 1)
+                if interval <= 0:  # two taps on one clock tick (a bundle, a coarse clock): no tempo in that
+                    return self._bpm
                 self._rebase(now, 60.0 / interval)
                 self._anchor_beat = round(self._anchor_beat)  # the tap is on a beat
                 self.source = "tap"
@@ -79,7 +81,8 @@ class Tempo:
             if len(self._ticks) >= 7:
                 ticks = list(self._ticks)
                 interval = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
-                self._rebase(now, 60.0 / (interval * PPQN))
+                if interval > 0:
+                    self._rebase(now, 60.0 / (interval * PPQN))
                 self.source = "midi clock"
             if self.running and self._clock_ticks % PPQN == 0:
                 self._anchor_beat = round(self._beat_locked(now))  # lock the phase to the clock's beats

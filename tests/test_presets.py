@@ -379,3 +379,11 @@ def test_bad_actions_are_logged_and_ignored(engine, store, bank, caplog):
     text = caplog.text
     assert "unknown action 'explode'" in text and "snapshot.store" in text and "bad preset name" in text
     assert "absent" in text and "no snapshot bank" in text
+
+
+def test_two_taps_on_one_clock_tick_do_not_divide_by_zero():
+    from ffvj.tempo import Tempo
+
+    tempo = Tempo(100)
+    tempo.tap(now=5.0)
+    assert tempo.tap(now=5.0) == 100

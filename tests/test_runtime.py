@@ -14,6 +14,7 @@ import pytest
 
 from ffvj.runtime import Controls, RunConfig, run
 from ffvj.sinks import SINKS, Sink, register_sink
+from ffvj.sources import SOURCES, Source, register_source
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -236,3 +237,62 @@ def test_liblo_peers_drive_a_running_show():
         finally:
             show.kill()
     assert show.returncode == 0
+
+
+class SleepySource(Source):
+    """A source slower than the frame rate, so a realtime show must skip slots."""
+
+    live = True
+
+    def _read(self):
+        time.sleep(0.1)
+        return np.full((self.height, self.width, 3), 128, np.uint8)
+
+
+def test_a_realtime_recording_keeps_real_time_when_slots_are_skipped(tmp_path):
+    register_source("sleepy", SleepySource)
+    try:
+        out = tmp_path / "late.mp4"
+        t = time.monotonic()
+        stats = run(RunConfig(source="sleepy", sinks=[f"file:{out}"], width=64, height=48, fps=30, frames=10,
+                              pace="realtime"))
+        wall = time.monotonic() - t
+    finally:
+        SOURCES.pop("sleepy", None)
+    assert stats.late >= 10  # each frame took ≥ 3 slots
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        pts = [f.pts for f in container.decode(stream)]
+        seconds = float(pts[-1] * stream.time_base)
+    assert len(pts) == 10 and pts == sorted(pts)
+    assert seconds > 0.7  # 10 frames ≈ 1 s of show, not 10 / 30 s of a sped-up film
+    assert seconds < wall + 0.5
+
+
+def test_sinks_that_need_their_own_thread_stay_on_the_render_loop():
+    class MainThreadOnly(Sink):
+        live, own_thread, threads = True, False, set()
+
+        def _send(self, frame):
+            MainThreadOnly.threads.add(threading.current_thread().name)
+
+    register_sink("gui", MainThreadOnly)
+    run(RunConfig(source="generator", sinks=["gui"], width=64, height=48, fps=60, frames=5, pace="realtime"))
+    assert MainThreadOnly.threads == {threading.current_thread().name}
+
+
+def test_an_offline_render_with_a_tempo_synced_lfo_is_repeatable():
+    register_sink("recorder", Recorder)
+    renders = []
+    for delay in (0.0, 0.4):
+        controls = Controls.for_levels(3)
+        for name, value in (("lfo1.target", "l0.zoom"), ("lfo1.shape", "sine"), ("lfo1.division", "1/4"),
+                            ("lfo1.depth", 0.8)):
+            assert controls.store.set(name, controls.store.registry[name].parse(value))
+        controls.store.frame(0)
+        time.sleep(delay)  # start-up takes however long it takes; beat 0 must still be frame 0
+        Recorder.received = []
+        run(RunConfig(source="generator", sinks=["recorder"], width=64, height=48, fps=30, frames=12,
+                      pace="offline"), controls=controls)
+        renders.append([f for _, f in Recorder.received])
+    assert all(np.array_equal(a, b) for a, b in zip(*renders))
