@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -21,11 +22,15 @@ def _model_levels(model: str | None) -> int:
     registry depends on it."""
     from . import checkpoint
 
+    from .model import ModelConfig
+
     try:
-        _, card = checkpoint.read_card(model)
+        card_path, card = checkpoint.read_card(model)
+        return ModelConfig.from_dict(card["config"]).levels
     except checkpoint.CheckpointError as exc:
         raise CliError(str(exc)) from exc
-    return len(card["config"]["channels"]) - 1
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"{card_path}: bad model config: {exc}") from exc
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -200,6 +205,44 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _parse_setting(item: str, registry: dict) -> tuple[str, float]:
+    """``--set NAME=VALUE``, strictly: at start-up a value out of range or of the wrong kind is an
+    error, not something to clamp quietly (that is for the show)."""
+    name, sep, text = item.partition("=")
+    if not sep or name not in registry:
+        raise CliError(f"--set {item!r}: expected NAME=VALUE with a parameter from 'ffvj params'")
+    param = registry[name]
+    raw = _option_value(text)
+    try:
+        value = param.parse(float(raw) if isinstance(raw, bool) else raw)
+    except ValueError as exc:
+        raise CliError(f"--set {item!r}: {exc}") from exc
+    if not math.isfinite(value) or param.clamp(value) != value:
+        raise CliError(f"--set {item!r}: {name} takes {param.min:g}..{param.max:g}"
+                       + (" (a whole number)" if param.kind in ("int", "enum", "bool") else ""))
+    return name, value
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0..65535")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {n}")
+    return n
+
+
 def _option_value(text: str):
     """A backend option from the command line: int, float, bool words, else the string."""
     lowered = text.lower()
@@ -231,8 +274,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help=f"file:PATH.mp4, virtualcam[:DEVICE], ndi[:NAME], window, syphon[:NAME], spout[:NAME] "
                         f"or null; repeatable (default: {DEFAULT_SINK})")
     p.add_argument("--size", type=_parse_size, default=(d.width, d.height), help="WxH (default: 640x360)")
-    p.add_argument("--fps", type=float, default=d.fps)
-    p.add_argument("--frames", type=int, default=None, help="stop after N frames (default: run until stopped)")
+    p.add_argument("--fps", type=float, default=d.fps, help="frames per second (default: 30)")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="stop after N frames (default: run until stopped)")
     p.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: default)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -247,16 +291,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
     osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm")
-    osc.add_argument("--osc-port", type=int, default=9000, help="UDP port (default: 9000)")
+    osc.add_argument("--osc-port", type=_port, default=9000, help="UDP port (default: 9000)")
     osc.add_argument("--osc-host", default="127.0.0.1",
                      help="address to listen on; 0.0.0.0 lets a tablet on the LAN in (default: 127.0.0.1)")
     osc.add_argument("--osc-allow", action="append", default=[], metavar="IP",
                      help="only these clients may send (repeatable; default: anyone who can reach the port)")
-    osc.add_argument("--osc-tcp-port", type=int, default=None, help="also listen on TCP with SLIP framing")
+    osc.add_argument("--osc-tcp-port", type=_port, default=None, help="also listen on TCP with SLIP framing")
     osc.add_argument("--osc-feedback", action="append", default=[], metavar="HOST:PORT",
                      help="send every parameter change here (repeatable)")
     osc.add_argument("--osc-feedback-rate", type=float, default=30.0, help="feedback messages/s per parameter")
-    osc.add_argument("--oscquery-port", type=int, default=9010, help="OSCQuery HTTP port (default: 9010)")
+    osc.add_argument("--oscquery-port", type=_port, default=9010, help="OSCQuery HTTP port (default: 9010)")
     osc.add_argument("--no-oscquery", action="store_true", help="do not serve OSCQuery")
     osc.add_argument("--no-mdns", action="store_true", help="do not announce OSC/OSCQuery over mDNS")
     osc.add_argument("--no-osc", action="store_true", help="no OSC at all")
@@ -291,24 +335,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
                     fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
                     pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir, compile=args.compile)
+    if args.map_image is None and args.set and any(item.replace(" ", "") in ("map.kind=image", "map.kind=4")
+                                                     for item in args.set):
+        raise CliError("--set map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
     controls = Controls.for_levels(_model_levels(cfg.model), args.presets_dir, args.seed)
     store = controls.store
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or name not in store.registry:
-            raise CliError(f"--set {item!r}: expected NAME=VALUE with a parameter from 'ffvj params'")
-        try:
-            raw: float | str = float(value)
-        except ValueError:
-            raw = value  # an enum's choice name, like bound=sine
-        try:
-            parsed = store.registry[name].parse(raw)
-        except ValueError as exc:
-            raise CliError(f"--set {item!r}: {exc}") from exc
-        store.set(name, parsed, source="--set")
-        store.frame(0)  # start at the value, not smoothed towards it
-
-    if args.preset:
+    if args.preset:  # first, so --set can adjust the preset
         from .presets import PresetError
         try:
             controls.presets.load(args.preset)  # a bad or missing preset fails here, at start-up
@@ -316,8 +348,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"--preset {args.preset!r}: {exc}; presets here: "
                            f"{', '.join(controls.presets.names()) or 'none'}") from exc
         controls.presets.recall(args.preset, 0.0)
-        controls.presets.update(0.0)
-        store.frame(0)
+    for item in args.set:
+        name, value = _parse_setting(item, store.registry)
+        store.set(name, value, source="--set")
+    store.frame(0)  # start at the values, not smoothed towards them
 
     services = _control_services(args, controls)
 
@@ -482,7 +516,10 @@ def _cmd_touchosc(args: argparse.Namespace) -> int:
     from .touchosc import generate_layout, validate_layout
 
     registry = build_registry(_model_levels(args.model))
-    path = generate_layout(registry, args.out)
+    try:
+        path = generate_layout(registry, args.out)
+    except ImportError as exc:
+        raise CliError(f"writing .tosc layouts needs py2tosc: pip install -e '.[touchosc]' ({exc})") from exc
     used = validate_layout(path, registry)
     print(f"wrote {path}: {sum(len(v) for v in used.values())} controls on {len(used)} addresses")
     return 0

@@ -790,7 +790,7 @@ class MidiMapper:
     # -- parameter changes: soft takeover and LED echo ---------------------------------------------
     def _on_param(self, name: str, value: float, source: str) -> None:
         if self._closed:
-            return  # ParamStore has no remove_listener: a closed mapper just stops listening
+            return  # a change racing close(): the listener is being removed
         entries = self._by_param.get(name)
         if not entries:
             return
@@ -844,6 +844,7 @@ class MidiMapper:
 
     def close(self) -> None:
         self._closed = True
+        self.store.remove_listener(self._on_param)
         if self._echo is not None:
             self._echo.close()
         if self.learner is not None and self.bind in self.learner.on_learned:

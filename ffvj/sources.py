@@ -28,7 +28,7 @@ Backends (``SOURCES``; more through :func:`register_source` or the entry-point g
                          options seed=0, speed=1.0; time advances 1/fps per read()
     video:PATH           a file through OpenCV, one frame per read() (deterministic), loops
     image:PATH           a still picture
-    camera[:INDEX]       a camera through OpenCV on a capture thread; options width, height, fps,
+    camera[:INDEX]       a camera through OpenCV on a capture thread; options width, height, camera_fps,
                          mjpg, api; never stops the show when the camera fails mid-way
 
 :func:`devices` lists the camera indices that open, for ``ffvj devices``.

@@ -45,8 +45,8 @@ def test_engine_encode_equals_the_model(pooling):
             assert torch.allclose(engine._encode(lvl, h), model.encode(lvl, h), atol=1e-5)
 
 
-def test_compiled_engine_matches_the_reference():
-    """torch.compile'd kernels (or, if inductor cannot build here, the logged eager fallback)."""
+def test_compiled_engine_matches_the_reference(caplog):
+    """torch.compile'd kernels match the oracle; where inductor cannot build, the fallback is logged."""
     torch.manual_seed(0)
     model = FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval()
     engine = FeedbackEngine(model, 40, 24, compile=True)
@@ -59,3 +59,6 @@ def test_compiled_engine_matches_the_reference():
     for a, b in zip(engine.states, states):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     assert np.isfinite(engine.readback()).all()
+    fell_back = any("torch.compile of" in r.getMessage() for r in caplog.records)
+    if fell_back:
+        pytest.skip("inductor could not compile here; the eager fallback matched and said why")

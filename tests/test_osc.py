@@ -355,17 +355,6 @@ def test_triggers(server, store, actions, tempo):
     assert tempo.source == "tap"
 
 
-def _post_takes_a_name_argument() -> bool:
-    try:
-        ActionQueue().post("preset.save", name="x")
-    except TypeError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(not _post_takes_a_name_argument(), strict=True,
-                   reason="ActionQueue.post(self, name, **args) cannot take name=: its first parameter "
-                          "must be positional-only (def post(self, name, /, **args)) in params.py")
 def test_preset_triggers(server, store, actions):
     client = SimpleUDPClient("127.0.0.1", server.port)
     client.send_message("/ffvj/preset/recall", ["dusk", 4.0])
