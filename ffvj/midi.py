@@ -798,8 +798,10 @@ class MidiMapper:
             if source != e.source and e.takeover == "soft" and e.mode == "absolute":
                 self._engaged[e.source] = False
             if self._echo is not None and e.echo and not (source == e.source and e.mode == "absolute"):
-                # (an absolute control's own move needs no echo: it is already there)
-                self._echo.put(e.source, self.echo_messages(e, value))
+                # (an absolute control's own move needs no echo: it is already there). The store's
+                # value, not the listener's argument: listeners of two racing sets may run in either
+                # order, but whichever runs last reads the value that won.
+                self._echo.put(e.source, self.echo_messages(e, self.store.get(name)))
 
     def echo_messages(self, e: MapEntry, value: float) -> list:
         """The messages that show ``value`` on the control of entry ``e`` (LEDs, rings)."""

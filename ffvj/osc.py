@@ -410,9 +410,8 @@ class OscServer:
             return
         self._closed = True
         self._listening = False
-        remove = getattr(self.store, "remove_listener", None)
-        if remove is not None and self._started:
-            remove(self._on_change)
+        if self._started:
+            self.store.remove_listener(self._on_change)
         with self._cond:
             self._cond.notify_all()
         for srv in (self._udp, self._tcp):
@@ -753,6 +752,10 @@ class OscServer:
         """The store's listener: runs on whichever thread set the value, so it only records it."""
         if not self._listening or name not in self._by_name:
             return
+        if source != "lfo":
+            # The store's value, not the argument: listeners of two racing sets may run in either
+            # order, but whichever runs last reads the value that won, so feedback ends true.
+            value = self.store.get(name)
         with self._cond:
             self._pending[name] = value
             self._cond.notify()

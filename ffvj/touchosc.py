@@ -21,7 +21,7 @@ Every control also receives on its address, so with feedback (``--osc-feedback T
 ``/ffvj/feedback/subscribe``) the layout follows changes from MIDI, presets and other surfaces.
 Control ids are derived from the addresses, so regenerating an unchanged registry gives the same
 file. ``mappings/ffvj.tosc`` is the layout for the default model (3 levels):
-``python -m ffvj.touchosc mappings/ffvj.tosc``.
+``ffvj touchosc mappings/ffvj.tosc``.
 
 ``validate_layout(path, registry=None)`` needs only the standard library: it decompresses and
 parses the file and checks that every OSC address a control uses is one the server answers (a
@@ -32,7 +32,6 @@ py2tosc is installed its own structural checks run too.
 
 from __future__ import annotations
 
-import argparse
 import math
 import uuid
 import zlib
@@ -325,19 +324,3 @@ def validate_layout(path: str | Path, registry: dict[str, Param] | None = None) 
     if problems:
         raise LayoutError(path, problems)
     return used
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ffvj.touchosc", description=__doc__.split("\n")[0])
-    parser.add_argument("out", nargs="?", default="mappings/ffvj.tosc", help="where to write the .tosc")
-    parser.add_argument("--levels", type=int, default=DEFAULT_LEVELS, help="the model's hidden levels")
-    args = parser.parse_args(argv)
-    registry = build_registry(args.levels)
-    path = generate_layout(registry, args.out)
-    used = validate_layout(path, registry)
-    print(f"wrote {path}: {sum(len(v) for v in used.values())} controls on {len(used)} addresses")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

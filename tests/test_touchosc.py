@@ -70,7 +70,7 @@ def test_committed_layout_is_valid():
 def test_committed_layout_is_up_to_date(tmp_path, py2tosc):
     fresh = generate_layout(build_registry(DEFAULT_LEVELS), tmp_path / "fresh.tosc")
     assert zlib.decompress(COMMITTED.read_bytes()) == zlib.decompress(fresh.read_bytes()), (
-        "mappings/ffvj.tosc is stale: regenerate it with python -m ffvj.touchosc mappings/ffvj.tosc")
+        "mappings/ffvj.tosc is stale: regenerate it with: ffvj touchosc mappings/ffvj.tosc")
 
 
 def test_validation_finds_problems(tmp_path, py2tosc):
