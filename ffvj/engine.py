@@ -22,6 +22,7 @@ change, the stability guard, and a single readback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -119,10 +120,16 @@ def resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                          align_corners=False)
 
 
+@functools.lru_cache(maxsize=32)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor made once per device: no host→device copy per frame on a GPU."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def blur3(x: torch.Tensor) -> torch.Tensor:
     """Separable [1 2 1]/4 Gaussian with replicate borders."""
     c = x.shape[1]
-    k = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    k = _constant((0.25, 0.5, 0.25), x.device, x.dtype)
     x = F.pad(x, (1, 1, 1, 1), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
     return F.conv2d(x, k.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
@@ -135,7 +142,7 @@ def blur_sharpen(x: torch.Tensor, amount) -> torch.Tensor:
 
 def luminance01(picture: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) luminance in [0, 1] of a [-1, 1] RGB picture."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=picture.dtype, device=picture.device).view(1, 3, 1, 1)
+    w = _constant((0.299, 0.587, 0.114), picture.device, picture.dtype).view(1, 3, 1, 1)
     return ((picture + 1) * 0.5 * w).sum(1, keepdim=True)
 
 
