@@ -231,6 +231,8 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             sinks.append((spec, sink))
         pace = resolve_pace(cfg, source, [s for _, s in sinks])
         threaded = pace == "realtime"
+        if threaded:
+            source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
         workers = [SinkWorker(s, spec) for spec, s in sinks if threaded and s.own_thread]
         for w in workers:
             stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)

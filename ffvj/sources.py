@@ -299,6 +299,10 @@ class Source(Endpoint):
             self.frames_read += 1
             return frame
 
+    def follow_wall_clock(self) -> None:
+        """A live show calls this: sources with a rate of their own (video files) keep real time from
+        now on instead of giving one frame per read. Others have nothing to do."""
+
     def _read(self) -> np.ndarray | None:
         raise NotImplementedError
 
@@ -529,7 +533,10 @@ class VideoSource(Source):
     """A video file read synchronously: one decoded frame per ``read()``, whatever its own rate.
 
     That makes offline renders deterministic (frame n of the output always sees frame n of the
-    file). At the end it starts again (``loop=True``) or holds the last frame (``loop=False``).
+    file). In a live show (``follow_wall_clock``) it keeps the file's own rate instead: a read that
+    comes late skips the frames whose time has passed (``grab`` only, no colour conversion), and one
+    that comes early repeats the last frame. At the end it starts again (``loop=True``) or holds the
+    last frame (``loop=False``).
     """
 
     kind = "video"
@@ -539,10 +546,19 @@ class VideoSource(Source):
         super().__init__(arg, size=size, fps=fps)
         self.loop = bool(loop)
         self.loops = 0  # times we went back to the start
+        self.skipped = 0  # frames passed over to keep real time
         self._cap: Any = None
         self._pending: np.ndarray | None = None  # the frame decoded at open, served by the first read
         self._last: np.ndarray | None = None
+        self._clock_start: float | None = None  # set by follow_wall_clock
+        self._file_fps = fps
+        self._position = 0  # frames taken from the file since the clock started
         self._warn = _RateLimitedLog(log)
+
+    def follow_wall_clock(self) -> None:
+        with self._lock:
+            self._clock_start = time.monotonic()
+            self._position = 1  # the frame decoded at open is frame 0
 
     def _capture(self) -> Any:
         cap = cv2.VideoCapture(str(self.path))
@@ -555,6 +571,8 @@ class VideoSource(Source):
     def _open(self) -> None:
         self.path = _existing_file(self.arg, "video")
         self._cap = self._capture()
+        rate = self._cap.get(cv2.CAP_PROP_FPS)
+        self._file_fps = rate if rate and 1 <= rate <= 1000 else self.fps  # containers may not say
         ok, frame = self._cap.read()
         if not ok or frame is None:
             self._cap.release()
@@ -562,27 +580,48 @@ class VideoSource(Source):
                               f"(check it with: ffprobe '{self.path}')")
         self._pending = self._last = fit_frame(frame, self.size)
 
+    def _next(self, decode: bool = True) -> np.ndarray | None:
+        """The file's next frame (BGR; None after ``grab`` only, or when nothing could be read),
+        starting again at the end when looping."""
+        if decode:
+            ok, frame = self._cap.read()
+        else:
+            ok, frame = self._cap.grab(), None
+        if ok:
+            return frame
+        if not self.loop:
+            return None
+        # Re-open rather than seek: cap.set(CAP_PROP_POS_FRAMES, 0) may return False on file
+        # captures (or seek to a keyframe near 0), while re-opening a file always lands on frame 0.
+        self._cap.release()
+        self.loops += 1
+        try:
+            self._cap = self._capture()
+        except SourceError as exc:  # the file vanished mid-show: hold the last frame, keep going
+            self._cap = cv2.VideoCapture()
+            self._warn(logging.WARNING, "%s; holding the last frame", exc)
+            return None
+        if decode:
+            ok, frame = self._cap.read()
+            return frame if ok else None
+        self._cap.grab()
+        return None
+
     def _read(self) -> np.ndarray:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        ok, frame = self._cap.read()
-        if not ok or frame is None:
-            if not self.loop:
-                return self._last.copy()
-            # Re-open rather than seek: cap.set(CAP_PROP_POS_FRAMES, 0) may return False on file
-            # captures (or seek to a keyframe near 0), while re-opening a file always lands on frame 0.
-            self._cap.release()
-            self.loops += 1
-            try:
-                self._cap = self._capture()
-                ok, frame = self._cap.read()
-            except SourceError as exc:  # the file vanished mid-show: hold the last frame, keep going
-                self._cap = cv2.VideoCapture()
-                self._warn(logging.WARNING, "%s; holding the last frame", exc)
-                ok = False
-            if not ok or frame is None:
-                return self._last.copy()
+        if self._clock_start is not None:
+            due = int((time.monotonic() - self._clock_start) * self._file_fps) + 1  # frames by now
+            if due <= self._position:
+                return self._last.copy()  # early: this frame's time is not over yet
+            for _ in range(due - self._position - 1):
+                self._next(decode=False)
+                self.skipped += 1
+            self._position = due
+        frame = self._next()
+        if frame is None:
+            return self._last.copy()
         self._last = fit_frame(frame, self.size)
         return self._last.copy()
 

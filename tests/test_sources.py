@@ -370,3 +370,22 @@ def test_devices_probes_only_existing_nodes_on_linux(monkeypatch):
                         lambda index, api: probed.append(index) or FakeCapture(index))
     assert devices() == [4]
     assert probed == [2, 4]  # never 0, 1, 3, ... blindly
+
+
+def test_a_video_in_a_live_show_keeps_its_own_rate(tmp_path):
+    """Offline, one file frame per read; live, reads that come late skip the frames whose time passed."""
+    path = tmp_path / "ramp.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (32, 24))
+    for i in range(60):
+        writer.write(np.full((24, 32, 3), 4 * i, np.uint8))
+    writer.release()
+    with open_source(f"video:{path}", size=(32, 24), fps=20) as offline:
+        means = [offline.read().mean() for _ in range(4)]
+    assert means == sorted(means) and means[3] - means[0] < 16  # consecutive frames
+    with open_source(f"video:{path}", size=(32, 24), fps=20) as live:
+        live.read()
+        live.follow_wall_clock()
+        time.sleep(1.0)  # 20 frames' time at 20 fps
+        frame = live.read()
+    assert live.skipped >= 10  # it jumped ahead instead of playing on from frame 1
+    assert frame.mean() > 4 * 10
