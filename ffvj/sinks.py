@@ -49,7 +49,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .sources import BackendRegistry, Endpoint, Size, split_spec
+from .sources import BackendRegistry, Endpoint, Size, build_and_open, split_spec
 
 
 class SinkUnavailable(RuntimeError):
@@ -585,11 +585,4 @@ def sink_availability() -> dict[str, tuple[bool, str]]:
 def open_sink(spec: str, size: Size = (640, 360), fps: float = 30.0, **options: Any) -> Sink:
     """Build the sink named by ``spec`` (``NAME[:ARG]``) and open it."""
     name, arg = split_spec(spec)
-    cls = _registry.lookup(name)
-    sink = cls(arg, size=size, fps=fps, **options)
-    sink.kind = name  # messages then use the name the user wrote (plugins, aliases)
-    try:
-        return sink.open()
-    except BaseException:
-        sink.close()
-        raise
+    return build_and_open(_registry.lookup(name), name, arg, size, fps, options)

@@ -913,10 +913,16 @@ def open_source(spec: str, size: Size = (640, 360), fps: float = 30.0, **options
         if arg is None and Path(spec).expanduser().is_file():  # a bare path: say how to spell it
             raise ValueError(f"{exc}. For a file, write video:{spec} or image:{spec}") from None
         raise
-    source = cls(arg, size=size, fps=fps, **options)
-    source.kind = name  # messages then use the name the user wrote (plugins, aliases)
+    return build_and_open(cls, name, arg, size, fps, options)
+
+
+def build_and_open(cls: type, name: str, arg: str | None, size: Size, fps: float, options: dict):
+    """Make a source or sink from its registry class and open it; if opening fails, close what was
+    half-opened before the error goes on."""
+    endpoint = cls(arg, size=size, fps=fps, **options)
+    endpoint.kind = name  # messages then use the name the user wrote (plugins, aliases)
     try:
-        return source.open()
+        return endpoint.open()
     except BaseException:
-        source.close()
+        endpoint.close()
         raise
