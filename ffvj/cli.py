@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import time
 import shlex
 import sys
 from pathlib import Path
@@ -312,6 +313,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     midi.add_argument("--midi-virtual-name", default="ffvj", help="virtual input port name ('' for none)")
     midi.add_argument("--midi-backend", default=None, choices=sorted(MIDI_BACKENDS),
                       help="rtmidi API (default: mido's default, or MIDO_BACKEND)")
+    midi.add_argument("--midi-learn-file", default=None, metavar="PATH",
+                      help="where controls learned during the show are saved (default: "
+                           "~/.config/ffvj/mappings/learned-DATE.toml); a mapped 'learn' button binds the "
+                           "next moved control to the parameter last touched over OSC")
     midi.add_argument("--no-midi", action="store_true", help="no MIDI at all")
     p.set_defaults(func=_cmd_run)
 
@@ -378,6 +383,23 @@ MIDI_BACKENDS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backen
                  "coremidi": "mido.backends.rtmidi/MACOSX_CORE", "winmm": "mido.backends.rtmidi/WINDOWS_MM"}
 
 
+def _default_learn_file() -> Path:
+    from .presets import default_presets_dir
+
+    return default_presets_dir().parent / "mappings" / time.strftime("learned-%Y%m%d-%H%M%S.toml")
+
+
+def _save_learned(learner, path: Path) -> None:
+    """Learned during a show: written at once (MIDI thread, not the render loop), so nothing is lost."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        learner.save(path)
+    except (OSError, ValueError) as exc:
+        log.error("could not save the learned MIDI mapping to %s: %s", path, exc)
+        return
+    log.info("learned MIDI controls saved in %s (next time: --midi-mapping %s)", path, path)
+
+
 def _control_services(args: argparse.Namespace, controls) -> list:
     """The control surfaces to run beside the show, in start order (they close in reverse)."""
     services: list = []
@@ -389,10 +411,12 @@ def _control_services(args: argparse.Namespace, controls) -> list:
                         or default_mappings(controls.store.registry))
         except MappingError as exc:
             raise CliError(str(exc)) from exc
+        learner = Learner(controls.store.registry, controls.store)
+        learn_file = Path(args.midi_learn_file or _default_learn_file())
+        learner.on_learned.append(lambda entry: _save_learned(learner, learn_file))
         services.append(MidiInput(controls.store, controls.actions, controls.tempo, mappings, ports=args.midi,
                                   virtual_name=args.midi_virtual_name or None,
-                                  backend=MIDI_BACKENDS.get(args.midi_backend),
-                                  learner=Learner(controls.store.registry, controls.store)))
+                                  backend=MIDI_BACKENDS.get(args.midi_backend), learner=learner))
     if not args.no_osc:
         from .osc import OscServer, parse_target
         from .oscquery import OscQueryServer

@@ -951,3 +951,19 @@ def test_a_controller_on_jack_drives_a_running_show(jack_server):
             show.kill()
             feedback.close()
     assert show.returncode == 0
+
+
+def test_controls_learned_during_a_show_are_saved_at_once(tmp_path, rig):
+    """ffvj run hooks the learner so every learned control is written to a mapping file right away."""
+    from ffvj.cli import _save_learned
+
+    store = rig[0]
+    learner = Learner(REG, store, auto_flush=False)
+    path = tmp_path / "config" / "learned.toml"
+    learner.on_learned.append(lambda entry: _save_learned(learner, path))
+    learner.arm("l0.zoom")
+    for i, v in enumerate((10, 12, 14, 17)):
+        learner.feed(cc(21, v), now=100.0 + 0.01 * i)
+    assert learner.armed is None and path.is_file()
+    loaded = load_mapping(path, REG)
+    assert [(e.param.name, e.number) for e in loaded.entries] == [("l0.zoom", 21)]
