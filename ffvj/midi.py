@@ -1236,6 +1236,13 @@ class MidiInput:
         self.outputs.append(port)
         return port
 
+    def status(self) -> str:
+        """One short part of the runtime's status line."""
+        if not self.available:
+            return "midi off"
+        st = self.stats()
+        return f"midi {st.get('messages', 0)} msgs, {st.get('unmapped', 0) + st.get('malformed', 0)} unmapped/bad"
+
     def stats(self) -> dict:
         total: dict = {}
         for m in self.mappers:

@@ -743,6 +743,12 @@ class OscServer:
             out.append((param.address + NORM_SUFFIX, float(param.to_normalized(value))))
         return out
 
+    def status(self) -> str:
+        """One short part of the runtime's status line."""
+        st = self.stats
+        bad = sum(st[k] for k in ("unknown_address", "bad_args", "bad_value", "malformed", "denied", "errors"))
+        return f"osc {st['messages']} msgs, {bad} bad"
+
     def report(self, name: str, value: float) -> None:
         """Send a value that moved without a store change (an LFO's output) as feedback, rate-capped
         like every other change. Called by the render loop; never blocks."""

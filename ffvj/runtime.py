@@ -240,6 +240,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
         entered = [stack.enter_context(svc) for svc in services]
         pollers = [svc.poll for svc in entered if hasattr(svc, "poll")]
         reporters = [svc.report for svc in entered if hasattr(svc, "report")]
+        statuses = [svc.status for svc in entered if hasattr(svc, "status")]
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), pace)
 
@@ -315,7 +316,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             stats.seconds = now - start
             if now - last_status >= cfg.status_interval:
                 last_status = now
-                (on_status or log.info)(stats.summary())
+                (on_status or log.info)(" | ".join([stats.summary()] + [status() for status in statuses]))
         stats.seconds = time.perf_counter() - start
     log.info("stopped: %s", stats.summary())
     return stats

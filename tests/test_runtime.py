@@ -296,3 +296,26 @@ def test_an_offline_render_with_a_tempo_synced_lfo_is_repeatable():
                       pace="offline"), controls=controls)
         renders.append([f for _, f in Recorder.received])
     assert all(np.array_equal(a, b) for a, b in zip(*renders))
+
+
+def test_services_are_polled_each_frame_and_join_the_status_line():
+    class Surface:
+        polls = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def poll(self):
+            Surface.polls += 1
+
+        def status(self):
+            return "surface ok"
+
+    lines = []
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=6, pace="offline",
+                  status_interval=0.0), services=[Surface()], on_status=lines.append)
+    assert Surface.polls == 6
+    assert lines and all(line.endswith("| surface ok") for line in lines)
