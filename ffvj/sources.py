@@ -52,6 +52,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .params import RateLimitedLog
+
 from .mailbox import Mailbox
 
 log = logging.getLogger(__name__)
@@ -170,26 +172,6 @@ def fit_frame(image: np.ndarray, size: Size, *, bgr: bool = True) -> np.ndarray:
     if bgr:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # a new, contiguous array
     return np.ascontiguousarray(image)  # may be `image` itself when nothing had to change
-
-
-class _RateLimitedLog:
-    """Log a recurring problem at most once every ``interval`` seconds, counting the rest."""
-
-    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._last = -math.inf
-        self._suppressed = 0
-
-    def __call__(self, level: int, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._suppressed += 1
-            return
-        if self._suppressed:
-            msg += f" ({self._suppressed} similar messages suppressed)"
-        self._last, self._suppressed = now, 0
-        self.logger.log(level, msg, *args)
 
 
 # --- the contract ----------------------------------------------------------------------------------
@@ -553,7 +535,7 @@ class VideoSource(Source):
         self._clock_start: float | None = None  # set by follow_wall_clock
         self._file_fps = fps
         self._position = 0  # frames taken from the file since the clock started
-        self._warn = _RateLimitedLog(log)
+        self._warn = RateLimitedLog(log, interval=5.0)
 
     def follow_wall_clock(self) -> None:
         with self._lock:
@@ -599,7 +581,7 @@ class VideoSource(Source):
             self._cap = self._capture()
         except SourceError as exc:  # the file vanished mid-show: hold the last frame, keep going
             self._cap = cv2.VideoCapture()
-            self._warn(logging.WARNING, "%s; holding the last frame", exc)
+            self._warn.warning("vanished", "%s; holding the last frame", exc)
             return None
         if decode:
             ok, frame = self._cap.read()
@@ -727,7 +709,7 @@ class CameraSource(Source):
         self._thread: threading.Thread | None = None
         self._cap: Any = None
         self._fallback: GeneratorSource | None = None
-        self._warn = _RateLimitedLog(log, log_interval)
+        self._warn = RateLimitedLog(log, interval=log_interval)
 
     def stats(self) -> dict[str, Any]:
         return {"frames_captured": self.frames_captured, "failures": self.failures,
@@ -802,7 +784,7 @@ class CameraSource(Source):
                     cap = self._try_open()
                     if cap is None:
                         self.failures += 1
-                        self._warn(logging.WARNING, "camera %s unavailable; retrying (every %.1f s at most)",
+                        self._warn.warning("unavailable", "camera %s unavailable; retrying (every %.1f s at most)",
                                    self.device, longest)
                         if self._stop.wait(delay):  # sleeps, but wakes at once on close()
                             break
@@ -817,7 +799,7 @@ class CameraSource(Source):
                     failed_reads += 1
                     if failed_reads >= self.reopen_after_failed_reads:
                         self.connected = False
-                        self._warn(logging.WARNING, "camera %s stopped delivering frames; showing the last "
+                        self._warn.warning("stopped", "camera %s stopped delivering frames; showing the last "
                                    "good frame while re-opening it", self.device)
                         cap.release()
                         cap = None
@@ -830,7 +812,7 @@ class CameraSource(Source):
             except Exception as exc:  # whatever a driver or factory throws, the show goes on
                 self.failures += 1
                 self.connected = False
-                self._warn(logging.WARNING, "camera %s failed (%s: %s); re-opening", self.device,
+                self._warn.warning("failed", "camera %s failed (%s: %s); re-opening", self.device,
                            type(exc).__name__, exc)
                 if cap is not None:
                     cap.release()
