@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 from contextlib import ExitStack
@@ -142,6 +143,38 @@ class SinkWorker:
         self._thread.join(timeout=5)
 
 
+class FileWorker:
+    """Preset files are read and written on this thread, not the render loop: a slow disk (a USB
+    stick) must not stall the picture. Bounded: a flood of requests drops the newest, logged."""
+
+    def __init__(self, maxsize: int = 16):
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._warn = RateLimitedLog(log, interval=5.0)
+        self._thread = threading.Thread(target=self._loop, name="ffvj files", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, *args) -> None:
+        try:
+            self._queue.put_nowait((fn, args))
+        except queue.Full:
+            self._warn.warning("full", "preset request dropped: %d still waiting for the disk", self._queue.qsize())
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args = item
+            try:
+                fn(*args)  # handle_action logs a bad request itself; this catches the unforeseen
+            except Exception:  # noqa: BLE001 — one failed request must not end the worker
+                log.exception("preset request %r failed", args[0] if args else fn)
+
+    def close(self) -> None:
+        try:
+            self._queue.put(None, timeout=5)
+        except queue.Full:
+            return  # the disk is stuck; the thread is a daemon and dies with the process
+        self._thread.join(timeout=5)
+
+
 def frame_to_tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     """RGB uint8 (H, W, 3) → (1, 3, H, W) float in [-1, 1] on the device (uploaded as bytes)."""
     t = torch.from_numpy(frame).to(device, non_blocking=True)
@@ -171,14 +204,17 @@ def _close_quietly(spec: str, sink) -> None:
         log.error("sink %s did not close cleanly: %s", spec, exc)
 
 
-def _control_frame(controls: Controls, engine: FeedbackEngine, pollers, reporters, source_tensor, dt: float,
-                   now: float) -> dict[str, float]:
+def _control_frame(controls: Controls, engine: FeedbackEngine, files: FileWorker, pollers, reporters,
+                   source_tensor, dt: float, now: float) -> dict[str, float]:
     """This frame's φ: due OSC bundles, queued actions, preset morphs, smoothing, then LFOs on top.
     Values the LFOs moved (or just released) are reported to the surfaces, rate-capped there."""
     for poll in pollers:
         poll()
     for name, args in controls.actions.drain():
-        handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
+        if name.startswith("preset."):  # file work: off the render loop (the morph itself runs here)
+            files.submit(handle_action, name, args, None, controls.presets, None)
+        else:
+            handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
     if controls.presets is not None:
         controls.presets.update(dt)
     phi = controls.store.frame(dt)
@@ -237,6 +273,8 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
         for w in workers:
             stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)
         inline = [(spec, s) for spec, s in sinks if not (threaded and s.own_thread)]
+        files = FileWorker()
+        stack.callback(files.close)
         entered = [stack.enter_context(svc) for svc in services]
         pollers = [svc.poll for svc in entered if hasattr(svc, "poll")]
         reporters = [svc.report for svc in entered if hasattr(svc, "report")]
@@ -286,7 +324,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             # land on the same frames whatever the machine's speed.
             now = time.monotonic() if pace == "realtime" else start_clock + frame_slot * period
             try:
-                phi = _control_frame(controls, engine, pollers, reporters, source_tensor, dt, now)
+                phi = _control_frame(controls, engine, files, pollers, reporters, source_tensor, dt, now)
             except Exception as exc:  # noqa: BLE001 — a control bug must not stop the show
                 warn.warning("controls", "control update failed, parameters held this frame: %s: %s",
                              type(exc).__name__, exc)

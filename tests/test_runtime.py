@@ -319,3 +319,30 @@ def test_services_are_polled_each_frame_and_join_the_status_line():
                   status_interval=0.0), services=[Surface()], on_status=lines.append)
     assert Surface.polls == 6
     assert lines and all(line.endswith("| surface ok") for line in lines)
+
+
+def test_presets_are_saved_and_recalled_off_the_render_loop(tmp_path):
+    import cv2
+
+    from .conftest import smooth_picture
+
+    picture = smooth_picture(np.random.default_rng(9), 48, 64)
+    path = tmp_path / "still.png"
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    presets = tmp_path / "presets"
+    controls = Controls.for_levels(3, presets_dir=str(presets))
+    controls.store.set("input.mix", 1.0)
+    controls.actions.post("preset.save", name="full-source")
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=3, pace="offline"),
+        controls=controls)
+    assert (presets / "full-source.toml").is_file()
+
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    controls = Controls.for_levels(3, presets_dir=str(presets))
+    assert controls.store.get("input.mix") != 1.0
+    controls.actions.post("preset.recall", name="full-source", seconds=0)
+    run(RunConfig(source=f"image:{path}", sinks=["recorder"], width=64, height=48, frames=150, pace="offline"),
+        controls=controls)
+    assert controls.store.get("input.mix") == 1.0
+    assert np.abs(Recorder.received[-1][1].astype(int) - picture).mean() < 2
