@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import threading
 import time
 import shlex
 import sys
@@ -27,9 +28,10 @@ def _model_levels(model: str | None) -> int:
 
     try:
         card_path, card = checkpoint.read_card(model)
+    except (checkpoint.CheckpointError, OSError, ValueError) as exc:
+        raise CliError(f"model {model!r}: {exc}") from exc
+    try:
         return ModelConfig.from_dict(card["config"]).levels
-    except checkpoint.CheckpointError as exc:
-        raise CliError(str(exc)) from exc
     except (TypeError, ValueError) as exc:
         raise CliError(f"{card_path}: bad model config: {exc}") from exc
 
@@ -323,7 +325,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from . import checkpoint
     from .runtime import DEFAULT_SINK, Controls, RunConfig, run
@@ -340,9 +341,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
                     fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
                     pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir, compile=args.compile)
-    if args.map_image is None and args.set and any(item.replace(" ", "") in ("map.kind=image", "map.kind=4")
-                                                     for item in args.set):
-        raise CliError("--set map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
     controls = Controls.for_levels(_model_levels(cfg.model), args.presets_dir, args.seed)
     store = controls.store
     if args.preset:  # first, so --set can adjust the preset
@@ -357,6 +355,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         name, value = _parse_setting(item, store.registry)
         store.set(name, value, source="--set")
     store.frame(0)  # start at the values, not smoothed towards them
+    from .params import MAP_KINDS
+    if args.map_image is None and store.get("map.kind") == MAP_KINDS.index("image"):
+        raise CliError("map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
 
     services = _control_services(args, controls)
 
@@ -394,7 +395,7 @@ def _save_learned(learner, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         learner.save(path)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 — a failed save is reported; the show and the binding go on
         log.error("could not save the learned MIDI mapping to %s: %s", path, exc)
         return
     log.info("learned MIDI controls saved in %s (next time: --midi-mapping %s)", path, path)
@@ -413,7 +414,9 @@ def _control_services(args: argparse.Namespace, controls) -> list:
             raise CliError(str(exc)) from exc
         learner = Learner(controls.store.registry, controls.store)
         learn_file = Path(args.midi_learn_file or _default_learn_file())
-        learner.on_learned.append(lambda entry: _save_learned(learner, learn_file))
+        # Saved on a thread of its own: the binding (the mapper's callback) must not wait for the disk.
+        learner.on_learned.append(lambda entry: threading.Thread(
+            target=_save_learned, args=(learner, learn_file), name="ffvj learn save", daemon=True).start())
         services.append(MidiInput(controls.store, controls.actions, controls.tempo, mappings, ports=args.midi,
                                   virtual_name=args.midi_virtual_name or None,
                                   backend=MIDI_BACKENDS.get(args.midi_backend), learner=learner))

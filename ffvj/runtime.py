@@ -204,26 +204,42 @@ def _close_quietly(spec: str, sink) -> None:
         log.error("sink %s did not close cleanly: %s", spec, exc)
 
 
+def _guarded(warn: RateLimitedLog, what: str, fn, *args):
+    """One stage of the per-frame control work: a failure is logged (rate-limited) and the show goes
+    on with that stage skipped this frame. Returns the stage's result, or None when it failed."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 — a bug in one control stage must not stop the show
+        warn.warning(what, "%s failed this frame (%s: %s); the show goes on", what, type(exc).__name__, exc)
+        return None
+
+
 def _control_frame(controls: Controls, engine: FeedbackEngine, files: FileWorker, pollers, reporters,
-                   source_tensor, dt: float, now: float) -> dict[str, float]:
+                   source_tensor, dt: float, now: float, warn: RateLimitedLog) -> dict[str, float]:
     """This frame's φ: due OSC bundles, queued actions, preset morphs, smoothing, then LFOs on top.
-    Values the LFOs moved (or just released) are reported to the surfaces, rate-capped there."""
+    Values the LFOs moved (or just released) are reported to the surfaces, rate-capped there. Each
+    stage is guarded on its own, so one failing surface does not hold up the others."""
     for poll in pollers:
-        poll()
+        _guarded(warn, "OSC/MIDI poll", poll)
     for name, args in controls.actions.drain():
         if name.startswith("preset."):  # file work: off the render loop (the morph itself runs here)
             files.submit(handle_action, name, args, None, controls.presets, None)
         else:
-            handle_action(name, args, engine, controls.presets, controls.snapshots, source=source_tensor)
+            _guarded(warn, f"action {name}", handle_action, name, args, engine, controls.presets,
+                     controls.snapshots, source_tensor)
     if controls.presets is not None:
-        controls.presets.update(dt)
+        _guarded(warn, "preset morph", controls.presets.update, dt)
     phi = controls.store.frame(dt)
     if controls.modulation is not None:
-        phi = controls.modulation.apply(phi, controls.tempo.beat(now), now)
-        changed = {**{n: phi[n] for n in controls.modulation.released}, **controls.modulation.modulated}
-        for report in reporters:
-            for name, value in changed.items():
-                report(name, value)
+        modulated = _guarded(warn, "LFOs", controls.modulation.apply, phi, controls.tempo.beat(now), now)
+        if modulated is not None:
+            phi = modulated
+            # A released parameter reports its target (where it is going), not a half-smoothed value.
+            changed = {**{n: controls.store.get(n) for n in controls.modulation.released},
+                       **controls.modulation.modulated}
+            for report in reporters:
+                for name, value in changed.items():
+                    _guarded(warn, "feedback", report, name, value)
     return phi
 
 
@@ -246,7 +262,6 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
     device = resolve_device(cfg.device)
     model, _card = checkpoint.load(cfg.model, device)
     controls = controls or Controls.for_levels(model.levels, cfg.presets_dir, cfg.seed)
-    store = controls.store
     map_image = None
     if cfg.map_image:
         from .data import read_image
@@ -323,12 +338,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             # The frame clock: wall time when live, slot × period when rendering offline, so LFOs
             # land on the same frames whatever the machine's speed.
             now = time.monotonic() if pace == "realtime" else start_clock + frame_slot * period
-            try:
-                phi = _control_frame(controls, engine, files, pollers, reporters, source_tensor, dt, now)
-            except Exception as exc:  # noqa: BLE001 — a control bug must not stop the show
-                warn.warning("controls", "control update failed, parameters held this frame: %s: %s",
-                             type(exc).__name__, exc)
-                phi = store.frame(dt)
+            phi = _control_frame(controls, engine, files, pollers, reporters, source_tensor, dt, now, warn)
 
             t0 = time.perf_counter()
             engine.step(phi, source_tensor)
@@ -354,7 +364,8 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
             stats.seconds = now - start
             if now - last_status >= cfg.status_interval:
                 last_status = now
-                (on_status or log.info)(" | ".join([stats.summary()] + [status() for status in statuses]))
+                parts = [_guarded(warn, "status", status) or "status ?" for status in statuses]
+                (on_status or log.info)(" | ".join([stats.summary()] + parts))
         stats.seconds = time.perf_counter() - start
     log.info("stopped: %s", stats.summary())
     return stats

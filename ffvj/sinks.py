@@ -511,6 +511,9 @@ class SpoutSink(Sink):
 
     kind = "spout"
 
+    # An OpenGL context belongs to one thread: open, send and release all on the render loop.
+    own_thread = False
+
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0,
                  invert: bool = False, max_failures: int = 30) -> None:
         super().__init__(arg, size=size, fps=fps)

@@ -532,15 +532,15 @@ class VideoSource(Source):
         self._cap: Any = None
         self._pending: np.ndarray | None = None  # the frame decoded at open, served by the first read
         self._last: np.ndarray | None = None
-        self._clock_start: float | None = None  # set by follow_wall_clock
+        self._follow = False  # set by follow_wall_clock
+        self._clock_start: float | None = None  # when frame 0 was shown, in a live show
         self._file_fps = fps
         self._position = 0  # frames taken from the file since the clock started
         self._warn = RateLimitedLog(log, interval=5.0)
 
     def follow_wall_clock(self) -> None:
         with self._lock:
-            self._clock_start = time.monotonic()
-            self._position = 1  # the frame decoded at open is frame 0
+            self._follow = True  # the clock starts at the first read: start-up time is not video time
 
     def _capture(self) -> Any:
         cap = cv2.VideoCapture(str(self.path))
@@ -590,17 +590,27 @@ class VideoSource(Source):
         return None
 
     def _read(self) -> np.ndarray:
+        if self._follow and self._clock_start is None:
+            self._clock_start, self._position = time.monotonic(), 0
         if self._pending is not None:
             frame, self._pending = self._pending, None
+            self._position += 1
             return frame
         if self._clock_start is not None:
             due = int((time.monotonic() - self._clock_start) * self._file_fps) + 1  # frames by now
             if due <= self._position:
                 return self._last.copy()  # early: this frame's time is not over yet
-            for _ in range(due - self._position - 1):
+            # grab() still decodes: skip at most a few frames per read, and let the clock slip past
+            # a longer stall, so a file that decodes slower than its own rate cannot snowball.
+            most = max(2, round(2 * self._file_fps / self.fps))
+            skip = due - self._position - 1
+            if skip > most:
+                self._clock_start += (skip - most) / self._file_fps
+                skip = most
+            for _ in range(skip):
                 self._next(decode=False)
                 self.skipped += 1
-            self._position = due
+            self._position += skip + 1
         frame = self._next()
         if frame is None:
             return self._last.copy()
