@@ -36,6 +36,7 @@ optional packages are imported inside the backend only::
 
 from __future__ import annotations
 
+import abc
 import glob
 import importlib
 import importlib.metadata
@@ -103,8 +104,9 @@ def _describe(frame: Any) -> str:
 
 # --- the contract --------------------------------------------------------------------------------
 
-class Sink(Endpoint):
-    """Base class for frame sinks. Subclasses override ``_open``, ``_send`` and ``_close``."""
+class Sink(Endpoint, abc.ABC):
+    """Base class for frame sinks. Subclasses implement ``_send`` and may override ``_open`` and
+    ``_close``; a plugin without ``_send`` fails when it is made, naming the method."""
 
     kind = "sink"
     role = "sink"
@@ -154,8 +156,9 @@ class Sink(Endpoint):
         except Exception as exc:  # any backend failure at close becomes the runtime's one type
             raise SinkError(f"sink {self.spec!r} did not close cleanly: {type(exc).__name__}: {exc}") from exc
 
+    @abc.abstractmethod
     def _send(self, frame: np.ndarray) -> None:
-        raise NotImplementedError
+        """Deliver one checked frame (RGB uint8, C-contiguous); ``self.frame_index`` is its slot."""
 
 
 # --- null and file -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ Backends (``SOURCES``; more through :func:`register_source` or the entry-point g
 
 from __future__ import annotations
 
+import abc
 import glob
 import importlib.metadata
 import logging
@@ -255,8 +256,9 @@ class Endpoint:
         pass
 
 
-class Source(Endpoint):
-    """Base class for frame sources. Subclasses override ``_open``, ``_read`` and ``_close``."""
+class Source(Endpoint, abc.ABC):
+    """Base class for frame sources. Subclasses implement ``_read`` and may override ``_open`` and
+    ``_close``; a plugin without ``_read`` fails when it is made, naming the method."""
 
     kind = "source"
     role = "source"
@@ -285,8 +287,9 @@ class Source(Endpoint):
         """A live show calls this: sources with a rate of their own (video files) keep real time from
         now on instead of giving one frame per read. Others have nothing to do."""
 
+    @abc.abstractmethod
     def _read(self) -> np.ndarray | None:
-        raise NotImplementedError
+        """The newest frame at ``size``, RGB uint8 (H, W, 3), or None if none was ever available."""
 
 
 # --- generator ---------------------------------------------------------------------------------------
