@@ -168,18 +168,21 @@ def modulation_map(kind: str, height: int, width: int, angle_deg: float, invert:
     source's luminance (0.5 without a source); image: a picture file's luminance."""
     if kind == "none":
         return None
-    g = base_grid(height, width, device, dtype)
+    def flat() -> torch.Tensor:  # no information yet: the middle of every parameter's mapped range
+        return torch.full((1, height, width), 0.5, device=device, dtype=dtype)
+
     if kind == "radial":
-        m = g.pow(2).sum(-1).sqrt() / math.sqrt(2)
+        m = base_grid(height, width, device, dtype).pow(2).sum(-1).sqrt() / math.sqrt(2)
     elif kind == "linear":
+        g = base_grid(height, width, device, dtype)
         a = math.radians(angle_deg)
         span = abs(math.cos(a)) + abs(math.sin(a))
         m = (g[..., 0] * math.cos(a) + g[..., 1] * math.sin(a)) / span * 0.5 + 0.5
     elif kind == "luma":
-        m = luminance01(source)[:, 0] if source is not None else torch.full_like(g[..., 0], 0.5)
+        m = luminance01(source)[:, 0] if source is not None else flat()
     elif kind == "image":
         if image is None:
-            m = torch.full_like(g[..., 0], 0.5)
+            m = flat()
         else:
             m = F.interpolate(image.to(device, dtype), size=(height, width), mode="bilinear",
                               align_corners=False)[:, 0]
