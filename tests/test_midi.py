@@ -786,7 +786,7 @@ def peer(env, script: str, *args) -> subprocess.Popen:
 FIND_AND_SEND = """
     import threading
     want, msgs = sys.argv[1], [mido.Message(**spec) for spec in json.loads(sys.argv[2])]
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 20)
     while True:
         names = [n for n in retry(b.get_output_names) if n.split(":")[0] == want]
         if names or time.monotonic() > deadline:
@@ -929,10 +929,18 @@ def test_a_controller_on_jack_drives_a_running_show(jack_server):
                              "--size", "96x64", "--pace", "realtime", "--midi-backend", "jack", "--osc-port",
                              str(osc_port), "--osc-feedback", f"127.0.0.1:{feedback.getsockname()[1]}",
                              "--no-oscquery", "--midi-mapping", "generic"],
-                            env=jack_server, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=jack_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The show's log, read on a thread: the sender starts once the show says its port is open (on a
+    # loaded machine importing torch alone can take longer than any fixed wait), and a failure shows it.
+    log_lines: list[str] = []
+    reader = threading.Thread(target=lambda: log_lines.extend(iter(show.stderr.readline, "")), daemon=True)
+    reader.start()
+    opened = wait_until(lambda: show.poll() is not None or any("virtual input 'ffvj' open" in line
+                                                               for line in log_lines), 120)
     sender = peer(jack_server, FIND_AND_SEND, "ffvj", json.dumps([{"type": "control_change", "control": 7,
-                                                                   "value": 127, "channel": 0}]))
+                                                                   "value": 127, "channel": 0}]), "60")
     try:
+        assert opened and show.poll() is None, "the show did not open its MIDI port:\n" + "".join(log_lines)[-3000:]
         value, deadline = None, time.monotonic() + 60
         while time.monotonic() < deadline and value != 1.0:
             try:
@@ -941,16 +949,18 @@ def test_a_controller_on_jack_drives_a_running_show(jack_server):
                 continue
             if msg.address == "/ffvj/input/mix":
                 value = round(msg.params[0], 4)
-        assert value == 1.0, f"no feedback for input.mix; show stderr: {show.stderr.read1(3000) if show.poll() is not None else ''}"
     finally:
-        stop_peer(sender)
+        _, sender_err = stop_peer(sender)
         show.send_signal(signal.SIGTERM)
         try:
             show.wait(timeout=30)
         finally:
             show.kill()
+            reader.join(timeout=10)
             feedback.close()
-    assert show.returncode == 0
+    show_log = "".join(log_lines)[-3000:]
+    assert value == 1.0, f"no feedback for input.mix\nsender: {sender_err[-1500:]}\nshow: {show_log}"
+    assert show.returncode == 0, show_log
 
 
 def test_controls_learned_during_a_show_are_saved_at_once(tmp_path, rig):
