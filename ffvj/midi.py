@@ -1098,6 +1098,23 @@ def _retrying(errors: tuple, fn, *args, attempts: int = 3, **kwargs):
             time.sleep(0.25 * (attempt + 1))
 
 
+def _input_lister(backend):
+    """``(list_inputs, close)`` for hot-plug rescans. mido's rtmidi backend opens two new MIDI clients
+    for every listing; on JACK each is a server round trip made with the GIL held, and while it waits
+    JACK's process cycle waits on an open port's Python callback, which waits for the GIL: the whole
+    JACK graph stalls for its 5 s timeout. One persistent rtmidi client lists from JACK's shared
+    memory instead. Other backends list through mido."""
+    if getattr(backend, "name", None) == "mido.backends.rtmidi":
+        try:
+            import rtmidi
+
+            probe = rtmidi.MidiIn(backend.module._get_api_id(backend.api), name="ffvj-hotplug")
+            return probe.get_ports, probe.delete
+        except (ImportError, AttributeError, ValueError, RuntimeError, OSError) as exc:
+            log.debug("MIDI: persistent port lister unavailable (%s); listing through mido", exc)
+    return backend.get_input_names, lambda: None
+
+
 def midi_ports(backend=None) -> dict[str, list[str]]:
     """``{"inputs": [...], "outputs": [...]}`` for ``ffvj devices``; raises when MIDI is unusable."""
     b = _load_backend(backend)
@@ -1115,6 +1132,11 @@ class MidiInput:
     ``match`` (such as generic.toml), or all mappings when every one has a ``match``. LED echo goes
     to the output port matching the mapping's ``[device] output``.
 
+    Hot-plug: every ``rescan_s`` seconds a watcher thread lists the inputs again. A controller
+    unplugged mid-show is closed and reconnected when it comes back (under a new ALSA number too); a
+    controller plugged in late is connected if it matches a mapping or a ``ports`` name; a virtual
+    port the MIDI server refused at start (a busy JACK server does) is tried again.
+
     No usable MIDI API (no ALSA sequencer, no JACK server, python-rtmidi missing): one warning, and
     the show runs on without MIDI — unless ``ports`` named a port explicitly, which raises MidiError.
     ``close()`` is idempotent; use it as a context manager.
@@ -1122,15 +1144,22 @@ class MidiInput:
 
     def __init__(self, store, actions=None, tempo=None, mappings: Sequence[Mapping] = (),
                  ports: Sequence[str] = (), virtual_name: str | None = "ffvj", backend=None, *,
-                 learner: Learner | None = None, auto_connect: bool = True, echo: bool = True):
+                 learner: Learner | None = None, auto_connect: bool = True, echo: bool = True,
+                 rescan_s: float | None = 2.0):
         self.store, self.actions, self.tempo = store, actions, tempo
         self.mappings, self.port_names = list(mappings), list(ports)
         self.virtual_name, self.backend, self.learner = virtual_name, backend, learner
-        self.auto_connect, self.echo = auto_connect, echo
+        self.auto_connect, self.echo, self.rescan_s = auto_connect, echo, rescan_s
         self.available = False
-        self.inputs: list = []  # open mido input ports
-        self.outputs: list = []
         self.mappers: list[MidiMapper] = []
+        # One link per open input: its port, its mapper and its LED echo output (or None).
+        self._links: dict[str, tuple] = {}
+        self._retired_stats: dict[str, int] = {}  # counts of mappers whose port went away
+        self._virtual_state = "closed"  # "open", "closed" (retry on rescan) or "unsupported"
+        self._lock = threading.Lock()  # guards the link table, never held while talking to the server
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._warn = RateLimitedLog(log, interval=30.0)
         self._started = self._closed = False
 
     def __enter__(self) -> "MidiInput":
@@ -1141,17 +1170,28 @@ class MidiInput:
 
     @property
     def connected(self) -> list[str]:
-        return [p.name for p in self.inputs]
+        with self._lock:
+            return [link[0].name for link in self._links.values()]
+
+    @property
+    def inputs(self) -> list:
+        with self._lock:
+            return [link[0] for link in self._links.values()]
+
+    @property
+    def outputs(self) -> list:
+        with self._lock:
+            return [link[2] for link in self._links.values() if link[2] is not None]
 
     def start(self) -> "MidiInput":
         if self._started:
             return self
         self._started = True
-        errors = _backend_errors()
+        self._errors = _backend_errors()
         try:
             self._backend = _load_backend(self.backend)
             inputs = list(_retrying((OSError, RuntimeError), self._backend.get_input_names))
-        except errors as exc:
+        except self._errors as exc:
             if self.port_names:
                 raise MidiError(f"cannot open MIDI port(s) {', '.join(map(repr, self.port_names))}: no usable "
                                 f"MIDI API here ({exc})") from exc
@@ -1159,66 +1199,127 @@ class MidiInput:
             return self
         self.available = True
         try:
-            self._open_all(inputs, errors)
+            self._open_all(inputs)
         except BaseException:
             self.close()
             raise
+        if self.rescan_s:
+            self._list_inputs, self._close_lister = _input_lister(self._backend)
+            self._watcher = threading.Thread(target=self._watch, name="ffvj-midi-hotplug", daemon=True)
+            self._watcher.start()
         return self
 
-    def _open_all(self, inputs: list[str], errors: tuple) -> None:
-        wanted: list[str] = []
-        for name in self.port_names:
-            hits = [p for p in inputs if name.lower() in p.lower()]
-            if not hits:
-                raise MidiError(f"unknown MIDI port {name!r}; available inputs: "
-                                f"{', '.join(inputs) if inputs else 'none'}")
-            wanted += [h for h in hits if h not in wanted]
-        explicit = set(wanted)
-        if self.auto_connect:
-            for m in self.mappings:
-                wanted += [p for p in inputs if m.device.matches(p) and p not in wanted and not self._is_own(p)]
+    # -- which ports -------------------------------------------------------------------------------
 
-        unmatched = [m for m in self.mappings if not m.device.match] or self.mappings
-        if self.virtual_name:
-            mapper = self._mapper(unmatched, None)
-            try:
-                port = _retrying(errors, self._backend.open_input, self.virtual_name, virtual=True,
-                                  client_name=self.virtual_name, callback=mapper.handle)
-                self.inputs.append(port)
-                log.info("MIDI: virtual input %r open (send to it from other software)", port.name)
-            except (NotImplementedError,) + errors as exc:
-                log.warning("MIDI: no virtual input port on this backend (%s); connect a controller with --midi NAME",
-                            exc)
-        for name in wanted:
-            own = [m for m in self.mappings if m.device.matches(name)]
-            wants_echo = self.echo and any(m.device.output for m in own)
-            out = self._open_echo(own, name, errors) if wants_echo else None
-            mapper = self._mapper(own or unmatched, out)
-            try:
-                self.inputs.append(_retrying(errors, self._backend.open_input, name, callback=mapper.handle))
-            except errors as exc:
-                if name in explicit:
-                    raise MidiError(f"cannot open MIDI port {name!r}: {exc}") from exc
-                log.warning("MIDI: cannot open %r (%s); skipping it", name, exc)
-                continue
-            log.info("MIDI: listening to %r with %s", name,
-                     ", ".join(m.device.name for m in (own or unmatched)) or "no mapping")
-            mapper.refresh_leds()
+    def _named(self, port: str) -> bool:
+        return any(name.lower() in port.lower() for name in self.port_names)
+
+    def _wanted(self, inputs: list[str]) -> list[str]:
+        """The inputs to listen to: those named in ``ports``, then those a mapping matches."""
+        wanted = [p for p in inputs if self._named(p) and not self._is_own(p)]
+        if self.auto_connect:
+            wanted += [p for p in inputs if p not in wanted and not self._is_own(p)
+                       and any(m.device.matches(p) for m in self.mappings)]
+        return wanted
 
     def _is_own(self, port_name: str) -> bool:
         return bool(self.virtual_name) and port_name.split(":")[0] == self.virtual_name
 
-    def _mapper(self, mappings: list[Mapping], output) -> MidiMapper:
-        mapper = MidiMapper(mappings, self.store, self.actions, self.tempo, output=output, learner=self.learner)
-        self.mappers.append(mapper)
-        return mapper
+    def _unmatched(self) -> list[Mapping]:
+        return [m for m in self.mappings if not m.device.match] or self.mappings
 
-    def _open_echo(self, mappings: list[Mapping], input_name: str, errors: tuple):
+    # -- opening and closing -----------------------------------------------------------------------
+
+    def _open_all(self, inputs: list[str]) -> None:
+        for name in self.port_names:
+            if not any(name.lower() in p.lower() for p in inputs):
+                raise MidiError(f"unknown MIDI port {name!r}; available inputs: "
+                                f"{', '.join(inputs) if inputs else 'none'}")
+        self._open_virtual(attempts=3)
+        for name in self._wanted(inputs):
+            try:
+                self._connect(name)
+            except self._errors as exc:
+                if self._named(name):
+                    raise MidiError(f"cannot open MIDI port {name!r}: {exc}") from exc
+                log.warning("MIDI: cannot open %r (%s); will try again", name, exc)
+
+    def _open_virtual(self, attempts: int) -> None:
+        if not self.virtual_name or self._virtual_state != "closed":
+            return
+        mapper = MidiMapper(self._unmatched(), self.store, self.actions, self.tempo, learner=self.learner)
+        try:
+            port = _retrying(self._errors, self._backend.open_input, self.virtual_name, virtual=True,
+                             client_name=self.virtual_name, callback=mapper.handle, attempts=attempts)
+        except NotImplementedError as exc:
+            mapper.close()
+            self._virtual_state = "unsupported"
+            log.warning("MIDI: no virtual input port on this backend (%s); connect a controller with --midi NAME",
+                        exc)
+            return
+        except self._errors as exc:
+            mapper.close()
+            self._warn.warning("virtual", "MIDI: the MIDI server refused the virtual input %r (%s); trying again "
+                                          "every %.0f s", self.virtual_name, exc, self.rescan_s or 0)
+            return
+        self._virtual_state = "open"
+        self._add_link(self.virtual_name, port, mapper, None)
+        log.info("MIDI: virtual input %r open (send to it from other software)", port.name)
+
+    def _connect(self, name: str) -> None:
+        own = [m for m in self.mappings if m.device.matches(name)]
+        wants_echo = self.echo and any(m.device.output for m in own)
+        out = self._open_echo(own, name) if wants_echo else None
+        mapper = MidiMapper(own or self._unmatched(), self.store, self.actions, self.tempo, output=out,
+                            learner=self.learner)
+        try:
+            port = _retrying(self._errors, self._backend.open_input, name, callback=mapper.handle)
+        except BaseException:
+            mapper.close()
+            if out is not None:
+                out.close()
+            raise
+        if not self._add_link(name, port, mapper, out):
+            return
+        log.info("MIDI: listening to %r with %s", name,
+                 ", ".join(m.device.name for m in (own or self._unmatched())) or "no mapping")
+        mapper.refresh_leds()
+
+    def _add_link(self, name: str, port, mapper: MidiMapper, out) -> bool:
+        with self._lock:
+            if not self._closed:
+                self._links[name] = (port, mapper, out)
+                self.mappers.append(mapper)
+                return True
+        # close() ran while this port was opening (a watcher stuck on a slow server): undo it
+        self._close_link(port, mapper, out)
+        return False
+
+    def _disconnect(self, name: str) -> None:
+        with self._lock:
+            link = self._links.pop(name, None)
+            if link is None:
+                return
+            mapper = link[1]
+            if mapper in self.mappers:
+                self.mappers.remove(mapper)
+            for k, v in mapper.stats().items():
+                self._retired_stats[k] = self._retired_stats.get(k, 0) + v
+        self._close_link(*link)
+
+    @staticmethod
+    def _close_link(port, mapper: MidiMapper, out) -> None:
+        port.close()  # the input first, so no callback runs into a closed mapper or output
+        mapper.close()
+        if out is not None:
+            out.close()
+
+    def _open_echo(self, mappings: list[Mapping], input_name: str):
         """The output port for LED echo to the controller behind ``input_name``, or None."""
         try:
             # Listed only when needed: on JACK every listing is a short-lived client of the server.
-            outputs = list(_retrying(errors, self._backend.get_output_names))
-        except errors as exc:
+            outputs = list(_retrying(self._errors, self._backend.get_output_names))
+        except self._errors as exc:
             log.warning("MIDI: LED echo unavailable, cannot list output ports (%s)", exc)
             return None
         candidates = [o for o in outputs if any(m.device.matches_output(o) for m in mappings)]
@@ -1229,38 +1330,78 @@ class MidiInput:
         # name, so prefer that one over the first match.
         name = input_name if input_name in candidates else candidates[0]
         try:
-            port = _retrying(errors, self._backend.open_output, name)
-        except errors as exc:
+            return _retrying(self._errors, self._backend.open_output, name)
+        except self._errors as exc:
             log.warning("MIDI: LED echo to %r unavailable (%s)", name, exc)
             return None
-        self.outputs.append(port)
-        return port
+
+    # -- hot-plug ----------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        try:
+            while not self._stop.wait(self.rescan_s):
+                try:
+                    self.rescan(self._list_inputs)
+                except self._errors as exc:  # a busy or restarting MIDI server: next time
+                    self._warn.warning("rescan", "MIDI: cannot list ports (%s); trying again", exc)
+                except Exception:  # never let hot-plug take MIDI down; say what broke
+                    log.exception("MIDI: hot-plug rescan failed")
+        finally:
+            self._close_lister()
+
+    def rescan(self, list_inputs=None) -> None:
+        """Close inputs that vanished, open wanted inputs that appeared, retry a refused virtual port.
+        The watcher thread calls this every ``rescan_s``; tests and tools may call it directly.
+
+        Only the watcher (or, before it starts, ``start``) opens and closes ports; ``_lock`` guards
+        the link table alone, so the status line never waits on a slow MIDI server."""
+        if self._closed or not self.available:
+            return
+        self._open_virtual(attempts=1)
+        inputs = list((list_inputs or self._backend.get_input_names)())
+        for name in [n for n in self.connected_names() if n != self.virtual_name and n not in inputs]:
+            self._disconnect(name)
+            log.warning("MIDI: %r went away; it reconnects when it comes back", name)
+        for name in self._wanted(inputs):
+            if name not in self._links and not self._closed:
+                try:
+                    self._connect(name)
+                except self._errors as exc:
+                    self._warn.warning("open " + name, "MIDI: cannot open %r (%s); trying again", name, exc)
+
+    def connected_names(self) -> list[str]:
+        """The names this input was opened under (the link keys; a port's own ``name`` may differ)."""
+        with self._lock:
+            return list(self._links)
+
+    # -- reporting ---------------------------------------------------------------------------------
 
     def status(self) -> str:
         """One short part of the runtime's status line."""
         if not self.available:
             return "midi off"
         st = self.stats()
-        return f"midi {st.get('messages', 0)} msgs, {st.get('unmapped', 0) + st.get('malformed', 0)} unmapped/bad"
+        return (f"midi {len(self._links)} in, {st.get('messages', 0)} msgs, "
+                f"{st.get('unmapped', 0) + st.get('malformed', 0)} unmapped/bad")
 
     def stats(self) -> dict:
-        total: dict = {}
-        for m in self.mappers:
+        with self._lock:
+            total, mappers = dict(self._retired_stats), list(self.mappers)
+        for m in mappers:
             for k, v in m.stats().items():
                 total[k] = total.get(k, 0) + v
         return total
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for port in self.inputs:  # inputs first, so no callback runs into a closed mapper or output
-            port.close()
-        for mapper in self.mappers:
-            mapper.close()
-        for port in self.outputs:
-            port.close()
-        self.inputs, self.outputs = [], []
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=10)  # a watcher stuck on a dead server is a daemon: go on
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for name in self.connected_names():
+            self._disconnect(name)
 
 
 def learn_session(param_names: Sequence[str], port: str | None, out_path: str | Path, timeout: float = 30.0, *,

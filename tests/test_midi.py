@@ -681,6 +681,61 @@ def test_midi_input_without_virtual_ports(rig, caplog):
     assert any("no virtual input" in r.getMessage() for r in caplog.records)
 
 
+def test_hot_plug_reconnects_an_unplugged_controller_under_its_new_name(rig, caplog):
+    """Unplug mid-show: the port is closed; plug back in (ALSA gives it a new client number): it is
+    connected again with the same mapping; a controller plugged in late is connected too."""
+    store, actions, tempo = rig
+    nano = load_mapping(MAPPINGS / "nanokontrol2.toml", store.registry)
+    b = FakeBackend(inputs=[])
+    with MidiInput(store, actions, tempo, [nano], backend=b, rescan_s=None) as midi:
+        assert midi.connected == ["ffvj"]  # nothing plugged in yet
+        b.inputs = ["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0"]
+        midi.rescan()
+        first = b.opened["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0"]
+        assert midi.connected == ["ffvj", first.name]
+        first.callback(cc(4, 127))
+        assert store.get("input.mix") == pytest.approx(1.0)
+        with caplog.at_level(logging.WARNING, logger="ffvj.midi"):
+            b.inputs = []
+            midi.rescan()
+        assert first.closed and midi.connected == ["ffvj"]
+        assert any("went away" in r.getMessage() for r in caplog.records)
+        b.inputs = ["nanoKONTROL2:nanoKONTROL2 MIDI 1 24:0"]
+        midi.rescan()
+        again = b.opened["nanoKONTROL2:nanoKONTROL2 MIDI 1 24:0"]
+        assert not again.closed and midi.connected == ["ffvj", again.name]
+        again.callback(cc(4, 0))
+        assert store.get("input.mix") == pytest.approx(0.0)
+        assert midi.stats()["messages"] == 2  # the unplugged port's count is kept
+        midi.rescan()  # nothing changed: nothing reopened
+        assert b.opened[again.name] is again
+    assert again.closed
+
+
+def test_a_refused_virtual_port_is_tried_again(rig, caplog):
+    """A JACK server busy with other clients can refuse the virtual port at start: the show starts
+    anyway, says so, and the watcher opens the port once the server accepts it."""
+    store, actions, tempo = rig
+
+    class Refusing(FakeBackend):
+        refusals = 5
+
+        def open_input(self, name, virtual=False, callback=None, client_name=None):
+            if virtual and self.refusals:
+                self.refusals -= 1
+                raise OSError("Cannot create new client")
+            return super().open_input(name, virtual, callback, client_name)
+
+    b = Refusing()
+    with caplog.at_level(logging.WARNING, logger="ffvj.midi"):
+        with MidiInput(store, actions, tempo, [], backend=b, rescan_s=0.01) as midi:
+            assert midi.available
+            assert wait_until(lambda: midi.connected == ["ffvj"], 10)
+            b.opened["ffvj"].callback(cc(7, 127))  # generic is the fallback: CC 7 is input.mix
+    assert any("refused the virtual input" in r.getMessage() for r in caplog.records)
+    assert b.opened["ffvj"].closed
+
+
 def test_no_midi_api_runs_on_with_one_warning(rig, caplog, monkeypatch):
     store, actions, tempo = rig
     # The real case on this machine: no JACK server under this name, and JACK must not autostart one.
@@ -886,6 +941,42 @@ def test_jack_auto_connect_and_led_echo(jack_server, rig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_jack_hot_plug(jack_server, rig):
+    """A controller on JACK that appears after the show started, goes away and comes back is
+    connected, dropped and connected again, with its mapping working each time."""
+    store, actions, tempo = rig
+    client = f"hot{uuid.uuid4().hex[:6]}"
+    controller = """
+        client, value = sys.argv[1], int(sys.argv[2])
+        with retry(b.open_output, "out", virtual=True, client_name=client) as out:
+            print("ready", flush=True)
+            while not sys.stdin.readline().startswith("stop"):  # "send": once more; "stop": unplug
+                out.send(mido.Message("control_change", control=9, value=value))
+    """
+    m = mapping({"param": "input.mix", "type": "cc", "number": 9}, match=client)
+    with start_midi([], store, actions, tempo, [m], virtual_name=None, rescan_s=0.2) as midi:
+        for value in (127, 0):  # plug in, move the fader, unplug; twice
+            proc = peer(jack_server, controller, client, str(value))
+            try:
+                assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+                assert wait_until(lambda: midi.connected == [f"{client}:out"], 30), midi.connected
+                want = value / 127
+
+                def moved() -> bool:
+                    proc.stdin.write("send\n")  # JACK may miss the first message on a new connection
+                    proc.stdin.flush()
+                    return store.get("input.mix") == pytest.approx(want)
+
+                assert wait_until(moved, 30, interval=0.2)
+                _, err = proc.communicate("stop\n", timeout=30)
+                assert proc.returncode == 0, err
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            assert wait_until(lambda: midi.connected == [], 30), midi.connected
 
 
 def test_jack_learn_session(jack_server, tmp_path):
