@@ -603,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from .device import keep_freed_host_memory
+
+    keep_freed_host_memory()  # this process renders frames: reuse freed pages (13-15% on CPUs)
     try:
         return args.func(args)
     except CliError as exc:

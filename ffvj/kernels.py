@@ -51,6 +51,41 @@ def tanh_avgpool_eager(y: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(torch.sigmoid(y.mul_(2)), 2).mul_(2).sub_(1)
 
 
+def sum_pool2(y: torch.Tensor) -> torch.Tensor:
+    """The sums (not means) of 2×2 blocks of an (N, C, H, W) tensor with even H and W.
+
+    On a channels-last tensor (a convolution's output here) this is two additions of strided views:
+    rows pairs, then neighbouring pixels, ~3× faster than ``avg_pool2d`` on the development CPU. The
+    result is channels-last too. Any other layout goes through ``avg_pool2d``."""
+    n, c, h, w = y.shape
+    hwc = y.permute(0, 2, 3, 1)
+    if not hwc.is_contiguous():
+        return F.avg_pool2d(y, 2).mul_(4)
+    rows = hwc.view(n, h // 2, 2, w * c)
+    pairs = (rows[:, :, 0] + rows[:, :, 1]).view(n, h // 2, w // 2, 2, c)
+    return (pairs[:, :, :, 0] + pairs[:, :, :, 1]).permute(0, 3, 1, 2)
+
+
+def pixel_shuffle2(y: torch.Tensor) -> torch.Tensor:
+    """``F.pixel_shuffle(y, 2)``, faster for a channels-last ``y`` with few output channels.
+
+    The channels-last pixel shuffle vectorises over output channels; with the picture's 3 it is 2.3×
+    slower than one reshaping copy to a plain (N, C, 2H, 2W) tensor, which is what the picture
+    level wants anyway. With more channels the built-in one is faster and stays channels-last."""
+    n, c, h, w = y.shape
+    hwc = y.permute(0, 2, 3, 1)
+    if c // 4 >= 8 or not hwc.is_contiguous():
+        return F.pixel_shuffle(y, 2)
+    # y's channel index is co·4 + i·2 + j for output pixel (2·row + i, 2·col + j) of channel co.
+    return hwc.reshape(n, h, w, c // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, c // 4, 2 * h, 2 * w)
+
+
+def tanh_avgpool_doubled(y2: torch.Tensor) -> torch.Tensor:
+    """pool(tanh(y)) from y2 = 2y (a convolution with doubled weights): the sigmoid in place on it,
+    then mean(2σ − 1) = sum(σ)/2 − 1."""
+    return sum_pool2(y2.sigmoid_()).mul_(0.5).sub_(1)
+
+
 def tanh_avgpool_fused(y: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(rational_tanh(y), 2)
 

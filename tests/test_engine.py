@@ -52,6 +52,27 @@ def test_engine_step_matches_the_plain_formula(model, seed):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_uniform_warps_at_every_level_match_the_plain_formula(model, seed):
+    """No modulation map and every level updating each frame: the engine's one-product warp grid (a
+    scalar warp, the picture resized to each level) against the reference's chroma displacement."""
+    rng = np.random.default_rng(100 + seed)
+    engine = FeedbackEngine(model, W, H, seed=seed)
+    engine.guard.patience = 10**9
+    ref_states = [s.clone() for s in engine.states]
+    fixed = {"map.kind": float(MAP_KINDS.index("none")), "bound": float(BOUNDS.index("tanh"))}
+    fixed.update({f"l{lvl}.{name}": value for lvl in range(model.levels + 1)
+                  for name, value in (("period", 1.0), ("freeze", 0.0))})
+    for frame in range(4):
+        phi = random_phi(model, rng, **fixed)
+        ref_states = reference_step(model, ref_states, StepInputs(phi, None, None, engine.frame_index,
+                                                                  torch.Generator().manual_seed(0)))
+        engine.noise.manual_seed(0)
+        engine.step(phi, None)
+        for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
+
+
 def test_levels_are_double_buffered(model):
     """Each level reads t-1: computing levels in reverse order gives the same result."""
     engine = FeedbackEngine(model, W, H)
