@@ -328,6 +328,15 @@ def seed_picture(height: int, width: int, generator: torch.Generator, device, dt
     return F.interpolate(coarse * 2 - 1, size=(height, width), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
+def _engine_layout(level: int, state: torch.Tensor) -> torch.Tensor:
+    """The memory layout the engine keeps each level in (a no-op when it already is): the picture
+    plain (N, C, H, W), as sources and sinks want it; feature levels channels-last, the layout
+    oneDNN's convolutions read and write fastest, so encoders, decoders and the mixing never convert."""
+    if level == 0:
+        return state.contiguous()
+    return state.contiguous(memory_format=torch.channels_last)
+
+
 class FeedbackEngine:
     """Holds the feedback state of every level and advances it one frame at a time.
 
@@ -406,7 +415,8 @@ class FeedbackEngine:
         picture = source
         if picture is None or picture.std().item() < 0.02:
             picture = seed_picture(self.height, self.width, self.noise, self.device)
-        return self.model.encode_all(picture.to(self.device, torch.float32).contiguous())
+        states = self.model.encode_all(picture.to(self.device, torch.float32).contiguous())
+        return [_engine_layout(lvl, s) for lvl, s in enumerate(states)]
 
     @torch.no_grad()
     def reset(self, source: torch.Tensor | None = None) -> None:
@@ -421,7 +431,7 @@ class FeedbackEngine:
         if len(states) != len(self.states) or any(a.shape != b.shape for a, b in zip(states, self.states)):
             raise ValueError(f"states of shapes {[tuple(s.shape) for s in states]} do not fit this engine's "
                              f"{[tuple(s.shape) for s in self.states]}")
-        self.states = [s.to(self.device, torch.float32) for s in states]
+        self.states = [_engine_layout(lvl, s.to(self.device, torch.float32)) for lvl, s in enumerate(states)]
         self._versions = [v + 1 for v in self._versions]
         self._decoded.clear()
 
@@ -478,6 +488,13 @@ class FeedbackEngine:
         grid = torch.addmm(planar[1], colour, picture[0].reshape(3, -1))
         return grid.view(2, *size).permute(1, 2, 0)[None]
 
+    def _resample(self, state: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """``resample`` (equal results); on a CPU, a plain-layout level is sampled on every core."""
+        if self.device.type != "cpu" or not state.is_contiguous():
+            return resample(state, grid)
+        return kernels.grid_sample_in_bands(state, grid, torch.get_num_threads(), mode="bilinear",
+                                            padding_mode="reflection", align_corners=False)
+
     def _decode(self, level: int, prev: list[torch.Tensor]) -> torch.Tensor:
         """γ_level⁻¹(h^{level+1}), reused while level+1 has not changed (it updates less often)."""
         cached = self._decoded.get(level)
@@ -518,7 +535,7 @@ class FeedbackEngine:
             moves = any(torch.is_tensor(v) for v in (zoom, rot, warp)) or (zoom, rot, tx, ty, warp) != (1, 0, 0, 0, 0)
             own = state
             if moves:
-                own = resample(state, self._grid(lvl, zoom, rot, tx, ty, warp, prev[0]))
+                own = self._resample(state, self._grid(lvl, zoom, rot, tx, ty, warp, prev[0]))
             blur = spatial_value(phi, "blur", lvl, m, self.spans["blur"])
             if torch.is_tensor(blur) or blur:
                 own = blur_sharpen(own, blur)
@@ -546,10 +563,14 @@ class FeedbackEngine:
                 if matrix is not None:
                     out = apply_color(out, matrix)
                 if source is not None:
-                    out = inject(out, source, spatial_value(phi, "input.mix", None, m, self.spans["input.mix"]),
-                                 INPUT_MODES[int(phi["input.mode"])], phi["input.threshold"], phi["input.softness"])
-                out = out.clamp(-1, 1)
-            new.append(out)
+                    mix, mode = spatial_value(phi, "input.mix", None, m, self.spans["input.mix"]), \
+                        INPUT_MODES[int(phi["input.mode"])]
+                    if mode == "mix" and not torch.is_tensor(mix):  # the common case, in place
+                        out = out.lerp_(source, float(mix)) if mix else out
+                    else:
+                        out = inject(out, source, mix, mode, phi["input.threshold"], phi["input.softness"])
+                out = out.clamp_(-1, 1)  # out is this frame's own tensor, never a state
+            new.append(_engine_layout(lvl, out))
             self._versions[lvl] += 1
         self.states = new
         self.frame_index += 1

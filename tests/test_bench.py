@@ -34,6 +34,32 @@ def test_fast_tanh_forms_match_torch():
     assert torch.allclose(kernels.tanh_maxpool(y), F.max_pool2d(torch.tanh(y), 2), atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_layout_kernels_equal_torch(channels_last):
+    """The engine's own pooling, pixel shuffle and doubled-weight tail give torch's results, on a
+    channels-last tensor (their fast path) and on a plain one (their fallback)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    y = (torch.randn(1, 12, 10, 14) * 3).contiguous(memory_format=fmt)
+    assert torch.allclose(kernels.sum_pool2(y), F.avg_pool2d(y, 2) * 4, atol=1e-5)
+    assert torch.allclose(kernels.tanh_avgpool_doubled(y.clone() * 2), F.avg_pool2d(torch.tanh(y), 2), atol=1e-6)
+    for channels in (12, 48):  # 3 output channels: the reshaping copy; 12: the built-in shuffle
+        z = torch.randn(1, channels, 5, 7).contiguous(memory_format=fmt)
+        assert torch.equal(kernels.pixel_shuffle2(z), F.pixel_shuffle(z, 2))
+
+
+@pytest.mark.parametrize("height", [12, 13])
+def test_banded_grid_sample_is_identical(height):
+    """Bands of rows sampled as a batch give the very same picture (an odd height: one call)."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, height, 20) * 2 - 1
+    grid = torch.rand(1, height, 20, 2) * 2.4 - 1.2  # some points outside: reflection at work
+    options = dict(mode="bilinear", padding_mode="reflection", align_corners=False)
+    for bands in (1, 2, 4):
+        assert torch.equal(kernels.grid_sample_in_bands(x, grid, bands, **options), F.grid_sample(x, grid, **options))
+    planar = grid[0].permute(2, 0, 1).contiguous().permute(1, 2, 0)[None]  # the engine's strided grid
+    assert torch.equal(kernels.grid_sample_in_bands(x, planar, 2, **options), F.grid_sample(x, grid, **options))
+
+
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_engine_encode_equals_the_model(pooling):
     torch.manual_seed(0)
