@@ -401,8 +401,7 @@ class FeedbackEngine:
         conv = self.model.encoders[level].conv
         if self._doubled is None:
             return tail(conv(_pad_to_even(h).contiguous(memory_format=torch.channels_last)))
-        k = conv.padding[0]
-        h = F.pad(_pad_to_even(h), (k, k, k, k), mode="replicate").contiguous(memory_format=torch.channels_last)
+        h = kernels.replicate_pad_channels_last(_pad_to_even(h), conv.padding[0])
         return kernels.tanh_avgpool_doubled(F.conv2d(h, *self._doubled[level]))
 
     @property
@@ -488,11 +487,13 @@ class FeedbackEngine:
         grid = torch.addmm(planar[1], colour, picture[0].reshape(3, -1))
         return grid.view(2, *size).permute(1, 2, 0)[None]
 
-    def _resample(self, state: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """``resample`` (equal results); on a CPU, a plain-layout level is sampled on every core."""
+    def _resample(self, state: torch.Tensor, grid: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """``resample`` (times ``scale``), a new tensor; on a CPU, a plain-layout level is sampled on
+        every core."""
         if self.device.type != "cpu" or not state.is_contiguous():
-            return resample(state, grid)
-        return kernels.grid_sample_in_bands(state, grid, torch.get_num_threads(), mode="bilinear",
+            out = resample(state, grid)
+            return out if scale is None else out.mul_(scale)
+        return kernels.grid_sample_in_bands(state, grid, torch.get_num_threads(), scale=scale, mode="bilinear",
                                             padding_mode="reflection", align_corners=False)
 
     def _decode(self, level: int, prev: list[torch.Tensor]) -> torch.Tensor:
@@ -533,12 +534,6 @@ class FeedbackEngine:
             warp = spatial_value(phi, "warp", lvl, m, self.spans["warp"])
             tx, ty = p("translate_x"), p("translate_y")
             moves = any(torch.is_tensor(v) for v in (zoom, rot, warp)) or (zoom, rot, tx, ty, warp) != (1, 0, 0, 0, 0)
-            own = state
-            if moves:
-                own = self._resample(state, self._grid(lvl, zoom, rot, tx, ty, warp, prev[0]))
-            blur = spatial_value(phi, "blur", lvl, m, self.spans["blur"])
-            if torch.is_tensor(blur) or blur:
-                own = blur_sharpen(own, blur)
             gs = p("gain_self")
             gu = p("gain_up") if lvl > 0 else 0.0
             gd = p("gain_down") if lvl < len(prev) - 1 else 0.0
@@ -546,7 +541,15 @@ class FeedbackEngine:
             # The normalisation 1/weight and, for tanh, the 2·drive go into the mixing weights: no
             # separate passes over the level for them.
             scale = gain / weight if weight > 1e-6 else 0.0
-            pre = own * (gs * scale)  # a new tensor: everything below may work in place on it
+            blur = spatial_value(phi, "blur", lvl, m, self.spans["blur"])
+            blurs = torch.is_tensor(blur) or bool(blur)
+            grid = self._grid(lvl, zoom, rot, tx, ty, warp, prev[0]) if moves else None
+            # ``pre`` is always a new tensor: everything below may work in place on it.
+            if grid is not None and not blurs:  # the sampler's own write carries the weight
+                pre = self._resample(state, grid, scale=gs * scale)
+            else:
+                own = self._resample(state, grid) if grid is not None else state
+                pre = (blur_sharpen(own, blur) if blurs else own) * (gs * scale)
             if gu:
                 pre.add_(self._encode(lvl - 1, prev[lvl - 1]), alpha=gu * scale)
             if gd:

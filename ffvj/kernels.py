@@ -80,6 +80,20 @@ def pixel_shuffle2(y: torch.Tensor) -> torch.Tensor:
     return hwc.reshape(n, h, w, c // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, c // 4, 2 * h, 2 * w)
 
 
+def replicate_pad_channels_last(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``F.pad(x, (pad,) * 4, mode="replicate")`` written straight into a channels-last tensor: one
+    copy of the picture instead of two (pad, then convert) before a channels-last convolution."""
+    n, c, h, w = x.shape
+    out = torch.empty((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype, device=x.device)
+    inner = out[:, pad:pad + h, pad:pad + w]
+    inner.copy_(x.permute(0, 2, 3, 1))
+    out[:, :pad, pad:pad + w] = inner[:, :1]  # top and bottom rows repeat the edge row
+    out[:, pad + h:, pad:pad + w] = inner[:, -1:]
+    out[:, :, :pad] = out[:, :, pad:pad + 1]  # then the columns, corners included
+    out[:, :, pad + w:] = out[:, :, pad + w - 1:pad + w]
+    return out.permute(0, 3, 1, 2)
+
+
 def tanh_avgpool_doubled(y2: torch.Tensor) -> torch.Tensor:
     """pool(tanh(y)) from y2 = 2y (a convolution with doubled weights): the sigmoid in place on it,
     then mean(2σ − 1) = sum(σ)/2 − 1."""
@@ -118,19 +132,26 @@ def compile_or_eager(fn, eager, what: str, enabled: bool):
     return call
 
 
-def grid_sample_in_bands(x: torch.Tensor, grid: torch.Tensor, bands: int, **options) -> torch.Tensor:
+def grid_sample_in_bands(x: torch.Tensor, grid: torch.Tensor, bands: int, scale: float | None = None,
+                         **options) -> torch.Tensor:
     """``F.grid_sample(x, grid, **options)`` for one picture (N = 1), on ``bands`` cores.
 
     PyTorch's CPU grid sampler parallelises over the batch only, so a single picture runs on one
     core (1.9 ms at 640×360 on the development CPU, with 1 thread or 2). Split into bands of output
     rows and handed over as a batch of ``bands`` (the input expanded, not copied), it runs on all of
     them; the bands land back in one plain (1, C, H, W) tensor. Same arithmetic per pixel: the result
-    is identical. Falls back to one call when H does not split evenly or N > 1."""
+    is identical. Falls back to one call when H does not split evenly or N > 1. ``scale``, when
+    given, multiplies the result in the same write that reassembles the bands."""
     n, c, h, w = x.shape
     if bands < 2 or n != 1 or h % bands:
-        return F.grid_sample(x, grid, **options)
+        out = F.grid_sample(x, grid, **options)
+        return out if scale is None else out.mul_(scale)
     banded = F.grid_sample(x.expand(bands, -1, -1, -1), grid.reshape(bands, h // bands, w, 2), **options)
     out = torch.empty((1, c, h, w), dtype=banded.dtype, device=banded.device)
-    out[0].view(c, bands, h // bands, w).copy_(banded.transpose(0, 1))
+    target = out[0].view(c, bands, h // bands, w).transpose(0, 1)
+    if scale is None:
+        target.copy_(banded)
+    else:
+        torch.mul(banded, scale, out=target)
     return out
 

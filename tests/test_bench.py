@@ -42,6 +42,9 @@ def test_layout_kernels_equal_torch(channels_last):
     y = (torch.randn(1, 12, 10, 14) * 3).contiguous(memory_format=fmt)
     assert torch.allclose(kernels.sum_pool2(y), F.avg_pool2d(y, 2) * 4, atol=1e-5)
     assert torch.allclose(kernels.tanh_avgpool_doubled(y.clone() * 2), F.avg_pool2d(torch.tanh(y), 2), atol=1e-6)
+    for pad in (1, 2):
+        assert torch.equal(kernels.replicate_pad_channels_last(y, pad), F.pad(y, (pad,) * 4, mode="replicate"))
+        assert kernels.replicate_pad_channels_last(y, pad).is_contiguous(memory_format=torch.channels_last)
     for channels in (12, 48):  # 3 output channels: the reshaping copy; 12: the built-in shuffle
         z = torch.randn(1, channels, 5, 7).contiguous(memory_format=fmt)
         assert torch.equal(kernels.pixel_shuffle2(z), F.pixel_shuffle(z, 2))
@@ -56,6 +59,8 @@ def test_banded_grid_sample_is_identical(height):
     options = dict(mode="bilinear", padding_mode="reflection", align_corners=False)
     for bands in (1, 2, 4):
         assert torch.equal(kernels.grid_sample_in_bands(x, grid, bands, **options), F.grid_sample(x, grid, **options))
+        assert torch.allclose(kernels.grid_sample_in_bands(x, grid, bands, scale=0.7, **options),
+                              F.grid_sample(x, grid, **options) * 0.7, rtol=0, atol=1e-7)
     planar = grid[0].permute(2, 0, 1).contiguous().permute(1, 2, 0)[None]  # the engine's strided grid
     assert torch.equal(kernels.grid_sample_in_bands(x, planar, 2, **options), F.grid_sample(x, grid, **options))
 
