@@ -7,6 +7,7 @@ Command line::
     ffvj run [--source SPEC] [--sink SPEC ...] [--size 640x360] [--fps 30] [--frames N]
              [--model NAME|PATH] [--device auto|cpu|cuda|mps] [--set NAME=VALUE ...] [--preset NAME]
              [--osc-port 9000 --osc-host H --osc-feedback HOST:PORT] [--midi NAME --midi-mapping M]
+             [--compile] [--device-formats on|off]
     ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter
@@ -30,6 +31,7 @@ Python::
     store.set("l0.zoom", 1.03)
     h0 = engine.step(store.frame(1 / 30), source=None)   # one frame of Δ_φ on every level
     rgb = engine.readback()                              # (H, W, 3) uint8, the one copy to the host
+    i420 = engine.readback("i420:bt709")                 # (H·3/2, W) 4:2:0, converted on the device
 
     from ffvj.runtime import RunConfig, run             # source → engine → sinks, paced
     run(RunConfig(source="generator", sinks=["file:out.mp4"], frames=300))
@@ -43,7 +45,8 @@ Controls (control threads only write the store, post actions or tap the tempo)::
 
 Modules: ``model`` (pure nn), ``checkpoint`` (safetensors + JSON card), ``train``, ``evaluate``,
 ``data``, ``params`` (the one parameter registry), ``engine`` (Δ_φ and its reference), ``kernels``
-(fused hot loops), ``sources`` / ``sinks`` (registries of small backends), ``mailbox``, ``runtime``
+(fused hot loops), ``pixfmt`` (RGB / I420 / NV12 frames), ``sources`` / ``sinks`` (registries of
+small backends), ``mailbox``, ``runtime``
 (the wiring), ``osc`` / ``oscquery`` / ``touchosc`` / ``midi`` (surfaces), ``tempo``, ``modulation``
 (LFOs), ``presets`` (presets, snapshots, actions), ``bench``, ``cli``.
 """

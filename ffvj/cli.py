@@ -288,7 +288,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "frame to every sink; auto: realtime for cameras and live sinks")
     p.add_argument("--map-image", default=None, metavar="PATH", help="picture for map.kind=image")
     p.add_argument("--compile", action="store_true",
-                   help="compile the engine's fused kernels with torch.compile (seconds at start-up, ~15%% faster)")
+                   help="compile the engine's fused kernels with torch.compile (seconds at start-up)")
+    p.add_argument("--device-formats", choices=("on", "off"), default="on",
+                   help="on: make each sink's own picture format (4:2:0 for files and virtual cameras) on the "
+                        "engine's device; off: RGB to every sink, converted by its library (default: %(default)s)")
     p.add_argument("--presets-dir", default=None, metavar="DIR", help="where presets live (default: ~/.config/ffvj/presets)")
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -340,7 +343,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         source_options[key] = _option_value(value)
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
                     fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
-                    pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir, compile=args.compile)
+                    pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir, compile=args.compile,
+                    device_formats=args.device_formats)
     controls = Controls.for_levels(_model_levels(cfg.model), args.presets_dir, args.seed)
     store = controls.store
     if args.preset:  # first, so --set can adjust the preset

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import kernels, pixfmt
 from .model import FeatureAutoencoder, _pad_to_even
 from .params import (BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, RateLimitedLog, level_param_name,
                      map_spans)
@@ -587,10 +587,7 @@ class FeedbackEngine:
         return self.states[0]
 
     @torch.no_grad()
-    def readback(self) -> np.ndarray:
-        """h⁰ as an RGB uint8 (H, W, 3) array: the one device→host copy per frame."""
-        # +0.5 then truncation = rounding (the cast truncates), so a source shown 1:1 keeps its bytes.
-        # (x + 1)·127.5 + 0.5 = 127.5·x + 128 in one pass; the cast, then the HWC transpose of bytes.
-        picture = self.states[0][0]
-        levels = torch.add(_constant((128.0,), self.device, picture.dtype), picture, alpha=127.5).clamp_(0, 255)
-        return levels.to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+    def readback(self, fmt: str = pixfmt.RGB24) -> np.ndarray:
+        """h⁰ as one frame of ``fmt`` (``pixfmt``): by default an RGB uint8 (H, W, 3) array. The
+        conversion runs on the engine's device; this is the one device→host copy per frame and format."""
+        return pixfmt.convert(self.states[0], fmt).cpu().numpy()

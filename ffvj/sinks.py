@@ -12,7 +12,10 @@ A :class:`Sink` is made from a spec string ``NAME[:ARG]`` and takes RGB frames::
   spec, option or size) or :class:`SinkUnavailable` (no device, missing optional package,
   wrong platform). Callers print the message; no traceback is needed.
 - ``send(frame)`` checks the frame once in the base class (ValueError unless uint8 of shape
-  (H, W, 3)). A sink that fails *during the show* raises :class:`SinkError` (the backend's
+  (H, W, 3)). A sink whose output stores another layout sets ``preferred_format`` (a ``pixfmt``
+  format such as ``i420:bt709``); the runtime then has the engine convert on its device and calls
+  ``send(frame, index, fmt)``, and ``_send`` reads ``self.frame_fmt`` to know which it got (RGB
+  frames from other callers still work). A sink that fails *during the show* raises :class:`SinkError` (the backend's
   own exception is chained as ``__cause__``): the runtime should log it rate-limited, drop
   that sink and keep rendering to the others.
 - ``close()`` is idempotent and finalises the output (a file sink flushes its encoder and
@@ -50,6 +53,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import pixfmt
 from .sources import BackendRegistry, Endpoint, Size, build_and_open, split_spec
 
 
@@ -116,28 +120,38 @@ class Sink(Endpoint, abc.ABC):
     #: In real time, whether this sink gets its own thread behind a newest-wins mailbox (so it can
     #: never stall the render loop). False for sinks that must stay on the opening thread.
     own_thread = True
+    #: The ``pixfmt`` format the runtime should hand this sink (the engine converts on its device).
+    #: ``send`` takes RGB (``rgb24``) always, and this one too; ``_send`` reads ``frame_fmt``.
+    preferred_format = pixfmt.RGB24
 
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0) -> None:
         super().__init__(arg, size=size, fps=fps)
         self.frames_sent = 0
         self.frame_index = 0  # the schedule slot of the frame being sent (see send)
-        self._shape = (self.size[1], self.size[0], 3)
+        self.frame_fmt = pixfmt.RGB24  # the format of the frame being sent (see send)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         """Whether this sink can work on this machine, and a short reason. Opens nothing."""
         return True, "always available"
 
-    def send(self, frame: np.ndarray, index: int | None = None) -> None:
-        """Send one RGB uint8 (H, W, 3) frame. ``index`` is the frame's slot in the show's schedule
-        (slot n is at n / fps seconds); a live show that skipped slots passes it so recordings keep
-        real time. Default: the count of frames sent. Raises SinkError if the output fails mid-show."""
+    def send(self, frame: np.ndarray, index: int | None = None, fmt: str = pixfmt.RGB24) -> None:
+        """Send one frame: RGB uint8 (H, W, 3), or a frame of this sink's ``preferred_format`` when
+        ``fmt`` says so. ``index`` is the frame's slot in the show's schedule (slot n is at n / fps
+        seconds); a live show that skipped slots passes it so recordings keep real time. Default: the
+        count of frames sent. Raises SinkError if the output fails mid-show."""
         with self._lock:
             self._require_open()
-            if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != self._shape:
-                raise ValueError(f"sink {self.spec!r} takes uint8 RGB frames of shape {self._shape}, "
+            if fmt not in (pixfmt.RGB24, self.preferred_format):
+                raise ValueError(f"sink {self.spec!r} takes {pixfmt.RGB24} or {self.preferred_format} frames, "
+                                 f"not {fmt}")
+            shape = pixfmt.frame_shape(fmt, self.width, self.height)
+            if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != shape:
+                kind = "RGB" if fmt == pixfmt.RGB24 else fmt
+                raise ValueError(f"sink {self.spec!r} takes uint8 {kind} frames of shape {shape}, "
                                  f"got {_describe(frame)}")
             self.frame_index = self.frames_sent if index is None else int(index)
+            self.frame_fmt = fmt
             try:
                 self._send(np.ascontiguousarray(frame))
             except SinkError:
@@ -195,6 +209,9 @@ class FileSink(Sink):
         self.path = Path(arg).expanduser()
         self.codec = codec
         self.pix_fmt = pix_fmt
+        # The engine makes 4:2:0 pictures itself (BT.709, as the stream is tagged): the encoder
+        # thread then skips libswscale's conversion.
+        self.preferred_format = {"yuv420p": "i420:bt709", "nv12": "nv12:bt709"}.get(pix_fmt, pixfmt.RGB24)
         self.codec_options = {"crf": str(crf), "preset": str(preset), **(codec_options or {})}
         self._container: Any = None
         self._stream: Any = None
@@ -242,8 +259,11 @@ class FileSink(Sink):
     def _send(self, frame: np.ndarray) -> None:
         import av
 
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        vf = vf.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        if self.frame_fmt == pixfmt.RGB24:
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf = vf.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        else:  # already this stream's pix_fmt, converted by the engine
+            vf = av.VideoFrame.from_ndarray(frame, format=self.pix_fmt)
         if self.frame_index <= self._last_pts:  # pts must grow; a caller repeating a slot gets the next
             self.frame_index = self._last_pts + 1
         vf.pts = self._last_pts = self.frame_index
@@ -260,6 +280,14 @@ class FileSink(Sink):
 
 
 # --- virtual camera ----------------------------------------------------------------------------------
+
+def _rgb_to(frame: np.ndarray, fmt: str) -> np.ndarray:
+    """An RGB uint8 frame in ``fmt``, on the CPU, with the same arithmetic the engine uses."""
+    import torch
+
+    picture = torch.from_numpy(frame).permute(2, 0, 1)[None].float().div_(127.5).sub_(1)
+    return pixfmt.convert(picture, fmt).numpy()
+
 
 _VIRTUALCAM_FIX = {
     "Linux": "load the v4l2loopback kernel module: sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
@@ -323,8 +351,20 @@ class VirtualCamSink(Sink):
             detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             raise SinkUnavailable(f"no virtual camera device ({detail}). Fix: {_virtualcam_fix()}") from exc
         self.device = self._cam.device
+        # A camera whose backend stores 4:2:0 (v4l2loopback: I420, OBS on Windows: NV12) takes it
+        # directly: the engine converts on its device, half the bytes, and pyvirtualcam skips its own
+        # conversion. BT.601, what readers of a webcam assume.
+        native = self._cam.native_fmt
+        formats = {pyvirtualcam.PixelFormat.I420: "i420:bt601", pyvirtualcam.PixelFormat.NV12: "nv12:bt601"}
+        if native in formats and not (self.width % 2 or self.height % 2):
+            self._cam.close()
+            self._cam = pyvirtualcam.Camera(self.width, self.height, self.fps, fmt=native, device=self.device,
+                                            backend=self._cam.backend, **self.backend_options)
+            self.preferred_format = formats[native]
 
     def _send(self, frame: np.ndarray) -> None:
+        if self.frame_fmt == pixfmt.RGB24 and self.preferred_format != pixfmt.RGB24:
+            frame = _rgb_to(frame, self.preferred_format)  # a caller with RGB frames (tests, scripts)
         self._cam.send(frame)
         if self.pace:
             self._cam.sleep_until_next_frame()

@@ -144,6 +144,31 @@ def test_offline_mode_delivers_every_frame_in_order():
     assert stats.frames == 12 and len(Recorder.received) == 12
 
 
+class NV12Recorder(Sink):
+    """A sink whose own format is NV12: the runtime hands it frames converted by the engine."""
+
+    live = False
+    preferred_format = "nv12:bt709"
+    received: list = []
+
+    def _send(self, frame):
+        NV12Recorder.received.append((self.frame_fmt, frame.copy()))
+
+
+@pytest.mark.parametrize("device_formats", ["on", "off"])
+def test_each_sink_gets_its_own_picture_format(device_formats):
+    register_sink("nv12rec", NV12Recorder)
+    register_sink("recorder", Recorder)
+    NV12Recorder.received, Recorder.received = [], []
+    cfg = RunConfig(source="generator:bars", sinks=["nv12rec", "recorder"], width=64, height=48, frames=4,
+                    pace="offline", device_formats=device_formats)
+    run(cfg)
+    want = "nv12:bt709" if device_formats == "on" else "rgb24"
+    assert [fmt for fmt, _ in NV12Recorder.received] == [want] * 4
+    assert all(f.shape == ((72, 64) if want != "rgb24" else (48, 64, 3)) for _, f in NV12Recorder.received)
+    assert all(f.shape == (48, 64, 3) for _, f in Recorder.received)  # the RGB sink beside it
+
+
 def test_a_sink_that_fails_mid_show_is_dropped_and_the_show_goes_on():
     class Flaky(Sink):
         live = False

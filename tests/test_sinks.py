@@ -133,6 +133,34 @@ def test_file_sink_writes_a_valid_h264_mp4(tmp_path):
     assert info["color_space"] == "bt709"
 
 
+def test_file_sink_takes_the_engines_own_4_2_0_frames(tmp_path):
+    """Frames converted on the engine's device (its preferred format) are muxed as they are and
+    decode back to the picture; RGB frames still work in the same file."""
+    av = pytest.importorskip("av")
+    import torch
+
+    from ffvj import pixfmt
+
+    size, path = (64, 36), tmp_path / "native.mp4"
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size[1]), torch.linspace(-1, 1, size[0]), indexing="ij")
+    smooth = torch.stack([xx, yy, -xx])[None] * 0.8
+    with open_sink(f"file:{path}", size=size, fps=24) as sink:
+        assert sink.preferred_format == "i420:bt709"
+        for _ in range(5):
+            sink.send(pixfmt.convert(smooth, sink.preferred_format).numpy(), fmt=sink.preferred_format)
+        sink.send(pixfmt.convert(smooth, "rgb24").numpy())
+        with pytest.raises(ValueError, match=r"takes uint8 i420:bt709 frames of shape \(54, 64\)"):
+            sink.send(np.zeros((36, 64), np.uint8), fmt="i420:bt709")
+        with pytest.raises(ValueError, match="takes rgb24 or i420:bt709 frames, not nv12:bt601"):
+            sink.send(np.zeros((54, 64), np.uint8), fmt="nv12:bt601")
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(container.streams.video[0])]
+    expected = pixfmt.convert(smooth, "rgb24").numpy().astype(int)
+    assert len(frames) == 6
+    for frame in frames:  # H.264 at CRF 18 and 4:2:0 on a smooth picture: a few codes at most
+        assert np.abs(frame - expected).mean() < 3
+
+
 def test_file_sink_finalises_when_the_show_is_interrupted(tmp_path):
     av = pytest.importorskip("av")
     path = tmp_path / "partial.mp4"
@@ -217,6 +245,42 @@ def test_virtualcam_sends_through_the_real_camera_facade(recording_backend):
     for i, flat in enumerate(backend.frames):  # pyvirtualcam hands backends a flat RGB buffer
         frame = flat.reshape(size[1], size[0], 3)
         assert frame[0, 0].tolist() == list(ramp_colour(i))
+
+
+class I420Backend(RecordingBackend):
+    """A backend whose native format is I420, as pyvirtualcam's v4l2loopback backend's is."""
+
+    def native_fourcc(self):
+        import pyvirtualcam.util
+
+        return pyvirtualcam.util.encode_fourcc("I420")
+
+
+def test_virtualcam_takes_4_2_0_when_the_camera_stores_it():
+    """The sink reopens the camera in its native I420, and the engine's BT.601 frames go straight
+    through pyvirtualcam; an RGB frame from a script is converted with the same arithmetic."""
+    pyvirtualcam = pytest.importorskip("pyvirtualcam")
+    import torch
+
+    from ffvj import pixfmt
+
+    RecordingBackend.instances.clear()
+    pyvirtualcam.register_backend("ffvj-i420", I420Backend)
+    try:
+        size = (32, 24)
+        p = torch.rand(1, 3, size[1], size[0]) * 2 - 1
+        with open_sink("virtualcam", size=size, fps=30, backend="ffvj-i420") as sink:
+            assert sink.preferred_format == "i420:bt601"
+            native = pixfmt.convert(p, "i420:bt601").numpy()
+            sink.send(native, fmt="i420:bt601")
+            sink.send(pixfmt.convert(p, "rgb24").numpy())
+        first, second = RecordingBackend.instances  # the RGB probe, then the camera in I420
+        assert first.closed and second.closed and first.fourcc != second.fourcc
+        assert len(second.frames) == 2
+        assert np.array_equal(second.frames[0].reshape(native.shape), native)
+        assert np.abs(second.frames[1].reshape(native.shape).astype(int) - native).max() <= 1
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("ffvj-i420", None)
 
 
 def test_virtualcam_pacing_follows_fps(recording_backend):
