@@ -7,12 +7,12 @@ Command line::
     ffvj run [--source SPEC] [--sink SPEC ...] [--size 640x360] [--fps 30] [--frames N]
              [--model NAME|PATH] [--device auto|cpu|cuda|mps] [--set NAME=VALUE ...] [--preset NAME]
              [--osc-port 9000 --osc-host H --osc-feedback HOST:PORT] [--midi NAME --midi-mapping M]
-             [--compile] [--device-formats on|off]
+             [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off]
     ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
-    ffvj bench [--size WxH] [--device D] [--compile] [--json]
+    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--json]
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]')
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list

@@ -36,6 +36,7 @@ class BenchConfig:
     warmup: int = 16
     compile: bool = False
     end_to_end: bool = True
+    precision: str = "fp32"
 
 
 def _sync(device: torch.device) -> None:
@@ -76,7 +77,7 @@ def _machine_rates(device: torch.device) -> dict:
     return {"bandwidth_gbs": round(bandwidth, 1), "conv_gflops": round(flops / (ms / 1000) / 1e9, 1)}
 
 
-def _step_floor(model, sizes: list[tuple[int, int]], phi: dict) -> dict:
+def _step_floor(model, sizes: list[tuple[int, int]], phi: dict, itemsize: int = 4) -> dict:
     """What one average step must do: each level's update, weighted by how often it runs, needs its
     own state read, the encoding of the level below and the decoding of the level above (convolution
     arithmetic), and its new state written; level 0 also reads the source and writes the output."""
@@ -86,16 +87,16 @@ def _step_floor(model, sizes: list[tuple[int, int]], phi: dict) -> dict:
     for lvl, (h, w) in enumerate(sizes):
         rate = 1.0 / max(1, int(phi[level_param_name(lvl, "period")]))
         n = channels[lvl] * h * w
-        lvl_bytes = 2 * n * 4  # read h^ℓ, write the new h^ℓ
+        lvl_bytes = 2 * n * itemsize  # read h^ℓ, write the new h^ℓ
         lvl_flops = 30 * n  # resampling, mixing, bounding: ~30 operations per element
         if lvl > 0:  # γ_{ℓ-1}: convolution at level ℓ-1's size, reading h^{ℓ-1}
             hp, wp = sizes[lvl - 1]
             lvl_flops += 2 * channels[lvl - 1] * channels[lvl] * k * k * hp * wp
-            lvl_bytes += channels[lvl - 1] * hp * wp * 4
+            lvl_bytes += channels[lvl - 1] * hp * wp * itemsize
         if lvl < len(sizes) - 1:  # γ_ℓ⁻¹: convolution at level ℓ+1's size to 4·C_ℓ, reading h^{ℓ+1}
             hn, wn = sizes[lvl + 1]
             lvl_flops += 2 * channels[lvl + 1] * 4 * channels[lvl] * k * k * hn * wn
-            lvl_bytes += channels[lvl + 1] * hn * wn * 4
+            lvl_bytes += channels[lvl + 1] * hn * wn * itemsize
         if lvl == 0:
             lvl_bytes += 3 * h * w * (4 + 1)  # the source in, the uint8 picture out
         flops += rate * lvl_flops
@@ -109,7 +110,7 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
 
     frames = max(60, cfg.frames)
     common = dict(width=cfg.width, height=cfg.height, fps=30, frames=frames, model=cfg.model, device=str(device),
-                  pace="offline", status_interval=1e9, compile=cfg.compile)
+                  pace="offline", status_interval=1e9, compile=cfg.compile, precision=cfg.precision)
     out = {}
     out["generator_null_fps"] = round(run(RunConfig(source="generator", sinks=["null"], **common)).fps, 1)
     out["generator_file_fps"] = round(run(RunConfig(source="generator", sinks=[f"file:{tmp / 'g.mp4'}"],
@@ -134,7 +135,7 @@ def bench(cfg: BenchConfig) -> dict:
     phi = ParamStore(build_registry(model.levels)).frame(0)
     source = torch.rand(1, 3, cfg.height, cfg.width, device=device) * 2 - 1
     t = time.perf_counter()
-    engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile)
+    engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile, precision=cfg.precision)
     startup_s = time.perf_counter() - t
 
     def engine_step():
@@ -145,7 +146,7 @@ def bench(cfg: BenchConfig) -> dict:
         engine_step()
     engine_ms = _time_ms(engine_step, device, cfg.frames)
 
-    ref_states = [s.clone() for s in engine.states]
+    ref_states = [s.float().clone() for s in engine.states]  # the oracle runs fp32 whatever the engine does
     noise = torch.Generator(device=device).manual_seed(0)
     frame = {"i": engine.frame_index}
 
@@ -165,7 +166,7 @@ def bench(cfg: BenchConfig) -> dict:
         h = engine.states[lvl]
         up = engine.states[lvl + 1]
         enc = _summary(_time_ms(lambda: engine._encode(lvl, h), device, 20))["median_ms"]
-        dec = _summary(_time_ms(lambda: model.decode(lvl, up, size=sizes[lvl]), device, 20))["median_ms"]
+        dec = _summary(_time_ms(lambda: engine.model.decode(lvl, up, size=sizes[lvl]), device, 20))["median_ms"]
         levels.append({"level": lvl, "size": f"{sizes[lvl][1]}x{sizes[lvl][0]}", "channels": model.channels[lvl],
                        "period": int(phi[level_param_name(lvl, "period")]), "encode_ms": enc, "decode_ms": dec})
     levels.append({"level": model.levels, "size": f"{sizes[-1][1]}x{sizes[-1][0]}", "channels": model.channels[-1],
@@ -178,7 +179,7 @@ def bench(cfg: BenchConfig) -> dict:
 
     eng, ref = _summary(engine_ms), _summary(reference_ms)
     rates = _machine_rates(device)
-    floor = _step_floor(model, sizes, phi)
+    floor = _step_floor(model, sizes, phi, engine.dtype.itemsize)
     floor_ms = max(floor["bytes"] / (rates["bandwidth_gbs"] * 1e9), floor["flops"] / (rates["conv_gflops"] * 1e9)) * 1e3
     result = {
         "size": f"{cfg.width}x{cfg.height}",
@@ -188,6 +189,7 @@ def bench(cfg: BenchConfig) -> dict:
         "torch": torch.__version__,
         "model": cfg.model or checkpoint.DEFAULT_MODEL,
         "compile": cfg.compile,
+        "precision": cfg.precision,
         "startup_s": round(startup_s, 2),
         "engine_fps": eng["fps"],
         "engine": eng,
@@ -222,7 +224,7 @@ def _cpu_name() -> str:
 def format_report(r: dict) -> str:
     lines = [
         f"ffvj bench — {r['size']} on {r['device']} ({r['device_name']}), {r['threads']} threads, "
-        f"torch {r['torch']}, model {r['model']}, compile {r['compile']}",
+        f"torch {r['torch']}, model {r['model']}, compile {r['compile']}, precision {r.get('precision', 'fp32')}",
         f"engine     {r['engine']['median_ms']:7.2f} ms median, {r['engine']['p99_ms']:7.2f} p99  "
         f"→ {r['engine_fps']:.1f} fps",
         f"reference  {r['reference']['median_ms']:7.2f} ms median, {r['reference']['p99_ms']:7.2f} p99  "

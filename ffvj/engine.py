@@ -22,6 +22,7 @@ change, the stability guard, and a single readback.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -337,6 +338,10 @@ def _engine_layout(level: int, state: torch.Tensor) -> torch.Tensor:
     return state.contiguous(memory_format=torch.channels_last)
 
 
+#: Engine precisions: the states, the weights and the arithmetic of the step. The reference stays fp32.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class FeedbackEngine:
     """Holds the feedback state of every level and advances it one frame at a time.
 
@@ -352,11 +357,18 @@ class FeedbackEngine:
 
     def __init__(self, model: FeatureAutoencoder, width: int, height: int, device: str | torch.device = "cpu",
                  seed: int = 0, map_image: torch.Tensor | None = None, guard: StabilityGuard | None = None,
-                 compile: bool = False):
+                 compile: bool = False, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.dtype = PRECISIONS[precision]
+        if self.dtype != torch.float32:  # a copy: the caller's model (the reference's) stays fp32
+            model = copy.deepcopy(model)
+        self.model = model.to(self.device, self.dtype).eval()
         self.width, self.height = width, height
         self.sizes = self.model.level_sizes(height, width)
+        # Sampling grids stay fp32 whatever the precision: fp16 resolves only ~2 pixels across a 4K
+        # frame and bf16 ~15. The half-precision states are sampled through fp32 (``_resample``).
         self.grids = [base_grid(h, w, self.device) for h, w in self.sizes]
         self.map_image = map_image
         self.spans = map_spans()
@@ -414,7 +426,7 @@ class FeedbackEngine:
         picture = source
         if picture is None or picture.std().item() < 0.02:
             picture = seed_picture(self.height, self.width, self.noise, self.device)
-        states = self.model.encode_all(picture.to(self.device, torch.float32).contiguous())
+        states = self.model.encode_all(picture.to(self.device, self.dtype).contiguous())
         return [_engine_layout(lvl, s) for lvl, s in enumerate(states)]
 
     @torch.no_grad()
@@ -430,7 +442,7 @@ class FeedbackEngine:
         if len(states) != len(self.states) or any(a.shape != b.shape for a, b in zip(states, self.states)):
             raise ValueError(f"states of shapes {[tuple(s.shape) for s in states]} do not fit this engine's "
                              f"{[tuple(s.shape) for s in self.states]}")
-        self.states = [_engine_layout(lvl, s.to(self.device, torch.float32)) for lvl, s in enumerate(states)]
+        self.states = [_engine_layout(lvl, s.to(self.device, self.dtype)) for lvl, s in enumerate(states)]
         self._versions = [v + 1 for v in self._versions]
         self._decoded.clear()
 
@@ -438,7 +450,7 @@ class FeedbackEngine:
         key = (phi["color.hue"], phi["color.saturation"], int(phi["color.perm"]), phi["color.contrast"])
         if key != self._color[0]:
             m = color_matrix(key[0], key[1], COLOR_PERMS[key[2]], key[3])
-            self._color = (key, None if torch.allclose(m, torch.eye(3)) else m.to(self.device))
+            self._color = (key, None if torch.allclose(m, torch.eye(3)) else m.to(self.device, self.dtype))
         return self._color[1]
 
     def _modulation(self, phi: dict, source: torch.Tensor | None) -> torch.Tensor | None:
@@ -447,11 +459,11 @@ class FeedbackEngine:
             return None
         if kind == "luma":  # changes with every source frame
             return modulation_map(kind, self.height, self.width, 0, phi["map.invert"] >= 0.5, source, None,
-                                  self.device)
+                                  self.device, self.dtype)
         key = (kind, phi["map.angle"], phi["map.invert"] >= 0.5)
         if key != self._map[0]:
             self._map = (key, modulation_map(kind, self.height, self.width, key[1], key[2], None, self.map_image,
-                                             self.device))
+                                             self.device, self.dtype))
         return self._map[1]
 
     def _grid(self, lvl: int, zoom, rot, tx: float, ty: float, warp, picture0: torch.Tensor) -> torch.Tensor:
@@ -484,12 +496,15 @@ class FeedbackEngine:
             planar = (affine, affine[0].permute(2, 0, 1).reshape(2, -1).contiguous())
             self._planar_affine[lvl] = planar
         colour = _constant(sum(CHROMA, ()), self.device, affine.dtype).view(2, 3) * warp
-        grid = torch.addmm(planar[1], colour, picture[0].reshape(3, -1))
+        grid = torch.addmm(planar[1], colour, picture[0].reshape(3, -1).to(affine.dtype))
         return grid.view(2, *size).permute(1, 2, 0)[None]
 
     def _resample(self, state: torch.Tensor, grid: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """``resample`` (times ``scale``), a new tensor; on a CPU, a plain-layout level is sampled on
-        every core."""
+        every core. Half-precision states are sampled in fp32, on the fp32 grid."""
+        if state.dtype != grid.dtype:
+            out = resample(state.to(grid.dtype), grid)
+            return (out if scale is None else out.mul_(scale)).to(state.dtype)
         if self.device.type != "cpu" or not state.is_contiguous():
             out = resample(state, grid)
             return out if scale is None else out.mul_(scale)
@@ -515,6 +530,8 @@ class FeedbackEngine:
     @torch.no_grad()
     def step(self, phi: dict[str, float], source: torch.Tensor | None = None) -> torch.Tensor:
         prev = self.states
+        if source is not None and source.dtype != self.dtype:
+            source = source.to(self.dtype)
         kind = BOUNDS[int(phi["bound"])]
         modmap = self._modulation(phi, source)
         updating = [phi[level_param_name(lvl, "freeze")] < 0.5
@@ -590,4 +607,5 @@ class FeedbackEngine:
     def readback(self, fmt: str = pixfmt.RGB24) -> np.ndarray:
         """h⁰ as one frame of ``fmt`` (``pixfmt``): by default an RGB uint8 (H, W, 3) array. The
         conversion runs on the engine's device; this is the one device→host copy per frame and format."""
-        return pixfmt.convert(self.states[0], fmt).cpu().numpy()
+        # Half-precision pictures are widened first: bf16 cannot tell 255 levels apart near ±1.
+        return pixfmt.convert(self.states[0].float(), fmt).cpu().numpy()

@@ -397,7 +397,7 @@ class SnapshotBank:
             self._warn.warning(f"size:{slot}", "snapshot %d refused: its states %s do not fit the engine's %s",
                                slot, [tuple(s.shape) for s in states], [tuple(s.shape) for s in engine.states])
             return False
-        target = [s.to(engine.device) for s in states]
+        target = [s.to(engine.device, live.dtype) for s, live in zip(states, engine.states)]
         if not (math.isfinite(seconds) and seconds > 0):
             self._fade = None
             engine.set_states([s.clone() for s in target])  # a copy: the loop must never alias the slot

@@ -64,6 +64,7 @@ class RunConfig:
     # converted by the sink's library ("off"). On a GPU "on" halves the readback; on the 2-core CPU
     # it is still 0.75 ms a frame cheaper than RGB plus libswscale (docs/PERFORMANCE.md).
     device_formats: str = "on"
+    precision: str = "fp32"  # the engine's: fp32, or fp16 / bf16 (for GPUs; see engine.PRECISIONS)
     status_interval: float = 2.0
 
 
@@ -279,7 +280,7 @@ def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event 
         grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
         map_image = torch.from_numpy(grey)[None, None]
     engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
-                            compile=cfg.compile)
+                            compile=cfg.compile, precision=cfg.precision)
     size = (cfg.width, cfg.height)
     warn = RateLimitedLog(log, interval=5.0)
     stats = RunStats()

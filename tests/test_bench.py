@@ -23,6 +23,16 @@ def test_bench_json_has_the_promised_keys(capsys):
     assert r["floor"]["floor_ms"] > 0 and r["floor"]["flops"] > 0 and r["peak_memory_mb"] > 0
 
 
+def test_bench_runs_a_half_precision_engine_against_the_fp32_reference(capsys):
+    assert main(["bench", "--size", "64x48", "--frames", "3", "--no-end-to-end", "--json", "--precision", "fp16"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["precision"] == "fp16" and r["engine_fps"] > 0 and r["reference_fps"] > 0
+    assert main(["bench", "--size", "64x48", "--frames", "3", "--no-end-to-end", "--json"]) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert fp32["precision"] == "fp32"
+    assert r["floor"]["bytes"] < fp32["floor"]["bytes"]  # half the bytes per state element
+
+
 def test_fast_tanh_forms_match_torch():
     x = torch.linspace(-12, 12, 20001)
     assert (kernels.rational_tanh(x) - torch.tanh(x)).abs().max() < 1e-6

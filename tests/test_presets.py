@@ -335,6 +335,19 @@ def test_snapshot_bank_saves_and_loads_with_safetensors(engine, tmp_path):
         SnapshotBank(slots=4).load(path)
 
 
+def test_fp32_snapshots_crossfade_into_a_half_precision_engine(model, tmp_path):
+    """A bank saved from an fp32 show (or loaded from disk, always fp32) recalls and crossfades into
+    an fp16 engine: the states take the engine's precision."""
+    snaps = SnapshotBank()
+    snaps.store(FeedbackEngine(model, W, H, seed=3), 2)
+    half = FeedbackEngine(model, W, H, precision="fp16")
+    assert snaps.recall(half, 2, seconds=1.0)
+    snaps.update(half, 0.5)
+    assert all(s.dtype == torch.float16 for s in half.states)
+    snaps.update(half, 1.0)
+    assert all(torch.allclose(a.float(), b, atol=1e-3) for a, b in zip(half.states, snaps.get(2)))
+
+
 # --- actions ---------------------------------------------------------------------------------------
 
 def test_action_dispatch(engine, store, bank):
