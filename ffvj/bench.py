@@ -37,6 +37,7 @@ class BenchConfig:
     compile: bool = False
     end_to_end: bool = True
     precision: str = "fp32"
+    fps: float = 60.0  # the real-time run's target rate (the latency check)
 
 
 def _sync(device: torch.device) -> None:
@@ -123,6 +124,15 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
             sink.send(gen.read())
     out["video_file_fps"] = round(run(RunConfig(source=f"video:{clip}", sinks=[f"file:{tmp / 'v.mp4'}"],
                                                 **common)).fps, 1)
+    # A live show: paced at cfg.fps, the sink on its own thread. Latency is source read → sink done,
+    # so one frame period or less means the pipeline adds at most one frame of delay.
+    live = dict(common, fps=cfg.fps, frames=int(max(60, 2 * cfg.fps)), pace="realtime")
+    stats = run(RunConfig(source="generator", sinks=["null"], **live))
+    latency = np.asarray(stats.latency_ms)
+    out["realtime"] = {"target_fps": cfg.fps, "fps": round(stats.fps, 1), "late_frames": stats.late,
+                       "frames": stats.frames, "latency_median_ms": round(float(np.median(latency)), 2),
+                       "latency_p99_ms": round(float(np.percentile(latency, 99)), 2),
+                       "latency_frames": round(float(np.median(latency)) * cfg.fps / 1000, 2)}
     return out
 
 
@@ -243,6 +253,10 @@ def format_report(r: dict) -> str:
         e = r["end_to_end"]
         lines.append(f"end to end generator→null {e['generator_null_fps']} fps, generator→H.264 "
                      f"{e['generator_file_fps']} fps, video→H.264 {e['video_file_fps']} fps")
+        rt = e["realtime"]
+        lines.append(f"live at {rt['target_fps']:g} fps: {rt['fps']} fps, {rt['late_frames']} of {rt['frames']} frames "
+                     f"late, latency {rt['latency_median_ms']} ms median ({rt['latency_frames']} frames), "
+                     f"{rt['latency_p99_ms']} ms p99")
     lines.append(f"peak memory {r['peak_memory_mb']} MB ({r['peak_memory_kind']}); engine start-up {r['startup_s']} s")
     return "\n".join(lines)
 

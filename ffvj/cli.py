@@ -570,6 +570,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="compile the fused kernels with torch.compile")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="the engine's precision (the reference stays fp32)")
+    p.add_argument("--fps", type=float, default=60.0,
+                   help="the live end-to-end run's rate, for its latency (default: %(default)s)")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the runtime (source → sink) runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
@@ -581,7 +583,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(width=args.size[0], height=args.size[1], device=args.device, model=args.model,
                       frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end,
-                      precision=args.precision)
+                      precision=args.precision, fps=args.fps)
     logging.getLogger("ffvj.runtime").setLevel(logging.WARNING)  # the end-to-end runs' status lines
     try:
         result = bench(cfg)
