@@ -77,6 +77,25 @@ from .params import ADDRESS_PREFIX, ActionQueue, Param, ParamStore, RateLimitedL
 
 log = logging.getLogger(__name__)
 
+# python-osc reports content it skips (an unknown type tag, a bundle item of no known kind) with
+# logging.warning on the root logger, once per packet and without a source: a stream of such
+# packets would flood the show's console. While a server parses a packet, this filter on the root
+# logger turns those records into that server's counted, rate-limited "malformed" report.
+_parsing = threading.local()
+
+
+class _PythonOscReports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = getattr(_parsing, "current", None)
+        if current is None or record.name != "root" or "pythonosc" not in record.pathname.replace("\\", "/"):
+            return True
+        server, client = current
+        server._problem("malformed", client, "content python-osc skipped (%s)", record.getMessage())
+        return False
+
+
+_PYTHONOSC_REPORTS = _PythonOscReports()
+
 NORM_SUFFIX = "/norm"
 TRIGGER_ADDRESSES = tuple(f"{ADDRESS_PREFIX}/{a}" for a in (
     "reset", "tap", "bpm", "preset/recall", "preset/save", "snapshot/store", "snapshot/recall",
@@ -391,6 +410,8 @@ class OscServer:
                                          f"{exc.strerror}; choose another --osc-tcp-port") from exc
         self._started = True
         self._listening = True
+        if _PYTHONOSC_REPORTS not in logging.getLogger().filters:
+            logging.getLogger().addFilter(_PYTHONOSC_REPORTS)  # inert outside a server's parsing
         self.store.add_listener(self._on_change)
         self._threads = [threading.Thread(target=self._udp.serve_forever, kwargs={"poll_interval": 0.1},
                                           name="ffvj-osc-udp", daemon=True),
@@ -520,6 +541,7 @@ class OscServer:
     def _handle_messages(self, data: bytes, client: _Client) -> list[tuple]:
         self._count("packets")
         replies: list[tuple] = []
+        _parsing.current = (self, client)
         try:
             if osc_bundle.OscBundle.dgram_is_bundle(data):
                 self._bundle(osc_bundle.OscBundle(data), client, replies, self.clock())
@@ -531,6 +553,8 @@ class OscServer:
                 struct.error) as exc:
             # ValueError covers undecodable UTF-8 in an address or string argument.
             self._malformed(client, type(exc).__name__)
+        finally:
+            _parsing.current = None
         return replies
 
     def _bundle(self, bundle, client: _Client, replies: list, now: float) -> None:

@@ -11,6 +11,7 @@ import math
 import queue
 import random
 import shutil
+import logging
 import socket
 import subprocess
 import threading
@@ -253,6 +254,21 @@ def test_malformed_datagrams_are_counted(server, store):
     sync(server, store)
     assert server.stats["malformed"] == len(garbage)
     assert server.stats["errors"] == 0
+
+
+def test_content_python_osc_skips_is_counted_not_spilled_on_the_root_logger(server, store, caplog):
+    """An unknown type tag: python-osc skips the argument and warns on the root logger, once per
+    packet. Here it is this server's rate-limited "malformed" report, and nothing reaches root."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            raw.sendto(b"/ffvj/l0/zoom\x00\x00\x00,X\x00\x00", ("127.0.0.1", server.port))
+        raw.close()
+        sync(server, store)
+    assert server.stats["malformed"] == 20
+    assert not [r for r in caplog.records if r.name == "root"]
+    reports = [r for r in caplog.records if r.name == "ffvj.osc" and "python-osc skipped" in r.getMessage()]
+    assert 1 <= len(reports) <= 2  # rate-limited
 
 
 def test_allow_list_drops_other_clients(store, actions, tempo):
