@@ -294,7 +294,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "sampling grids stay fp32 (default: %(default)s)")
     p.add_argument("--device-formats", choices=("on", "off"), default="on",
                    help="on: make each sink's own picture format (4:2:0 for files and virtual cameras) on the "
-                        "engine's device; off: RGB to every sink, converted by its library (default: %(default)s)")
+                        "engine's device; off: RGB to every sink, which converts it itself on the CPU "
+                        "(default: %(default)s)")
     p.add_argument("--presets-dir", default=None, metavar="DIR", help="where presets live (default: ~/.config/ffvj/presets)")
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

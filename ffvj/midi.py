@@ -1092,8 +1092,8 @@ def _retrying(errors: tuple, fn, *args, attempts: int = 3, **kwargs):
             return fn(*args, **kwargs)
         except NotImplementedError:
             raise  # no virtual ports on this backend: no point retrying
-        except errors:
-            if attempt == attempts - 1:
+        except errors as exc:
+            if attempt == attempts - 1 or (isinstance(exc, ValueError) and "not supported" in str(exc)):
                 raise
             time.sleep(0.25 * (attempt + 1))
 
@@ -1103,8 +1103,11 @@ def _input_lister(backend):
     for every listing; on JACK each is a server round trip made with the GIL held, and while it waits
     JACK's process cycle waits on an open port's Python callback, which waits for the GIL: the whole
     JACK graph stalls for its 5 s timeout. One persistent rtmidi client lists from JACK's shared
-    memory instead. Other backends list through mido."""
-    if getattr(backend, "name", None) == "mido.backends.rtmidi":
+    memory instead. Only where the MIDI API is named (``mido.backends.rtmidi/UNIX_JACK``): with
+    none, rtmidi picks the first API that has ports when the client is made, so one made at start
+    with nothing plugged in could settle on the wrong API for good; mido's fresh clients choose
+    again each time. Other backends list through mido."""
+    if getattr(backend, "name", None) == "mido.backends.rtmidi" and getattr(backend, "api", None):
         try:
             import rtmidi
 
@@ -1157,6 +1160,7 @@ class MidiInput:
         self._retired_stats: dict[str, int] = {}  # counts of mappers whose port went away
         self._virtual_state = "closed"  # "open", "closed" (retry on rescan) or "unsupported"
         self._lock = threading.Lock()  # guards the link table, never held while talking to the server
+        self._rescan_lock = threading.Lock()  # one rescan at a time
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._warn = RateLimitedLog(log, interval=30.0)
@@ -1251,7 +1255,14 @@ class MidiInput:
         try:
             port = _retrying(self._errors, self._backend.open_input, self.virtual_name, virtual=True,
                              client_name=self.virtual_name, callback=mapper.handle, attempts=attempts)
-        except NotImplementedError as exc:
+        except (NotImplementedError, ValueError) as exc:
+            if isinstance(exc, ValueError) and "not supported" not in str(exc):
+                mapper.close()
+                self._warn.warning("virtual", "MIDI: the virtual input %r failed (%s); trying again every %.0f s",
+                                   self.virtual_name, exc, self.rescan_s or 0)
+                return
+            # rtmidi on Windows raises NotImplementedError; mido's portmidi and pygame backends a
+            # ValueError saying virtual ports are not supported. Either way: never, so say it once.
             mapper.close()
             self._virtual_state = "unsupported"
             log.warning("MIDI: no virtual input port on this backend (%s); connect a controller with --midi NAME",
@@ -1355,6 +1366,10 @@ class MidiInput:
 
         Only the watcher (or, before it starts, ``start``) opens and closes ports; ``_lock`` guards
         the link table alone, so the status line never waits on a slow MIDI server."""
+        with self._rescan_lock:  # the watcher and a direct call must not open the same port twice
+            self._rescan(list_inputs)
+
+    def _rescan(self, list_inputs) -> None:
         if self._closed or not self.available:
             return
         self._open_virtual(attempts=1)

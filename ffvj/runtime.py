@@ -61,7 +61,8 @@ class RunConfig:
     presets_dir: str | None = None  # None: ~/.config/ffvj/presets
     compile: bool = False  # torch.compile the fused kernels (a few seconds at start-up, faster after)
     # Sinks' own picture formats (4:2:0) made on the engine's device ("on"), or RGB for every sink,
-    # converted by the sink's library ("off"). On a GPU "on" halves the readback; on the 2-core CPU
+    # which converts it itself on the CPU ("off": the file sink through libswscale, a 4:2:0 virtual
+    # camera with the same arithmetic as pixfmt). On a GPU "on" halves the readback; on the 2-core CPU
     # it is still 0.75 ms a frame cheaper than RGB plus libswscale (docs/PERFORMANCE.md).
     device_formats: str = "on"
     precision: str = "fp32"  # the engine's: fp32, or fp16 / bf16 (for GPUs; see engine.PRECISIONS)

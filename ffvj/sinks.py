@@ -40,6 +40,7 @@ optional packages are imported inside the backend only::
 from __future__ import annotations
 
 import abc
+import logging
 import glob
 import importlib
 import importlib.metadata
@@ -55,6 +56,9 @@ import numpy as np
 
 from . import pixfmt
 from .sources import BackendRegistry, Endpoint, Size, build_and_open, split_spec
+
+
+log = logging.getLogger(__name__)
 
 
 class SinkUnavailable(RuntimeError):
@@ -357,10 +361,21 @@ class VirtualCamSink(Sink):
         native = self._cam.native_fmt
         formats = {pyvirtualcam.PixelFormat.I420: "i420:bt601", pyvirtualcam.PixelFormat.NV12: "nv12:bt601"}
         if native in formats and not (self.width % 2 or self.height % 2):
+            backend = self._cam.backend
             self._cam.close()
-            self._cam = pyvirtualcam.Camera(self.width, self.height, self.fps, fmt=native, device=self.device,
-                                            backend=self._cam.backend, **self.backend_options)
-            self.preferred_format = formats[native]
+            try:
+                self._cam = pyvirtualcam.Camera(self.width, self.height, self.fps, fmt=native, device=self.device,
+                                                backend=backend, **self.backend_options)
+                self.preferred_format = formats[native]
+            except RuntimeError as exc:  # keep the RGB camera that worked
+                log.warning("virtual camera %s refused %s frames (%s); sending RGB", self.device, native.name, exc)
+                try:
+                    self._cam = pyvirtualcam.Camera(self.width, self.height, self.fps,
+                                                    fmt=pyvirtualcam.PixelFormat.RGB, device=self.device,
+                                                    backend=backend, **self.backend_options)
+                except RuntimeError as again:
+                    raise SinkUnavailable(f"the virtual camera {self.device} went away while opening: {again}. "
+                                          f"Fix: {_virtualcam_fix()}") from again
 
     def _send(self, frame: np.ndarray) -> None:
         if self.frame_fmt == pixfmt.RGB24 and self.preferred_format != pixfmt.RGB24:

@@ -736,6 +736,55 @@ def test_a_refused_virtual_port_is_tried_again(rig, caplog):
     assert b.opened["ffvj"].closed
 
 
+def test_a_backend_that_says_virtual_ports_are_not_supported_is_told_once(rig, caplog):
+    """mido's portmidi and pygame backends answer a virtual port with a ValueError: that is
+    "never", not "busy": one warning, no retries, no rescans of it."""
+    store, actions, tempo = rig
+
+    class PortMidiLike(FakeBackend):
+        tries = 0
+
+        def open_input(self, name, virtual=False, callback=None, client_name=None):
+            if virtual:
+                PortMidiLike.tries += 1
+                raise ValueError("virtual ports are not supported by the PortMidi backend")
+            return super().open_input(name, virtual, callback, client_name)
+
+    with caplog.at_level(logging.WARNING, logger="ffvj.midi"):
+        with MidiInput(store, actions, tempo, [], backend=PortMidiLike(), rescan_s=None) as midi:
+            midi.rescan()
+            midi.rescan()
+            assert midi.connected == []
+    assert PortMidiLike.tries == 1
+    assert sum("no virtual input port" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_concurrent_rescans_open_a_port_once(rig):
+    """The watcher and a direct rescan at the same moment: one link, one open port."""
+    store, actions, tempo = rig
+    nano = load_mapping(MAPPINGS / "nanokontrol2.toml", store.registry)
+
+    class Slow(FakeBackend):
+        opens = 0
+
+        def open_input(self, name, virtual=False, callback=None, client_name=None):
+            if not virtual:
+                Slow.opens += 1
+                time.sleep(0.05)  # widen the window two rescans could both open in
+            return super().open_input(name, virtual, callback, client_name)
+
+    b = Slow(inputs=[])
+    with MidiInput(store, actions, tempo, [nano], backend=b, rescan_s=None) as midi:
+        b.inputs = ["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0"]
+        threads = [threading.Thread(target=midi.rescan) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert midi.connected == ["ffvj", "nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0"]
+        assert Slow.opens == 1 and len(midi.mappers) == 2
+
+
 def test_no_midi_api_runs_on_with_one_warning(rig, caplog, monkeypatch):
     store, actions, tempo = rig
     # The real case on this machine: no JACK server under this name, and JACK must not autostart one.

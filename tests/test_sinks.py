@@ -283,6 +283,32 @@ def test_virtualcam_takes_4_2_0_when_the_camera_stores_it():
         pyvirtualcam.camera.BACKENDS.pop("ffvj-i420", None)
 
 
+class RefusesI420(I420Backend):
+    """Says it stores I420, then refuses to be opened in it (a driver with a fixed format)."""
+
+    def __init__(self, *, fourcc, **kw):
+        import pyvirtualcam.util
+
+        if fourcc == pyvirtualcam.util.encode_fourcc("I420"):
+            raise RuntimeError("format not accepted")
+        super().__init__(fourcc=fourcc, **kw)
+
+
+def test_virtualcam_keeps_rgb_when_the_camera_refuses_its_native_format(caplog):
+    pyvirtualcam = pytest.importorskip("pyvirtualcam")
+    RecordingBackend.instances.clear()
+    pyvirtualcam.register_backend("ffvj-refuses", RefusesI420)
+    try:
+        with caplog.at_level("WARNING", logger="ffvj.sinks"):
+            with open_sink("virtualcam", size=(32, 24), fps=30, backend="ffvj-refuses") as sink:
+                assert sink.preferred_format == "rgb24"
+                sink.send(colour_frame((32, 24), (10, 20, 30)))
+        assert any("sending RGB" in r.getMessage() for r in caplog.records)
+        assert len(RecordingBackend.instances[-1].frames) == 1
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("ffvj-refuses", None)
+
+
 def test_virtualcam_pacing_follows_fps(recording_backend):
     fps, n = 20.0, 8
     with open_sink("virtualcam:/dev/video9", size=(16, 16), fps=fps, backend=recording_backend,
