@@ -304,7 +304,7 @@ class StabilityGuard:
         levels = list(range(len(states))) if levels is None else levels
         picture = states[0][..., ::4, ::4]  # a quarter-resolution look is enough for statistics
         # aminmax: one pass, no |x| temporary; NaN propagates into both ends.
-        ends = [end for lvl in levels for end in torch.aminmax(states[lvl])]
+        ends = [end for lvl in levels for end in torch.aminmax(_memory_order(states[lvl]))]
         stats = torch.stack(ends + [picture.std(), (picture.abs() > 0.98).float().mean()]).tolist()
         *ends_host, spread, saturated = stats
         peaks = [max(-lo, hi) if math.isfinite(lo) and math.isfinite(hi) else math.nan
@@ -320,6 +320,14 @@ class StabilityGuard:
         else:
             self.bad_frames = 0
         return None
+
+
+def _memory_order(t: torch.Tensor) -> torch.Tensor:
+    """The same elements as a view in memory order: a whole-tensor reduction over a channels-last
+    level then reads it straight through (8× faster for ``aminmax`` on the development CPU)."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1)
+    return t
 
 
 def seed_picture(height: int, width: int, generator: torch.Generator, device, dtype=torch.float32) -> torch.Tensor:
