@@ -508,12 +508,13 @@ class FeedbackEngine:
         return grid.view(2, *size).permute(1, 2, 0)[None]
 
     def _resample(self, state: torch.Tensor, grid: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """``resample`` (times ``scale``), a new tensor; on a CPU, a plain-layout level is sampled on
-        every core. Half-precision states are sampled in fp32, on the fp32 grid."""
+        """``resample`` (times ``scale``), a new tensor; on a CPU the picture (the one plain-layout,
+        3-channel level) is sampled on every core. Half-precision states are sampled in fp32, on the
+        fp32 grid."""
         if state.dtype != grid.dtype:
             out = resample(state.to(grid.dtype), grid)
             return (out if scale is None else out.mul_(scale)).to(state.dtype)
-        if self.device.type != "cpu" or not state.is_contiguous():
+        if self.device.type != "cpu" or not state.is_contiguous() or state.shape[1] > 4:
             out = resample(state, grid)
             return out if scale is None else out.mul_(scale)
         return kernels.grid_sample_in_bands(state, grid, torch.get_num_threads(), scale=scale, mode="bilinear",
