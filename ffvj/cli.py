@@ -480,11 +480,11 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _midi_report() -> dict:
-    from .midi import midi_ports
+    from .midi import backend_errors, midi_ports
 
     try:
         return midi_ports()
-    except (OSError, RuntimeError, ImportError, NotImplementedError) as exc:  # rtmidi: no usable MIDI API
+    except backend_errors() as exc:  # no usable MIDI API here
         return {"error": f"not usable here ({type(exc).__name__}: {exc})", "inputs": [], "outputs": []}
 
 

@@ -23,7 +23,6 @@ change, the stability guard, and a single readback.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -125,10 +124,7 @@ def resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                          align_corners=False)
 
 
-@functools.lru_cache(maxsize=32)
-def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A small constant tensor made once per device: no host→device copy per frame on a GPU."""
-    return torch.tensor(values, dtype=dtype, device=device)
+_constant = kernels.constant
 
 
 def blur3(x: torch.Tensor) -> torch.Tensor:

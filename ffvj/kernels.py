@@ -15,12 +15,19 @@ about 0.6 G elements/s there, slower than the first level's whole convolution, w
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
+
+@functools.lru_cache(maxsize=32)
+def constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor made once per device: no host→device copy per frame on a GPU."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
 
 _TANH_CLIP = 7.90531110763549805  # beyond this the rational form is flat to float precision
 

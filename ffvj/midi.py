@@ -1065,7 +1065,7 @@ class Learner:
 # --------------------------------------------------------------------------------------------------
 
 
-def _backend_errors() -> tuple[type[BaseException], ...]:
+def backend_errors() -> tuple[type[BaseException], ...]:
     """What opening a MIDI backend or port raises when the platform cannot do it."""
     errors: tuple = (ImportError, OSError, RuntimeError, ValueError)
     try:
@@ -1084,16 +1084,20 @@ def _load_backend(backend=None):
     return backend
 
 
+def _never_supported(exc: BaseException) -> bool:
+    """A backend saying it cannot do this at all (no virtual ports), not that it is busy: rtmidi on
+    Windows raises NotImplementedError, mido's portmidi and pygame backends a ValueError saying so."""
+    return isinstance(exc, NotImplementedError) or (isinstance(exc, ValueError) and "not supported" in str(exc))
+
+
 def _retrying(errors: tuple, fn, *args, attempts: int = 3, **kwargs):
     """List or open ports, retrying briefly on ``errors``: a JACK server busy with other clients,
     or a device that has just been plugged in, can refuse the first try."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except NotImplementedError:
-            raise  # no virtual ports on this backend: no point retrying
-        except errors as exc:
-            if attempt == attempts - 1 or (isinstance(exc, ValueError) and "not supported" in str(exc)):
+        except errors as exc:  # NotImplementedError is a RuntimeError
+            if attempt == attempts - 1 or _never_supported(exc):
                 raise
             time.sleep(0.25 * (attempt + 1))
 
@@ -1191,7 +1195,7 @@ class MidiInput:
         if self._started:
             return self
         self._started = True
-        self._errors = _backend_errors()
+        self._errors = backend_errors()
         try:
             self._backend = _load_backend(self.backend)
             inputs = list(_retrying((OSError, RuntimeError), self._backend.get_input_names))
@@ -1255,23 +1259,15 @@ class MidiInput:
         try:
             port = _retrying(self._errors, self._backend.open_input, self.virtual_name, virtual=True,
                              client_name=self.virtual_name, callback=mapper.handle, attempts=attempts)
-        except (NotImplementedError, ValueError) as exc:
-            if isinstance(exc, ValueError) and "not supported" not in str(exc):
-                mapper.close()
-                self._warn.warning("virtual", "MIDI: the virtual input %r failed (%s); trying again every %.0f s",
-                                   self.virtual_name, exc, self.rescan_s or 0)
-                return
-            # rtmidi on Windows raises NotImplementedError; mido's portmidi and pygame backends a
-            # ValueError saying virtual ports are not supported. Either way: never, so say it once.
-            mapper.close()
-            self._virtual_state = "unsupported"
-            log.warning("MIDI: no virtual input port on this backend (%s); connect a controller with --midi NAME",
-                        exc)
-            return
         except self._errors as exc:
             mapper.close()
-            self._warn.warning("virtual", "MIDI: the MIDI server refused the virtual input %r (%s); trying again "
-                                          "every %.0f s", self.virtual_name, exc, self.rescan_s or 0)
+            if _never_supported(exc):  # say it once, and never try again
+                self._virtual_state = "unsupported"
+                log.warning("MIDI: no virtual input port on this backend (%s); connect a controller with "
+                            "--midi NAME", exc)
+            else:
+                self._warn.warning("virtual", "MIDI: the MIDI server refused the virtual input %r (%s); trying "
+                                              "again every %.0f s", self.virtual_name, exc, self.rescan_s or 0)
             return
         self._virtual_state = "open"
         self._add_link(self.virtual_name, port, mapper, None)
@@ -1433,7 +1429,7 @@ def learn_session(param_names: Sequence[str], port: str | None, out_path: str | 
     registry = build_registry(3) if registry is None else registry
     for name in param_names:
         parse_target(name, registry)  # all names checked before the first question
-    errors = _backend_errors()
+    errors = backend_errors()
     try:
         b = _load_backend(backend)
         inputs = list(_retrying(errors, b.get_input_names)) if port is not None else []

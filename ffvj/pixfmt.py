@@ -20,6 +20,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .kernels import constant
+
 RGB24 = "rgb24"
 LAYOUTS = ("i420", "nv12")
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}  # (Kr, Kb); Kg = 1 − Kr − Kb
@@ -60,18 +62,17 @@ def convert(picture: torch.Tensor, fmt: str) -> torch.Tensor:
     check_format(fmt, w, h)
     if fmt == RGB24:
         # (x + 1)·127.5 + 0.5 = 127.5·x + 128 in one pass; the cast, then the HWC transpose of bytes.
-        levels = torch.add(torch.full((1,), 128.0, dtype=picture.dtype, device=picture.device), picture[0],
-                           alpha=127.5).clamp_(0, 255)
+        levels = torch.add(constant((128.0,), picture.device, picture.dtype), picture[0], alpha=127.5).clamp_(0, 255)
         return levels.to(torch.uint8).permute(1, 2, 0).contiguous()
     layout, matrix = fmt.split(":")
     luma, chroma = _weights(matrix, picture.device, picture.dtype)
     out = torch.empty(h * w * 3 // 2, dtype=torch.uint8, device=picture.device)
-    # + 0.5 then the cast's truncation = rounding (values are clamped to [0, 255] first).
-    y = torch.addmm(torch.full((1, 1), 125.5 + 0.5, dtype=picture.dtype, device=picture.device), luma,
+    # The offsets carry + 0.5: the cast's truncation then rounds (values are clamped to [0, 255] first).
+    y = torch.addmm(constant((125.5 + 0.5,), picture.device, picture.dtype).view(1, 1), luma,
                     picture[0].reshape(3, -1))
     out[: h * w].copy_(y.clamp_(0, 255).view(-1))
     blocks = F.avg_pool2d(picture[:1], 2)[0].reshape(3, -1)  # the mean RGB of each 2×2 block
-    uv = torch.addmm(torch.full((1, 1), 128.0 + 0.5, dtype=picture.dtype, device=picture.device), chroma,
+    uv = torch.addmm(constant((128.0 + 0.5,), picture.device, picture.dtype).view(1, 1), chroma,
                      blocks).clamp_(0, 255)  # (2, H/2 · W/2): Cb then Cr
     if layout == "i420":
         out[h * w:].copy_(uv.view(-1))
