@@ -10,20 +10,21 @@ Command line::
              [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off]
     ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
-    ffvj touchosc OUT.tosc           TouchOSC layout for every parameter
+    ffvj actions [--json]            every action: OSC address and arguments, MIDI target
+    ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
     ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--json]
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]')
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list
 
-Sources: ``generator[:NAME]``, ``video:PATH``, ``image:PATH``, ``camera[:INDEX]``.
+Sources: ``auto``, ``generator[:NAME]``, ``video:PATH``, ``image:PATH``, ``camera[:INDEX]``.
 Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``, ``spout``, ``null``.
 
 Python::
 
-    from ffvj import checkpoint, FeedbackEngine, ParamStore, build_registry
-    model, card = checkpoint.load("default")            # or a path to NAME.json / NAME.safetensors
+    from ffvj import FeedbackEngine, ParamStore, build_registry, load_model
+    model, card = load_model("default")                  # or a path to NAME.json / NAME.safetensors
     h1 = model.encode(0, picture)                        # γ_0: picture (N,3,H,W) in [-1,1] → level 1
     back = model.decode(0, h1, size=picture.shape[-2:])  # γ_0⁻¹: level 1 → picture
     engine = FeedbackEngine(model, 640, 360)
@@ -33,29 +34,34 @@ Python::
     rgb = engine.readback()                              # (H, W, 3) uint8, the one copy to the host
     i420 = engine.readback("i420:bt709")                 # (H·3/2, W) 4:2:0, converted on the device
 
-    from ffvj.runtime import RunConfig, run             # source → engine → sinks, paced
-    run(RunConfig(source="generator", sinks=["file:out.mp4"], frames=300))
+    from ffvj.show import RunConfig, run                 # the show: source → engine → sinks, paced
+    from ffvj.control.osc import OscConfig
+    run(RunConfig(source="generator", sinks=["file:out.mp4"], frames=300, osc=OscConfig()))
 
-Controls (control threads only write the store, post actions or tap the tempo)::
+    from ffvj import Controls                            # store, actions, tempo, presets, LFOs, snapshots
+    controls = Controls.for_levels(model.levels)
+    controls.fire("snapshot.recall", slot=2, seconds=4.0) # any thread; the render loop carries it out
 
-    from ffvj.runtime import Controls                   # store + actions + tempo + presets + LFOs + snapshots
-    from ffvj.osc import OscServer                      # OscServer(store, actions, tempo, port=9000).start()
-    from ffvj.midi import MidiInput, load_mapping       # MidiInput(store, actions, tempo, [mapping]).start()
-    controls.actions.post("snapshot.recall", slot=2, seconds=4.0)   # drained once per frame
+The parts (each a folder; its ``__init__`` lists its rooms):
 
-Modules: ``model`` (pure nn), ``checkpoint`` (safetensors + JSON card), ``train``, ``evaluate``,
-``data``, ``params`` (the one parameter registry), ``engine`` (Δ_φ and its reference), ``kernels``
-(fused hot loops), ``pixfmt`` (RGB / I420 / NV12 frames), ``sources`` / ``sinks`` (registries of
-small backends), ``mailbox``, ``runtime``
-(the wiring), ``osc`` / ``oscquery`` / ``touchosc`` / ``midi`` (surfaces), ``tempo``, ``modulation``
-(LFOs), ``presets`` (presets, snapshots, actions), ``bench``, ``cli``.
+    model/     the learned hierarchy: net (config, modules, fast path), checkpoint, data, train, evaluate
+    engine/    Δ_φ: delta (the formula and its reference), engine, kernels, pixfmt, device
+    media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
+    control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
+               modulation, service, osc, oscquery, touchosc, midi/
+    show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
+    tally.py   thread-safe counts and a rate-limited log, for every part
 """
 
-from .checkpoint import CheckpointError, load as load_model
-from .engine import FeedbackEngine
-from .model import FeatureAutoencoder, ModelConfig
-from .params import Param, ParamStore, build_registry
+__version__ = "0.1.0"  # first, before the imports: control.presets writes it into every preset
 
-__all__ = ["CheckpointError", "FeatureAutoencoder", "FeedbackEngine", "ModelConfig", "Param", "ParamStore",
+# The model, the engine and the controls; the show (``ffvj.show``) and the surfaces are imported where
+# used, so that ``import ffvj`` does not open MIDI, OSC or video libraries.
+from .control.controls import Controls
+from .control.params import Param, ParamStore, build_registry
+from .engine.engine import FeedbackEngine
+from .model.checkpoint import CheckpointError, load as load_model
+from .model.net import FeatureAutoencoder, ModelConfig
+
+__all__ = ["CheckpointError", "Controls", "FeatureAutoencoder", "FeedbackEngine", "ModelConfig", "Param", "ParamStore",
            "build_registry", "load_model"]
-__version__ = "0.1.0"

@@ -1,18 +1,19 @@
-"""The ``ffvj`` command line. Each subcommand parses its options here and calls one library function."""
+"""The ``ffvj`` command line: argparse only. Each subcommand parses its options here and calls one library
+function; defaults and choices come from the config dataclasses and tables they configure."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import threading
-import time
 import shlex
 import sys
 from pathlib import Path
 
 log = logging.getLogger("ffvj")
+
+_DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps (default: auto)"
 
 
 class CliError(Exception):
@@ -22,9 +23,8 @@ class CliError(Exception):
 def _model_levels(model: str | None) -> int:
     """How many hidden levels a model has, from its card alone (no weights loaded): the parameter
     registry depends on it."""
-    from . import checkpoint
-
-    from .model import ModelConfig
+    from .model import checkpoint
+    from .model.net import ModelConfig
 
     try:
         card_path, card = checkpoint.read_card(model)
@@ -39,8 +39,8 @@ def _model_levels(model: str | None) -> int:
 # --- train ---------------------------------------------------------------------------------------
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .model import ModelConfig
-    from .train import TrainConfig
+    from .model.net import ACTIVATIONS, DECODERS, POOLINGS, ModelConfig
+    from .model.train import TrainConfig
 
     d, m = TrainConfig(), ModelConfig()
     p = sub.add_parser("train", help="train a feature hierarchy and write a checkpoint",
@@ -53,9 +53,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/model", help="checkpoint path stem (default: runs/model)")
     p.add_argument("--channels", default=",".join(map(str, m.channels)),
                    help=f"channels per level, the picture first (default: {','.join(map(str, m.channels))})")
-    p.add_argument("--activation", default=m.activation, choices=["tanh", "relu", "elu", "identity"])
-    p.add_argument("--pooling", default=m.pooling, choices=["max", "avg"])
-    p.add_argument("--decoder", default=m.decoder, choices=["subpixel", "upconv"])
+    p.add_argument("--activation", default=m.activation, choices=list(ACTIVATIONS))
+    p.add_argument("--pooling", default=m.pooling, choices=list(POOLINGS))
+    p.add_argument("--decoder", default=m.decoder, choices=list(DECODERS))
     p.add_argument("--kernel-size", type=int, default=m.kernel_size)
     p.add_argument("--layerwise-epochs", type=int, default=d.layerwise_epochs, help="epochs per level")
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
@@ -64,16 +64,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--video-frames", type=int, default=d.video_frames, help="frames sampled per video file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .model import ModelConfig
-    from .train import TrainConfig, train
+    from .engine.device import resolve_device
+    from .model.net import ModelConfig
+    from .model.train import TrainConfig, train
 
     try:
         model_config = ModelConfig(channels=tuple(int(c) for c in args.channels.split(",")),
@@ -95,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"wrote {card_path} and {card_path.with_suffix('.safetensors').name} "
           f"({card['training']['seconds']} s)")
     if "eval" in card["metrics"]:
-        from .evaluate import format_table
+        from .model.evaluate import format_table
         print(format_table(card["metrics"]["eval"]))
     return 0
 
@@ -110,7 +110,7 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--images", required=True, action="append", metavar="DIR",
                    help="a folder of pictures (or builtin:test); repeatable")
     e.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: default)")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help=_DEVICE_HELP)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_cmd_model_eval)
 
@@ -130,7 +130,8 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_model(name: str | None, device: str = "cpu"):
-    from . import checkpoint
+    from .model import checkpoint
+
     try:
         return checkpoint.load(name, device)
     except checkpoint.CheckpointError as exc:
@@ -138,7 +139,8 @@ def _load_model(name: str | None, device: str = "cpu"):
 
 
 def _pictures(specs: list[str]):
-    from .data import load_sources
+    from .model.data import load_sources
+
     try:
         return load_sources(specs)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -146,8 +148,8 @@ def _pictures(specs: list[str]):
 
 
 def _cmd_model_eval(args: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .evaluate import evaluate, format_table
+    from .engine.device import resolve_device
+    from .model.evaluate import evaluate, format_table
 
     try:
         device = resolve_device(args.device)
@@ -160,7 +162,7 @@ def _cmd_model_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_show(args: argparse.Namespace) -> int:
-    from .evaluate import activation_sheet, filter_sheet, reconstruction_sheet
+    from .model.evaluate import activation_sheet, filter_sheet, reconstruction_sheet
 
     model, _ = _load_model(args.model)
     pictures = _pictures(args.images or ["builtin:test"])
@@ -176,7 +178,8 @@ def _cmd_model_show(args: argparse.Namespace) -> int:
 def _cmd_model_photos(args: argparse.Namespace) -> int:
     import cv2
 
-    from .data import builtin_photos
+    from .model.data import builtin_photos
+
     try:
         photos = builtin_photos(args.split)
     except RuntimeError as exc:
@@ -190,7 +193,8 @@ def _cmd_model_photos(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_list(args: argparse.Namespace) -> int:
-    from . import checkpoint
+    from .model import checkpoint
+
     for name in checkpoint.bundled_models():
         print(name)
     return 0
@@ -208,22 +212,12 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _parse_setting(item: str, registry: dict) -> tuple[str, float]:
-    """``--set NAME=VALUE``, strictly: at start-up a value out of range or of the wrong kind is an
-    error, not something to clamp quietly (that is for the show)."""
+def _parse_setting(item: str) -> tuple[str, object]:
+    """``--set NAME=VALUE``: the value's type from its text; the show checks it against the parameter."""
     name, sep, text = item.partition("=")
-    if not sep or name not in registry:
+    if not sep or not name:
         raise CliError(f"--set {item!r}: expected NAME=VALUE with a parameter from 'ffvj params'")
-    param = registry[name]
-    raw = _option_value(text)
-    try:
-        value = param.parse(float(raw) if isinstance(raw, bool) else raw)
-    except ValueError as exc:
-        raise CliError(f"--set {item!r}: {exc}") from exc
-    if not math.isfinite(value) or param.clamp(value) != value:
-        raise CliError(f"--set {item!r}: {name} takes {param.min:g}..{param.max:g}"
-                       + (" (a whole number)" if param.kind in ("int", "enum", "bool") else ""))
-    return name, value
+    return name, _option_value(text)
 
 
 def _port(text: str) -> int:
@@ -262,26 +256,33 @@ def _option_value(text: str):
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from .runtime import DEFAULT_SINK, RunConfig
+    from .control.midi.ports import MIDI_BACKENDS, MidiConfig
+    from .control.osc import OscConfig
+    from .engine.engine import PRECISIONS
+    from .media.sinks import sink_names
+    from .media.sources import source_names
+    from .show import DEFAULT_SINK, RunConfig
 
-    d = RunConfig()
+    d, o, m = RunConfig(), OscConfig(), MidiConfig()
     p = sub.add_parser("run", help="run the feedback loop live (the show)",
                        description="Run source → hierarchical feedback → sinks until Ctrl-C, SIGTERM or --frames.")
     p.add_argument("--source", default=d.source,
-                   help="auto (a camera when present, else the generator), generator[:NAME], video:PATH, "
-                        "image:PATH or camera[:INDEX] (default: auto)")
+                   help=f"auto (a camera when present, else the generator) or NAME[:ARG], NAME one of "
+                        f"{', '.join(source_names())}: generator[:PATTERN], video:PATH, image:PATH, camera[:INDEX] "
+                        f"(default: {d.source})")
     p.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option for the source, repeatable: camera width=1280 height=720 camera_fps=60 "
                         "mjpg=1; generator seed=N speed=X; video loop=0")
     p.add_argument("--sink", action="append", metavar="SPEC",
-                   help=f"file:PATH.mp4, virtualcam[:DEVICE], ndi[:NAME], window, syphon[:NAME], spout[:NAME] "
-                        f"or null; repeatable (default: {DEFAULT_SINK})")
-    p.add_argument("--size", type=_parse_size, default=(d.width, d.height), help="WxH (default: 640x360)")
-    p.add_argument("--fps", type=float, default=d.fps, help="frames per second (default: 30)")
+                   help=f"NAME[:ARG], NAME one of {', '.join(sink_names())} (file:PATH.mp4, virtualcam[:DEVICE], "
+                        f"ndi[:NAME], ...); repeatable (default: {DEFAULT_SINK})")
+    p.add_argument("--size", type=_parse_size, default=(d.width, d.height),
+                   help=f"WxH (default: {d.width}x{d.height})")
+    p.add_argument("--fps", type=float, default=d.fps, help=f"frames per second (default: {d.fps:g})")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="stop after N frames (default: run until stopped)")
     p.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: default)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
+    p.add_argument("--device", default=d.device, help=_DEVICE_HELP)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--pace", default=d.pace, choices=["auto", "realtime", "offline"],
                    help="realtime: paced to --fps, slow sinks drop frames; offline: as fast as possible, every "
@@ -289,10 +290,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--map-image", default=None, metavar="PATH", help="picture for map.kind=image")
     p.add_argument("--compile", action="store_true",
                    help="compile the engine's fused kernels with torch.compile (seconds at start-up)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=list(PRECISIONS), default=d.precision,
                    help="the engine's precision: fp16/bf16 halve its memory traffic on GPUs (slower on most CPUs); "
                         "sampling grids stay fp32 (default: %(default)s)")
-    p.add_argument("--device-formats", choices=("on", "off"), default="on",
+    p.add_argument("--device-formats", choices=("on", "off"), default=d.device_formats,
                    help="on: make each sink's own picture format (4:2:0 for files and virtual cameras) on the "
                         "engine's device; off: RGB to every sink, which converts it itself on the CPU "
                         "(default: %(default)s)")
@@ -300,17 +301,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
-    osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm")
-    osc.add_argument("--osc-port", type=_port, default=9000, help="UDP port (default: 9000)")
-    osc.add_argument("--osc-host", default="127.0.0.1",
-                     help="address to listen on; 0.0.0.0 lets a tablet on the LAN in (default: 127.0.0.1)")
+    osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm; "
+                                      "every action at its address (see 'ffvj actions')")
+    osc.add_argument("--osc-port", type=_port, default=o.port, help=f"UDP port (default: {o.port})")
+    osc.add_argument("--osc-host", default=o.host,
+                     help=f"address to listen on; 0.0.0.0 lets a tablet on the LAN in (default: {o.host})")
     osc.add_argument("--osc-allow", action="append", default=[], metavar="IP",
                      help="only these clients may send (repeatable; default: anyone who can reach the port)")
-    osc.add_argument("--osc-tcp-port", type=_port, default=None, help="also listen on TCP with SLIP framing")
+    osc.add_argument("--osc-tcp-port", type=_port, default=o.tcp_port, help="also listen on TCP with SLIP framing")
     osc.add_argument("--osc-feedback", action="append", default=[], metavar="HOST:PORT",
                      help="send every parameter change here (repeatable)")
-    osc.add_argument("--osc-feedback-rate", type=float, default=30.0, help="feedback messages/s per parameter")
-    osc.add_argument("--oscquery-port", type=_port, default=9010, help="OSCQuery HTTP port (default: 9010)")
+    osc.add_argument("--osc-feedback-rate", type=float, default=o.feedback_rate,
+                     help=f"feedback messages/s per parameter (default: {o.feedback_rate:g})")
+    osc.add_argument("--oscquery-port", type=_port, default=o.query_port,
+                     help=f"OSCQuery HTTP port (default: {o.query_port})")
     osc.add_argument("--no-oscquery", action="store_true", help="do not serve OSCQuery")
     osc.add_argument("--no-mdns", action="store_true", help="do not announce OSC/OSCQuery over mDNS")
     osc.add_argument("--no-osc", action="store_true", help="no OSC at all")
@@ -319,13 +323,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                       help="connect to the input port whose name contains NAME (repeatable; see 'ffvj devices')")
     midi.add_argument("--midi-mapping", action="append", default=[], metavar="PATH|NAME",
                       help="mapping file or bundled name (repeatable; default: every bundled mapping)")
-    midi.add_argument("--midi-virtual-name", default="ffvj", help="virtual input port name ('' for none)")
-    midi.add_argument("--midi-backend", default=None, choices=sorted(MIDI_BACKENDS),
+    midi.add_argument("--midi-virtual-name", default=m.virtual_name, help="virtual input port name ('' for none)")
+    midi.add_argument("--midi-backend", default=m.backend, choices=sorted(MIDI_BACKENDS),
                       help="rtmidi API (default: mido's default, or MIDO_BACKEND)")
-    midi.add_argument("--midi-learn-file", default=None, metavar="PATH",
+    midi.add_argument("--midi-learn-file", default=m.learn_file, metavar="PATH",
                       help="where controls learned during the show are saved (default: "
-                           "~/.config/ffvj/mappings/learned-DATE.toml); a mapped 'learn' button binds the "
-                           "next moved control to the parameter last touched over OSC")
+                           "~/.config/ffvj/mappings/learned-DATE.toml); the learn action binds the next moved "
+                           "control to the parameter last touched over OSC")
     midi.add_argument("--no-midi", action="store_true", help="no MIDI at all")
     p.set_defaults(func=_cmd_run)
 
@@ -333,11 +337,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
-    from . import checkpoint
-    from .runtime import DEFAULT_SINK, Controls, RunConfig, run
-    from .midi import MidiError
-    from .sinks import SinkUnavailable
-    from .sources import SourceError
+    from .control.midi.ports import MidiConfig
+    from .control.osc import OscConfig
+    from .engine.device import keep_freed_host_memory
+    from .show import DEFAULT_SINK, RunConfig, StartupError, run
 
     source_options = {}
     for item in args.source_option:
@@ -345,30 +348,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not sep or not key.isidentifier():
             raise CliError(f"--source-option {item!r}: expected KEY=VALUE")
         source_options[key] = _option_value(value)
-    cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK], width=args.size[0], height=args.size[1],
-                    fps=args.fps, frames=args.frames, model=args.model, device=args.device, seed=args.seed,
-                    pace=args.pace, map_image=args.map_image, presets_dir=args.presets_dir, compile=args.compile,
-                    device_formats=args.device_formats, precision=args.precision)
-    controls = Controls.for_levels(_model_levels(cfg.model), args.presets_dir, args.seed)
-    store = controls.store
-    if args.preset:  # first, so --set can adjust the preset
-        from .presets import PresetError
-        try:
-            controls.presets.load(args.preset)  # a bad or missing preset fails here, at start-up
-        except (PresetError, OSError) as exc:
-            raise CliError(f"--preset {args.preset!r}: {exc}; presets here: "
-                           f"{', '.join(controls.presets.names()) or 'none'}") from exc
-        controls.presets.recall(args.preset, 0.0)
-    for item in args.set:
-        name, value = _parse_setting(item, store.registry)
-        store.set(name, value, source="--set")
-    store.frame(0)  # start at the values, not smoothed towards them
-    from .params import MAP_KINDS
-    if args.map_image is None and store.get("map.kind") == MAP_KINDS.index("image"):
-        raise CliError("map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
-
-    services = _control_services(args, controls)
-
+    osc = None if args.no_osc else OscConfig(
+        host=args.osc_host, port=args.osc_port, tcp_port=args.osc_tcp_port, allow=tuple(args.osc_allow),
+        feedback=tuple(args.osc_feedback), feedback_rate=args.osc_feedback_rate,
+        query_port=None if args.no_oscquery else args.oscquery_port, mdns=False if args.no_mdns else None)
+    midi = None if args.no_midi else MidiConfig(
+        ports=tuple(args.midi), mappings=tuple(args.midi_mapping), virtual_name=args.midi_virtual_name,
+        backend=args.midi_backend, learn_file=args.midi_learn_file)
+    cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK],
+                    width=args.size[0], height=args.size[1], fps=args.fps, frames=args.frames, model=args.model,
+                    device=args.device, seed=args.seed, pace=args.pace, map_image=args.map_image,
+                    presets_dir=args.presets_dir, preset=args.preset, settings=dict(map(_parse_setting, args.set)),
+                    compile=args.compile, device_formats=args.device_formats, precision=args.precision,
+                    osc=osc, midi=midi)
     stop = threading.Event()
 
     def _stop(signum, _frame):
@@ -377,72 +369,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
+    keep_freed_host_memory()  # this process renders frames: reuse freed pages (13-15% on CPUs)
     try:
-        stats = run(cfg, controls=controls, stop=stop, services=services)
-    except (SinkUnavailable, SourceError, MidiError, checkpoint.CheckpointError, OSError, ValueError,
-            ImportError) as exc:
+        stats = run(cfg, stop=stop)
+    except StartupError as exc:  # a problem of the setup: one line; anything later says what it is
         raise CliError(str(exc)) from exc
-    except TypeError as exc:  # an option a backend does not take
-        raise CliError(f"bad source or sink option: {exc}") from exc
     print(stats.summary())
     return 0
-
-
-MIDI_BACKENDS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK",
-                 "coremidi": "mido.backends.rtmidi/MACOSX_CORE", "winmm": "mido.backends.rtmidi/WINDOWS_MM"}
-
-
-def _default_learn_file() -> Path:
-    from .presets import default_presets_dir
-
-    return default_presets_dir().parent / "mappings" / time.strftime("learned-%Y%m%d-%H%M%S.toml")
-
-
-def _save_learned(learner, path: Path) -> None:
-    """Learned during a show: written at once (MIDI thread, not the render loop), so nothing is lost."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        learner.save(path)
-    except Exception as exc:  # noqa: BLE001 — a failed save is reported; the show and the binding go on
-        log.error("could not save the learned MIDI mapping to %s: %s", path, exc)
-        return
-    log.info("learned MIDI controls saved in %s (next time: --midi-mapping %s)", path, path)
-
-
-def _control_services(args: argparse.Namespace, controls) -> list:
-    """The control surfaces to run beside the show, in start order (they close in reverse)."""
-    services: list = []
-    if not args.no_midi:
-        from .midi import Learner, MappingError, MidiInput, default_mappings, resolve_mapping
-
-        try:
-            mappings = ([resolve_mapping(m, controls.store.registry) for m in args.midi_mapping]
-                        or default_mappings(controls.store.registry))
-        except MappingError as exc:
-            raise CliError(str(exc)) from exc
-        learner = Learner(controls.store.registry, controls.store)
-        learn_file = Path(args.midi_learn_file or _default_learn_file())
-        # Saved on a thread of its own: the binding (the mapper's callback) must not wait for the disk.
-        learner.on_learned.append(lambda entry: threading.Thread(
-            target=_save_learned, args=(learner, learn_file), name="ffvj learn save", daemon=True).start())
-        services.append(MidiInput(controls.store, controls.actions, controls.tempo, mappings, ports=args.midi,
-                                  virtual_name=args.midi_virtual_name or None,
-                                  backend=MIDI_BACKENDS.get(args.midi_backend), learner=learner))
-    if not args.no_osc:
-        from .osc import OscServer, parse_target
-        from .oscquery import OscQueryServer
-
-        try:
-            feedback = [parse_target(t) for t in args.osc_feedback]
-            osc = OscServer(controls.store, controls.actions, controls.tempo, host=args.osc_host, port=args.osc_port,
-                            tcp_port=args.osc_tcp_port, allow=args.osc_allow or None, feedback=feedback,
-                            feedback_rate=args.osc_feedback_rate)
-        except ValueError as exc:
-            raise CliError(str(exc)) from exc
-        services.append(osc)
-        if not args.no_oscquery:
-            services.append(OscQueryServer(osc, port=args.oscquery_port, mdns=False if args.no_mdns else None))
-    return services
 
 
 def _add_devices(sub: argparse._SubParsersAction) -> None:
@@ -454,8 +387,8 @@ def _add_devices(sub: argparse._SubParsersAction) -> None:
 def _cmd_devices(args: argparse.Namespace) -> int:
     import torch
 
-    from .sinks import sink_availability
-    from .sources import devices as cameras
+    from .media.sinks import sink_availability
+    from .media.sources import devices as cameras
 
     report = {
         "cameras": cameras(),
@@ -480,7 +413,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _midi_report() -> dict:
-    from .midi import backend_errors, midi_ports
+    from .control.midi.ports import backend_errors, midi_ports
 
     try:
         return midi_ports()
@@ -489,6 +422,8 @@ def _midi_report() -> dict:
 
 
 def _add_learn(sub: argparse._SubParsersAction) -> None:
+    from .control.midi.ports import MIDI_BACKENDS
+
     p = sub.add_parser("learn", help="MIDI learn: move a control for each parameter, write a mapping file")
     p.add_argument("params", nargs="+", help="parameter names, in the order to learn them (see 'ffvj params')")
     p.add_argument("--midi", default=None, metavar="NAME", help="input port (default: a virtual port named ffvj)")
@@ -500,8 +435,10 @@ def _add_learn(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_learn(args: argparse.Namespace) -> int:
-    from .midi import MappingError, MidiError, learn_session
-    from .params import build_registry
+    from .control.midi.learn import learn_session
+    from .control.midi.mapping import MappingError
+    from .control.midi.ports import MIDI_BACKENDS, MidiError
+    from .control.params import build_registry
 
     registry = build_registry(_model_levels(args.model))
     try:
@@ -524,7 +461,7 @@ def _add_params(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from .params import build_registry
+    from .control.params import build_registry
 
     registry = build_registry(_model_levels(args.model))
     rows = [p.describe() for p in registry.values()]
@@ -534,6 +471,27 @@ def _cmd_params(args: argparse.Namespace) -> int:
     for r in rows:
         rng = "|".join(r["choices"]) if "choices" in r else f"{r['min']:g}..{r['max']:g}"
         print(f"{r['address']:<28} {rng:<34} default {r['default']:g} {r['unit']}  {r['doc']}")
+    return 0
+
+
+def _add_actions(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("actions", help="list every action (panic, tap, presets, snapshots, ...): OSC address, "
+                                       "arguments, MIDI target")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_actions)
+
+
+def _cmd_actions(args: argparse.Namespace) -> int:
+    from .control.actions import ACTIONS
+
+    rows = [a.describe() for a in ACTIONS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for a in ACTIONS.values():
+        osc = " ".join([a.address] + [f"{arg.tag}:{arg.name}" + ("" if arg.required else "?") for arg in a.args])
+        midi = a.name + (f":{a.args[0].name.upper()}" if a.args else "")
+        print(f"{osc:<44} MIDI {midi:<22} {a.doc}")
     return 0
 
 
@@ -547,8 +505,8 @@ def _add_touchosc(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_touchosc(args: argparse.Namespace) -> int:
-    from .params import build_registry
-    from .touchosc import generate_layout, validate_layout
+    from .control.params import build_registry
+    from .control.touchosc import generate_layout, validate_layout
 
     registry = build_registry(_model_levels(args.model))
     try:
@@ -563,15 +521,20 @@ def _cmd_touchosc(args: argparse.Namespace) -> int:
 # --- bench ---------------------------------------------------------------------------------------
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from .bench import BenchConfig
+    from .engine.engine import PRECISIONS
+
+    d = BenchConfig()
     p = sub.add_parser("bench", help="measure the engine, the reference step, end-to-end rates and the floor")
-    p.add_argument("--size", type=_parse_size, default=(640, 360), help="WxH (default: 640x360)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--size", type=_parse_size, default=(d.width, d.height),
+                   help=f"WxH (default: {d.width}x{d.height})")
+    p.add_argument("--device", default=d.device, help=_DEVICE_HELP)
     p.add_argument("--model", default=None)
-    p.add_argument("--frames", type=int, default=120, help="timed engine steps (default: 120)")
+    p.add_argument("--frames", type=int, default=d.frames, help="timed engine steps (default: %(default)s)")
     p.add_argument("--compile", action="store_true", help="compile the fused kernels with torch.compile")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=list(PRECISIONS), default=d.precision,
                    help="the engine's precision (the reference stays fp32)")
-    p.add_argument("--fps", type=float, default=60.0,
+    p.add_argument("--fps", type=float, default=d.fps,
                    help="the live end-to-end run's rate, for its latency (default: %(default)s)")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the runtime (source → sink) runs")
     p.add_argument("--json", action="store_true")
@@ -579,16 +542,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import checkpoint
     from .bench import BenchConfig, bench, format_report
+    from .engine.device import keep_freed_host_memory
+    from .model import checkpoint
+    from .show import StartupError
 
     cfg = BenchConfig(width=args.size[0], height=args.size[1], device=args.device, model=args.model,
                       frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end,
                       precision=args.precision, fps=args.fps)
-    logging.getLogger("ffvj.runtime").setLevel(logging.WARNING)  # the end-to-end runs' status lines
+    logging.getLogger("ffvj.show").setLevel(logging.WARNING)  # the end-to-end runs' status lines
+    keep_freed_host_memory()  # as ffvj run does: the bench measures what a show gets
     try:
         result = bench(cfg)
-    except (checkpoint.CheckpointError, ValueError) as exc:
+    except (checkpoint.CheckpointError, StartupError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
@@ -603,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_devices(sub)
     _add_params(sub)
+    _add_actions(sub)
     _add_bench(sub)
     _add_touchosc(sub)
     _add_learn(sub)
@@ -616,9 +583,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from .device import keep_freed_host_memory
-
-    keep_freed_host_memory()  # this process renders frames: reuse freed pages (13-15% on CPUs)
     try:
         return args.func(args)
     except CliError as exc:

@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from .helpers import smooth_picture
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-
-def smooth_picture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A photo-like RGB uint8 picture: smooth colour fields plus a few hard-edged shapes."""
-    coarse = rng.random((max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
-    img = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    for _ in range(4):
-        color = rng.random(3).tolist()
-        center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        cv2.circle(img, center, int(rng.integers(3, max(4, min(height, width) // 3))), color, -1)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
 @pytest.fixture
@@ -36,7 +27,7 @@ def picture_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def small_model():
-    from ffvj.model import FeatureAutoencoder, ModelConfig
+    from ffvj.model.net import FeatureAutoencoder, ModelConfig
 
     torch.manual_seed(0)
     return FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval()

@@ -1,0 +1,18 @@
+"""The controls: what a performer plays, and every surface it is played from.
+
+    params       the one registry of parameters (φ): build_registry(levels), Param, ParamStore
+    actions      the one table of actions (reset, tap, bpm, learn, presets, snapshots): ACTIONS, Arg, Action
+    controls     Controls: what surfaces share with the render loop; fire(action, ...), frame(engine, dt, now)
+    presets      PresetBank: parameter targets in TOML files, morphed on recall
+    snapshots    SnapshotBank: every level's feedback state, crossfaded on recall
+    tempo        Tempo: BPM and beat from MIDI clock, tap or a set value
+    modulation   Modulation: the LFO slots, applied once per frame
+    service      Service (one lifecycle for every surface) and LatestValueSender (rate-capped talk-back)
+    osc          OscServer: every parameter and action over UDP/TCP, with feedback
+    oscquery     OscQueryServer: the OSC namespace over HTTP JSON, announced over mDNS
+    touchosc     generate_layout / validate_layout: a TouchOSC layout from the registry and the actions
+    midi/        mapping files, the mapper, ports and MIDI learn
+
+Control threads only write the store, fire actions and move the tempo; the render loop reads one
+snapshot of φ per frame (``Controls.frame``).
+"""

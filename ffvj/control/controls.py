@@ -1,0 +1,150 @@
+"""What every control surface shares with the render loop, and the loop's control work once per frame.
+
+    surfaces (OSC, MIDI, web, ...)                         render loop, once per frame
+    ─────────────────────────────                          ──────────────────────────────
+    controls.store.set("l0.zoom", 1.03)   ──targets──▶      phi = controls.frame(engine, dt, now, services)
+    controls.fire("snapshot.recall", 2, 4.0) ─queue─▶         polls, actions, preset morph,
+    controls.tempo.clock_tick()                                smoothing, LFOs → this frame's φ
+
+Control threads only write the store, fire actions and move the tempo; everything that touches the
+engine happens on the render loop, inside ``frame``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from ..tally import RateLimitedLog
+from .actions import ACTIONS, FILES, NOW, ActionQueue, perform
+from .modulation import Modulation
+from .params import ParamStore, build_registry
+from .presets import PresetBank, factory_presets_dir
+from .snapshots import SnapshotBank
+from .tempo import Tempo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Controls:
+    """The store of parameter targets, the action queue, the tempo, presets, LFOs, snapshots and MIDI
+    learn of one show. ``for_levels`` makes the usual set for a model."""
+
+    store: ParamStore
+    tempo: Tempo = field(default_factory=Tempo)
+    presets: PresetBank | None = None
+    modulation: Modulation | None = None
+    snapshots: SnapshotBank | None = field(default_factory=SnapshotBank)
+    learner: object | None = None  # a midi.Learner, set where MIDI learn runs
+    actions: ActionQueue = field(default_factory=ActionQueue)
+
+    def __post_init__(self) -> None:
+        self._warn = RateLimitedLog(log, interval=5.0)
+        self._files: _FileWorker | None = None
+
+    @classmethod
+    def for_levels(cls, levels: int, presets_dir: str | None = None, seed: int = 0) -> Controls:
+        store = ParamStore(build_registry(levels))
+        return cls(store=store, presets=PresetBank(store, presets_dir, factory=factory_presets_dir()),
+                   modulation=Modulation(store.registry, seed=seed))
+
+    # -- any thread --
+
+    def fire(self, name: str, /, *values, **named) -> bool:
+        """Fire action ``name`` (``actions.ACTIONS``) with positional ``values`` (a surface's) or
+        ``named`` arguments. Raises ValueError for an unknown action or a bad argument; returns False
+        for a button's release (nothing to do), else True once it ran (NOW) or was queued."""
+        action = ACTIONS.get(name)
+        if action is None:
+            raise ValueError(f"unknown action {name!r}; known: {', '.join(ACTIONS)}")
+        args = action.bind(values, named)
+        if args is None:
+            return False
+        if action.thread == NOW:
+            perform(action, args, self)
+        else:
+            self.actions.post(action, args)
+        return True
+
+    # -- the render loop --
+
+    def frame(self, engine, dt: float, now: float, services=()) -> dict[str, float]:
+        """This frame's φ: due OSC bundles (``poll``), queued actions, the preset morph, smoothing, then
+        LFOs on top; what the LFOs moved (or just released) is reported to the services, which cap
+        their rates themselves. Each stage is guarded on its own: one failing surface or action does
+        not hold up the others, and the show goes on."""
+        for svc in services:
+            self._guarded("OSC/MIDI poll", svc.poll)
+        for action, args in self.actions.drain():
+            if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)
+                self._file_worker().submit(perform, action, args, self)
+            else:
+                self._guarded(f"action {action.name}", perform, action, args, self, engine)
+        if self.presets is not None:
+            self._guarded("preset morph", self.presets.update, dt)
+        phi = self.store.frame(dt)
+        if self.modulation is not None:
+            modulated = self._guarded("LFOs", self.modulation.apply, phi, self.tempo.beat(now), now)
+            if modulated is not None:
+                phi = modulated
+                # A released parameter reports its target (where it is going), not a half-smoothed value.
+                changed = {**{n: self.store.get(n) for n in self.modulation.released}, **self.modulation.modulated}
+                for svc in services:
+                    for name, value in changed.items():
+                        self._guarded("feedback", svc.report, name, value)
+        return phi
+
+    def close(self) -> None:
+        """Stop the file worker (a later FILES action starts a new one)."""
+        files, self._files = self._files, None
+        if files is not None:
+            files.close()
+
+    def _file_worker(self) -> _FileWorker:
+        if self._files is None:
+            self._files = _FileWorker()
+        return self._files
+
+    def _guarded(self, what: str, fn, *args):
+        """One stage of the per-frame control work: a failure is logged (rate-limited) and that stage is
+        skipped this frame. Returns the stage's result, or None when it failed."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 — a bug in one control stage must not stop the show
+            self._warn.warning(what, "%s failed this frame (%s: %s); the show goes on", what, type(exc).__name__, exc)
+            return None
+
+
+class _FileWorker:
+    """Preset files are read and written on this thread, not the render loop: a slow disk (a USB stick)
+    must not stall the picture. Bounded: a flood of requests drops the newest, logged."""
+
+    def __init__(self, maxsize: int = 16):
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._warn = RateLimitedLog(log, interval=5.0)
+        self._thread = threading.Thread(target=self._loop, name="ffvj files", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, *args) -> None:
+        try:
+            self._queue.put_nowait((fn, args))
+        except queue.Full:
+            self._warn.warning("full", "preset request dropped: %d still waiting for the disk", self._queue.qsize())
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args = item
+            try:
+                fn(*args)  # perform() logs a failed action itself; this catches the unforeseen
+            except Exception:  # noqa: BLE001 — one failed request must not end the worker
+                log.exception("preset request %r failed", args[0] if args else fn)
+
+    def close(self) -> None:
+        try:
+            self._queue.put(None, timeout=5)
+        except queue.Full:
+            return  # the disk is stuck; the thread is a daemon and dies with the process
+        self._thread.join(timeout=5)

@@ -1,0 +1,277 @@
+"""OSCQuery: ffvj's OSC address space as HTTP JSON (Vidvox's OSCQuery proposal), announced over mDNS.
+
+Contract
+--------
+``OscQueryServer(osc, port=9010, host=None, name="ffvj", mdns=None)`` describes exactly what the
+running ``OscServer`` ``osc`` accepts (start the OSC server first: its bound port is announced). It is
+a ``Service``: ``start()`` binds at once and raises if it cannot; ``close()`` is idempotent; context manager.
+HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OSC server's host, so
+127.0.0.1 unless the show listens on the LAN with ``0.0.0.0``).
+
+- ``GET /`` the whole namespace: nested ``CONTENTS``; every node has ``FULL_PATH``, ``ACCESS`` and
+  ``DESCRIPTION``. A parameter node adds ``TYPE`` (``f`` float, ``i`` int, ``T``/``F`` bool by its
+  current value, ``s`` enum by choice name), ``RANGE`` (``[{"MIN", "MAX"}]`` or ``[{"VALS": [...]}]``),
+  ``VALUE`` (the current target), ``UNIT``, ``CLIPMODE`` ``["both"]`` and ``ACCESS`` 3. Actions and the
+  OSC server's commands are write-only (``ACCESS`` 2), with ``N`` for argument-less ones (``/ffvj/tap``),
+  else their type tags, and a ``RANGE`` per argument; an action that sets a value (``/ffvj/bpm``) is
+  readable too (``ACCESS`` 3, with its ``VALUE``).
+  The 0..1 ``/norm`` twins of every parameter are not listed (see ``ffvj.osc``).
+- ``GET /ffvj/l0/zoom`` one node; ``GET /ffvj/l0/zoom?VALUE`` one attribute as ``{"VALUE": [...]}``;
+  an attribute the node lacks answers 204, an unknown attribute 400, an unknown path 404.
+- ``GET /?HOST_INFO`` ``{"NAME", "OSC_PORT", "OSC_TRANSPORT": "UDP", "EXTENSIONS", ["OSC_IP"]}``.
+
+mDNS (``mdns=None``: when python-zeroconf is installed, ``pip install 'ffvj[oscquery]'``; absent, a
+warning and HTTP still served; ``True`` requires it, ``False`` never): ``_oscjson._tcp`` at the HTTP
+port and ``_osc._udp`` at the OSC port, registered on a background thread because probing takes
+seconds. No websocket (``LISTEN``): clients get live values from OSC feedback
+(``/ffvj/feedback/subscribe``).
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import urllib.parse
+
+from .actions import Action
+from .osc import OscServer
+from .params import ADDRESS_PREFIX, Param
+from .service import Service
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9010
+EXTENSIONS = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "UNIT": True, "CLIPMODE": True,
+              "TAGS": False, "CRITICAL": False, "EXTENDED_TYPE": False, "LISTEN": False, "PATH_CHANGED": False,
+              "PATH_RENAMED": False, "PATH_ADDED": False, "PATH_REMOVED": False, "HTML": False}
+# The attributes a node may be asked for one at a time (``?VALUE``).
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION", "UNIT", "CLIPMODE")
+
+class OscQueryServer(Service):
+    def __init__(self, osc: OscServer, port: int = DEFAULT_PORT, host: str | None = None, name: str = "ffvj",
+                 mdns: bool | None = None):
+        super().__init__()
+        self.osc = osc
+        self.host = osc.host if host is None else host
+        self._port = port
+        self.name = name
+        self.mdns = mdns
+        self._http: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._mdns_thread: threading.Thread | None = None
+        self._zeroconf = None
+        self._services: list = []
+        self._mdns_lock = threading.Lock()
+        self.announced = threading.Event()  # set once mDNS registration finished (or was skipped)
+
+    # -- lifecycle --
+
+    def _start(self) -> None:
+        zeroconf = None
+        if self.mdns is not False:
+            try:
+                import zeroconf
+            except ImportError:
+                if self.mdns:
+                    raise ImportError("OSCQuery mDNS needs python-zeroconf: pip install 'ffvj[oscquery]'") from None
+                log.warning("python-zeroconf is not installed: OSCQuery is served over HTTP but not announced "
+                            "over mDNS (pip install 'ffvj[oscquery]')")
+        handler = type("Handler", (_Handler,), {"owner": self})
+        try:
+            self._http = _HttpServer((self.host, self._port), handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot serve OSCQuery on http {self.host}:{self._port}: {exc.strerror}; "
+                                     "choose another --oscquery-port") from exc
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="ffvj-oscquery-http", daemon=True)
+        self._thread.start()
+        log.info("OSCQuery on http://%s:%d/", self.host, self.port)
+        if zeroconf is None:
+            self.announced.set()
+        else:
+            self._mdns_thread = threading.Thread(target=self._announce, args=(zeroconf,), name="ffvj-oscquery-mdns",
+                                                 daemon=True)
+            self._mdns_thread.start()
+
+    def _close(self) -> None:
+        if self._mdns_thread is not None:
+            self._mdns_thread.join(timeout=15)
+        with self._mdns_lock:
+            zc, self._zeroconf = self._zeroconf, None
+        if zc is not None:
+            try:
+                zc.unregister_all_services()
+            except OSError as exc:
+                log.warning("OSCQuery mDNS goodbye failed: %s", exc)
+            zc.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def port(self) -> int:
+        return self._http.server_address[1] if self._http else self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    # -- mDNS --
+
+    def _addresses(self) -> list[str]:
+        if not _unspecified(self.host):
+            return [socket.gethostbyname(self.host)]
+        import ifaddr  # python-zeroconf's own dependency: the machine's IPv4 addresses
+
+        found = [ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)]
+        return sorted(set(found)) or ["127.0.0.1"]
+
+    def _announce(self, zeroconf) -> None:
+        """Register both services (seconds of probing: off the caller's thread). A failure is a warning:
+        the show goes on, and clients can still be pointed at the HTTP port by hand."""
+        try:
+            addresses = self._addresses()
+            interfaces = zeroconf.InterfaceChoice.All if _unspecified(self.host) else addresses
+            zc = zeroconf.Zeroconf(interfaces=interfaces, ip_version=zeroconf.IPVersion.V4Only)
+            with self._mdns_lock:
+                if self._closed:
+                    zc.close()
+                    return
+                self._zeroconf = zc
+            hostname = socket.gethostname().split(".")[0] or "ffvj"
+            packed = [socket.inet_aton(a) for a in addresses]
+            for kind, port in (("_oscjson._tcp.local.", self.port), ("_osc._udp.local.", self.osc.port)):
+                info = zeroconf.ServiceInfo(kind, f"{self.name}.{kind}", addresses=packed, port=port,
+                                            properties={"txtvers": "1"}, server=f"{hostname}.local.")
+                zc.register_service(info, allow_name_change=True)
+                self._services.append(info)
+            log.info("OSCQuery announced over mDNS as %r (%s) on %s", self.name, ", ".join(
+                s.type for s in self._services), ", ".join(addresses))
+        except (zeroconf.Error, OSError, ValueError) as exc:
+            log.warning("OSCQuery mDNS announcement failed (%s); HTTP is still served at %s", exc, self.url)
+        finally:
+            self.announced.set()
+
+    # -- the namespace --
+
+    def host_info(self) -> dict:
+        info = {"NAME": self.name, "OSC_PORT": self.osc.port, "OSC_TRANSPORT": "UDP", "EXTENSIONS": EXTENSIONS}
+        if not _unspecified(self.osc.host):
+            info["OSC_IP"] = self.osc.host  # absent: the client uses the address it reached HTTP on
+        return info
+
+    def namespace(self) -> dict:
+        """The whole tree, with current values."""
+        values = self.osc.store.targets()
+        root = {"FULL_PATH": "/", "ACCESS": 0, "DESCRIPTION": f"{self.name}: hierarchical neural video feedback",
+                "CONTENTS": {}}
+
+        def container(path: str) -> dict:
+            node = root
+            parts = [p for p in path.split("/") if p]
+            for i, part in enumerate(parts):
+                contents = node.setdefault("CONTENTS", {})
+                if part not in contents:
+                    contents[part] = {"FULL_PATH": "/" + "/".join(parts[:i + 1]), "ACCESS": 0, "DESCRIPTION": ""}
+                node = contents[part]
+            return node
+
+        top = container(ADDRESS_PREFIX)
+        top["DESCRIPTION"] = ("every parameter in native units; the same address + '/norm' takes 0..1 through the "
+                              "parameter's curve (TouchOSC)")
+        for address, param in self.osc.params.items():
+            parent, _, leaf = address.rpartition("/")
+            container(parent).setdefault("CONTENTS", {})[leaf] = _param_node(param, values[param.name])
+        for address, action in self.osc.commands.items():
+            parent, _, leaf = address.rpartition("/")
+            container(parent).setdefault("CONTENTS", {})[leaf] = _action_node(action, self.osc.controls)
+        return root
+
+    def node(self, path: str) -> dict | None:
+        node = self.namespace()
+        for part in [p for p in path.split("/") if p]:
+            node = node.get("CONTENTS", {}).get(part)
+            if node is None:
+                return None
+        return node
+
+
+def _unspecified(host: str) -> bool:
+    """Whether ``host`` means every interface (0.0.0.0, ::); a host name never does."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _param_node(p: Param, value: float) -> dict:
+    node = {"FULL_PATH": p.address, "ACCESS": 3, "DESCRIPTION": p.doc, "UNIT": [p.unit], "CLIPMODE": ["both"]}
+    if p.kind == "enum":
+        node.update(TYPE="s", RANGE=[{"VALS": list(p.choices)}], VALUE=[p.choices[int(round(value))]])
+    elif p.kind == "bool":
+        node.update(TYPE="T" if value >= 0.5 else "F", VALUE=[value >= 0.5])
+    elif p.kind == "int":
+        node.update(TYPE="i", RANGE=[{"MIN": int(p.min), "MAX": int(p.max)}], VALUE=[int(round(value))])
+    else:
+        node.update(TYPE="f", RANGE=[{"MIN": p.min, "MAX": p.max}], VALUE=[value])
+    return node
+
+
+def _action_node(action: Action, controls) -> dict:
+    node = {"FULL_PATH": action.address, "TYPE": action.type_tags or "N", "ACCESS": 2, "DESCRIPTION": action.doc}
+    if action.args:
+        node["RANGE"] = [{"MIN": a.min, "MAX": a.max} if a.min is not None else {} for a in action.args]
+    if action.value is not None:
+        node.update(ACCESS=3, VALUE=[action.value(controls)], CLIPMODE=["both"] * len(action.args))
+    return node
+
+
+class _HttpServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address, handler):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    owner: OscQueryServer
+    server_version = "ffvj-oscquery"
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(url.path) or "/"
+        attribute = url.query.split("&")[0].split("=")[0] if url.query else ""
+        if attribute == "HOST_INFO":
+            return self._json(200, self.owner.host_info())
+        node = self.owner.node(path)
+        if node is None:
+            return self._json(404, {"error": f"no OSC node at {path}"})
+        if not attribute:
+            return self._json(200, node)
+        if attribute not in ATTRIBUTES:
+            return self._json(400, {"error": f"unknown attribute {attribute}; known: {', '.join(ATTRIBUTES)}"})
+        if attribute not in node:
+            self.send_response(204)
+            self.end_headers()
+            return None
+        return self._json(200, {attribute: node[attribute]})
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, fmt, *args) -> None:
+        log.debug("OSCQuery %s: " + fmt, self.address_string(), *args)  # http.server would print to stderr

@@ -1,0 +1,134 @@
+"""What every control service (the OSC server, the OSCQuery server, the MIDI input) shares.
+
+``Service`` is their lifecycle, written once: ``start()`` binds or opens at once and raises there, at
+start-up, if it cannot (having closed what it half-opened); ``close()`` is idempotent; a service is a
+context manager. Subclasses implement ``_start`` and ``_close``. The render loop calls three hooks on
+every service: ``poll()`` once per frame, ``report(name, value)`` for a value an LFO moved (no store
+change announced it), and ``status()`` for the status line.
+
+``LatestValueSender`` is how a service talks back without ever making the talker wait: the latest
+value per key, sent from a thread of its own, each key at most once per ``interval``; a key's last
+value always goes out. The OSC feedback and the MIDI LED echo are both one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self) -> None:
+        self._started = self._closed = False
+
+    def start(self):
+        """Start (idempotent). Raises at once if it cannot, having closed what it had opened."""
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} was closed; make a new one")
+        if not self._started:
+            self._started = True
+            try:
+                self._start()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def close(self) -> None:
+        """Stop and release everything; safe to call more than once, and before ``start``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # The render loop's hooks: nothing to do unless a service says otherwise.
+    def poll(self) -> None:
+        """Once per frame, on the render loop (OSC applies its timetagged bundles that are due)."""
+
+    def report(self, name: str, value: float) -> None:
+        """A value that moved without a store change (an LFO's), for surfaces that show values."""
+
+    def status(self) -> str | None:
+        """A short part of the status line, or None."""
+        return None
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+
+class LatestValueSender:
+    """``put(key, value)`` from any thread never waits on the sending; one thread calls
+    ``send({key: value, ...})`` with what is ready: the latest value of each key whose last send is at
+    least ``interval`` seconds ago. A failing ``send`` is logged with its traceback and the sender goes on
+    (a service counts its own send errors inside ``send``)."""
+
+    def __init__(self, send: Callable[[dict], None], interval: float, name: str) -> None:
+        if not interval >= 0:
+            raise ValueError(f"a send interval must be ≥ 0 seconds, not {interval}")
+        self._send, self.interval = send, interval
+        self._pending: dict[Hashable, object] = {}
+        self._last_sent: dict[Hashable, float] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, key: Hashable, value: object) -> None:
+        with self._cond:
+            if not self._closed:
+                self._pending[key] = value
+                self._cond.notify()
+
+    def _ready(self) -> dict | None:
+        """Wait until some pending value may go out; None once closed."""
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                ready = {k: v for k, v in self._pending.items()
+                         if now - self._last_sent.get(k, -math.inf) >= self.interval}
+                if ready:
+                    for k in ready:
+                        del self._pending[k]
+                        self._last_sent[k] = now
+                    # Keys that no longer hold anything back are forgotten: the table stays small
+                    # however many keys (feedback subscribers, say) come and go.
+                    self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < self.interval}
+                    return ready
+                timeout = None
+                if self._pending:  # sleep until the earliest pending value is allowed out
+                    timeout = max(0.0, min(self._last_sent[k] for k in self._pending) + self.interval - now)
+                self._cond.wait(timeout)
+        return None
+
+    def _run(self) -> None:
+        while (ready := self._ready()) is not None:
+            try:
+                self._send(ready)
+            except Exception:  # noqa: BLE001 — one bad batch must not end the feedback for the show
+                log.exception("%s: sending failed", self._thread.name)
+
+    def close(self, timeout: float = 1.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)

@@ -1,0 +1,9 @@
+"""The feedback engine: Δ_φ applied to every level of the hierarchy, once per frame.
+
+    delta     the pieces of Δ as plain functions (bound, colour, warp, inject, maps) and reference_step,
+              the formula computed plainly: the oracle
+    engine    FeedbackEngine (step, readback, reset, set_states) and its StabilityGuard
+    kernels   the engine's own hot loops (banded grid sampling, cached constants)
+    pixfmt    picture formats: RGB, I420, NV12 made on the engine's device; from_rgb24 for sources
+    device    resolve_device("auto" | "cpu" | "cuda" | "mps"), keep_freed_host_memory()
+"""

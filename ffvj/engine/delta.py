@@ -1,0 +1,276 @@
+"""The pieces of Δ_φ as plain functions, and ``reference_step``: the formula, computed plainly.
+
+    h_t^ℓ = Δ_φ( h_{t-1}^ℓ,  γ_{ℓ-1}(h_{t-1}^{ℓ-1}),  γ_ℓ⁻¹(h_{t-1}^{ℓ+1}) )
+
+For every level ℓ that updates this frame (not frozen, and frame index divisible by its period)::
+
+    own  = blur(warp(h_{t-1}^ℓ))                   zoom, rotation, drift and hue-driven warp, one resample
+    pre  = (g_self·own + g_up·γ_{ℓ-1}(h_{t-1}^{ℓ-1}) + g_down·γ_ℓ⁻¹(h_{t-1}^{ℓ+1})) / (g_self + g_up + g_down)
+    new  = bound(drive · pre + noise)
+    new  = lerp(new, h_{t-1}^ℓ, temporal)
+    ℓ=0: new = colour(new), then the source is injected (mix, or keyed by its luminance)
+
+The gains are normalised, so they set the *mix* of the three terms and ``drive`` alone sets the loop
+gain: with drive ≈ 1 a consistent hierarchy is a fixed point, above 1 contrast grows until the bound
+holds it. Every level reads t-1 and writes t (double-buffered), so the update order never matters.
+
+``reference_step`` is the plain, eager statement of the formula (no caches, no skipped work, no fused
+kernels): the oracle the tests and the benchmark compare ``FeedbackEngine.step`` against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..control.params import BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name, map_spans
+from ..model.net import FeatureAutoencoder
+from .kernels import constant
+
+def bound(x: torch.Tensor, kind: str, drive: float = 1.0) -> torch.Tensor:
+    """The bounding nonlinearity: keeps every state in [-1, 1] (the original experiment's set)."""
+    y = x * drive
+    if kind == "tanh":
+        return torch.tanh(y)
+    if kind == "sigmoid":  # logistic on the [0, 1] picture with slope 4: a steeper tanh
+        return torch.sigmoid(4.0 * y) * 2.0 - 1.0
+    if kind == "sine":  # folds overshoot back instead of flattening it
+        return torch.sin(y * (math.pi / 2))
+    if kind == "wrap":  # fract(): overshoot re-enters from the other side
+        return torch.remainder(y + 1.0, 2.0) - 1.0
+    if kind == "clamp":
+        return y.clamp(-1.0, 1.0)
+    if kind == "magnitude":  # per-pixel vector clamp: keeps hue/direction, limits length (RMS ≤ 1)
+        rms = y.pow(2).mean(1, keepdim=True).sqrt()
+        return (y / rms.clamp_min(1.0)).clamp(-1.0, 1.0)
+    raise ValueError(f"unknown bound {kind!r}; choose from {', '.join(BOUNDS)}")
+
+
+def color_matrix(hue_deg: float, saturation: float, perm: str, contrast: float) -> torch.Tensor:
+    """One 3×3 matrix for permutation → hue rotation about the grey axis → saturation → contrast.
+
+    Pictures are in [-1, 1], so mid-grey is 0 and all four are linear maps about it.
+    """
+    p = torch.zeros(3, 3, dtype=torch.float64)
+    for out_ch, letter in enumerate(perm):
+        p[out_ch, "rgb".index(letter)] = 1.0
+    a = math.radians(hue_deg)
+    k = torch.full((3, 3), 1.0 / 3.0, dtype=torch.float64)  # projection on the grey axis
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=torch.float64) / math.sqrt(3)
+    rot = math.cos(a) * torch.eye(3, dtype=torch.float64) + math.sin(a) * cross + (1 - math.cos(a)) * k
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).expand(3, 3)
+    sat = saturation * torch.eye(3, dtype=torch.float64) + (1 - saturation) * luma
+    return (contrast * sat @ rot @ p).float()
+
+
+def apply_color(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", matrix.to(x), x)
+
+
+def chroma(picture: torch.Tensor) -> torch.Tensor:
+    """The picture's opponent-colour vector (N, 2, H, W): its direction is the hue, its length the
+    saturation times brightness. Used as the warp displacement, so colour drives motion."""
+    r, g, b = ((picture + 1.0) * 0.5).unbind(1)
+    return torch.stack((r - 0.5 * (g + b), (math.sqrt(3) / 2) * (g - b)), 1)
+
+
+# chroma(p) = CHROMA · (p + 1)/2 per pixel: the same map as a matrix, for the engine's one-product warp.
+CHROMA = ((1.0, -0.5, -0.5), (0.0, math.sqrt(3) / 2, -math.sqrt(3) / 2))
+
+
+def base_grid(height: int, width: int, device, dtype=torch.float32) -> torch.Tensor:
+    """Pixel centres in grid_sample's [-1, 1] coordinates, (1, H, W, 2) as (x, y)."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((gx, gy), -1)[None]
+
+
+def sample_grid(grid: torch.Tensor, zoom, rotate_deg, tx: float, ty: float, aspect: float,
+                displacement: torch.Tensor | None = None, warp=0.0) -> torch.Tensor:
+    """Where each output pixel reads from: drift by (tx, ty) frame sizes, rotate and zoom about the
+    centre (in square pixels, so rotation does not shear), then displace along ``displacement``.
+    ``zoom``, ``rotate_deg`` and ``warp`` are floats or (1, H, W) maps."""
+    x = (grid[..., 0] - 2 * tx) * aspect
+    y = grid[..., 1] - 2 * ty
+    a = torch.as_tensor(rotate_deg, dtype=grid.dtype, device=grid.device) * (math.pi / 180)
+    z = torch.as_tensor(zoom, dtype=grid.dtype, device=grid.device)
+    c, s = torch.cos(a) / z, torch.sin(a) / z
+    sx = (c * x + s * y) / aspect
+    sy = -s * x + c * y
+    if displacement is not None:
+        w = torch.as_tensor(warp, dtype=grid.dtype, device=grid.device) * 2
+        sx = sx + w * displacement[:, 0]
+        sy = sy + w * displacement[:, 1]
+    return torch.stack((sx, sy), -1)
+
+
+def resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    # Reflection at the border: zeros would feed a black frame back into the loop.
+    return F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
+def blur3(x: torch.Tensor) -> torch.Tensor:
+    """Separable [1 2 1]/4 Gaussian with replicate borders."""
+    c = x.shape[1]
+    k = constant((0.25, 0.5, 0.25), x.device, x.dtype)
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
+    return F.conv2d(x, k.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
+
+
+def blur_sharpen(x: torch.Tensor, amount) -> torch.Tensor:
+    """amount > 0 blurs, < 0 sharpens (unsharp mask); a float or a (1, 1, H, W) map."""
+    return x + amount * (blur3(x) - x)
+
+
+def luminance01(picture: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) luminance in [0, 1] of a [-1, 1] RGB picture."""
+    w = constant((0.299, 0.587, 0.114), picture.device, picture.dtype).view(1, 3, 1, 1)
+    return ((picture + 1) * 0.5 * w).sum(1, keepdim=True)
+
+
+def inject(picture: torch.Tensor, source: torch.Tensor, mix, mode: str, threshold: float, softness: float
+           ) -> torch.Tensor:
+    """Mix the source into the picture: everywhere (``mix``), or where it is bright (``key``)."""
+    weight = mix
+    if mode == "key":
+        lo, hi = threshold - softness, threshold + softness
+        t = ((luminance01(source) - lo) / (hi - lo)).clamp(0, 1)
+        weight = weight * t * t * (3 - 2 * t)  # smoothstep
+    if not torch.is_tensor(weight):
+        return torch.lerp(picture, source, float(weight))
+    return torch.lerp(picture, source, weight.to(picture.dtype))
+
+
+def modulation_map(kind: str, height: int, width: int, angle_deg: float, invert: bool,
+                   source: torch.Tensor | None, image: torch.Tensor | None, device, dtype=torch.float32
+                   ) -> torch.Tensor | None:
+    """M(x, y) in [0, 1] as (1, 1, H, W), or None for ``none``.
+
+    radial: 0 at the centre, 1 in the corners; linear: 0 → 1 along ``angle_deg``; luma: the
+    source's luminance (0.5 without a source); image: a picture file's luminance."""
+    if kind == "none":
+        return None
+    def flat() -> torch.Tensor:  # no information yet: the middle of every parameter's mapped range
+        return torch.full((1, height, width), 0.5, device=device, dtype=dtype)
+
+    if kind == "radial":
+        m = base_grid(height, width, device, dtype).pow(2).sum(-1).sqrt() / math.sqrt(2)
+    elif kind == "linear":
+        g = base_grid(height, width, device, dtype)
+        a = math.radians(angle_deg)
+        span = abs(math.cos(a)) + abs(math.sin(a))
+        m = (g[..., 0] * math.cos(a) + g[..., 1] * math.sin(a)) / span * 0.5 + 0.5
+    elif kind == "luma":
+        m = luminance01(source)[:, 0] if source is not None else flat()
+    elif kind == "image":
+        if image is None:
+            m = flat()
+        else:
+            m = F.interpolate(image.to(device, dtype), size=(height, width), mode="bilinear",
+                              align_corners=False)[:, 0]
+    else:
+        raise ValueError(f"unknown map {kind!r}; choose from {', '.join(MAP_KINDS)}")
+    m = m.clamp(0, 1)[:, None]
+    return 1 - m if invert else m
+
+
+def spatial_value(phi: dict, name: str, level: int | None, modmap: torch.Tensor | None, span: float):
+    """A parameter's value, as a float or, where the map reaches it, a (1, 1, H, W) map."""
+    value = phi[name if level is None else level_param_name(level, name)]
+    depth = phi.get(MAP_DEPTHS[name.split(".")[-1] if level is not None else name], 0.0)
+    if modmap is None or depth == 0.0:
+        return value
+    return value + depth * span * modmap
+
+
+def resize_map(m: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    if m is None or tuple(m.shape[-2:]) == tuple(size):
+        return m
+    return F.interpolate(m, size=size, mode="area" if m.shape[-1] > size[1] else "bilinear")
+
+
+@dataclass
+class StepInputs:
+    """What one frame of Δ needs beyond the states: φ, the source, the modulation image, the noise."""
+
+    phi: dict[str, float]
+    source: torch.Tensor | None = None
+    map_image: torch.Tensor | None = None
+    frame_index: int = 0
+    noise: torch.Generator | None = None
+    spans: dict[str, float] = field(default_factory=map_spans)  # half-range of each mapped quantity
+
+
+def updates_on(frame_index: int, period: int) -> bool:
+    """Level with this period updates on frames ≡ period // 2 (mod period). With the default periods
+    2^ℓ the levels above 0 take turns (1 on odd frames, 2 on 2 mod 4, 3 on 4 mod 8, …) instead of
+    all landing on frame 0 together, so no frame carries every level's work."""
+    period = max(1, int(period))
+    return frame_index % period == period // 2
+
+
+def reference_step(model: FeatureAutoencoder, prev: list[torch.Tensor], inp: StepInputs) -> list[torch.Tensor]:
+    """The formula, computed plainly (no caching, no skipping): the oracle for ``FeedbackEngine``."""
+    phi = inp.phi
+    h, w = prev[0].shape[-2:]
+    kind = BOUNDS[int(phi["bound"])]
+    full_map = modulation_map(MAP_KINDS[int(phi["map.kind"])], h, w, phi["map.angle"], phi["map.invert"] >= 0.5,
+                              inp.source, inp.map_image, prev[0].device, prev[0].dtype)
+    displacement0 = chroma(prev[0])
+    new = []
+    for lvl, state in enumerate(prev):
+        if phi[level_param_name(lvl, "freeze")] >= 0.5 or not updates_on(inp.frame_index,
+                                                                             phi[level_param_name(lvl, "period")]):
+            new.append(state)
+            continue
+        size = tuple(state.shape[-2:])
+        m = resize_map(full_map, size)
+        span = inp.spans
+        g = base_grid(*size, state.device, state.dtype)
+        disp = resize_map(displacement0, size)
+        zoom = spatial_value(phi, "zoom", lvl, m, span.get("zoom", 0))
+        rot = spatial_value(phi, "rotate", lvl, m, span.get("rotate", 0))
+        warp = spatial_value(phi, "warp", lvl, m, span.get("warp", 0))
+        sq = lambda v: v[:, 0] if torch.is_tensor(v) else v  # noqa: E731  maps are (1,1,H,W); grids want (1,H,W)
+        grid = sample_grid(g, sq(zoom), sq(rot), phi[level_param_name(lvl, "translate_x")],
+                           phi[level_param_name(lvl, "translate_y")], size[1] / size[0], disp, sq(warp))
+        own = blur_sharpen(resample(state, grid), spatial_value(phi, "blur", lvl, m, span.get("blur", 0)))
+        gs = phi[level_param_name(lvl, "gain_self")]
+        total = gs * own
+        weight = gs
+        if lvl > 0:
+            gu = phi[level_param_name(lvl, "gain_up")]
+            total = total + gu * model.encode(lvl - 1, prev[lvl - 1])
+            weight += gu
+        if lvl < len(prev) - 1:
+            gd = phi[level_param_name(lvl, "gain_down")]
+            total = total + gd * model.decode(lvl, prev[lvl + 1], size=size)
+            weight += gd
+        pre = total / weight if weight > 1e-6 else torch.zeros_like(state)
+        noise = spatial_value(phi, "noise", lvl, m, span.get("noise", 0))
+        if torch.is_tensor(noise) or noise > 0:
+            pre = pre + noise * torch.randn(pre.shape, generator=inp.noise, device=pre.device, dtype=pre.dtype)
+        out = bound(pre, kind, phi["drive"])
+        out = torch.lerp(out, state, phi[level_param_name(lvl, "temporal")])
+        if lvl == 0:
+            out = apply_color(out, color_matrix(phi["color.hue"], phi["color.saturation"],
+                                                COLOR_PERMS[int(phi["color.perm"])], phi["color.contrast"]))
+            if inp.source is not None:
+                out = inject(out, inp.source, spatial_value(phi, "input.mix", None, m, span.get("input.mix", 0)),
+                             INPUT_MODES[int(phi["input.mode"])], phi["input.threshold"], phi["input.softness"])
+            out = out.clamp(-1, 1)
+        new.append(out)
+    return new
+
+
+def seed_picture(height: int, width: int, generator: torch.Generator, device, dtype=torch.float32) -> torch.Tensor:
+    """Smooth coloured noise in [-1, 1]: something with structure at every level to start from."""
+    coarse = torch.rand((1, 3, max(2, height // 32), max(2, width // 32)), generator=generator, device=device,
+                        dtype=dtype)
+    return F.interpolate(coarse * 2 - 1, size=(height, width), mode="bicubic", align_corners=False).clamp(-1, 1)

@@ -1,0 +1,177 @@
+"""Training the feature hierarchy: layer-wise, then end-to-end fine-tuning.
+
+Phase 1 (layer-wise), for ℓ = 0 … L-1: the encoders below ℓ are frozen; γ_ℓ and γ_ℓ⁻¹ learn to
+reconstruct level ℓ's state, ‖γ_ℓ⁻¹(γ_ℓ(h^ℓ)) − h^ℓ‖².
+Phase 2 (fine-tuning): every parameter, against both objectives at once: the per-level ones above and
+the whole-stack ones, the picture's round trip through every depth d = 1 … L, ‖rec_d(x) − x‖².
+The original experiment found deep stacks need exactly this: layer-wise training alone leaves the
+decoders unused to each other's errors, end-to-end training alone drifts hidden levels away from
+being image-like.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import checkpoint
+from .data import CropSampler, load_sources
+from .evaluate import evaluate, filter_sheet, psnr, reconstruction_sheet
+from .net import FeatureAutoencoder, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    sources: list[str] = field(default_factory=lambda: ["builtin:train"])
+    val_sources: list[str] | None = None  # None: builtin:val if a builtin source is used, else a split
+    eval_sources: list[str] = field(default_factory=list)  # evaluated at the end, stored in the card
+    layerwise_epochs: int = 20  # per level
+    finetune_epochs: int = 10
+    steps_per_epoch: int = 300
+    batch: int = 16
+    crop: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    device: str = "cpu"
+    video_frames: int = 32
+    progress: bool = True
+
+
+def _split_validation(pictures: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Hold out every 10th picture (at least one) for validation when nobody named a set."""
+    names = sorted(pictures)
+    if len(names) < 2:
+        return pictures, pictures
+    val = set(names[::10][: max(1, len(names) // 10)])
+    return ({k: v for k, v in pictures.items() if k not in val}, {k: v for k, v in pictures.items() if k in val})
+
+
+def _per_level_loss(model: FeatureAutoencoder, states: list[torch.Tensor], level: int) -> torch.Tensor:
+    h = states[level].detach()
+    return F.mse_loss(model.decode(level, model.encode(level, h), size=tuple(h.shape[-2:])), h)
+
+
+def _whole_stack_loss(model: FeatureAutoencoder, states: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over depths d of ‖rec_d(x) − x‖², sharing the encodings already computed."""
+    x = states[0]
+    total = x.new_zeros(())
+    for depth in range(1, model.levels + 1):
+        h = states[depth]
+        for level in reversed(range(depth)):
+            h = model.decode(level, h, size=tuple(states[level].shape[-2:]))
+        total = total + F.mse_loss(h, x)
+    return total / model.levels
+
+
+@torch.no_grad()
+def _validate(model: FeatureAutoencoder, val: torch.Tensor) -> dict:
+    model.eval()
+    out = {}
+    for depth in range(1, model.levels + 1):
+        rec = torch.cat([model.reconstruct(chunk, depth) for chunk in val.split(64)])
+        out[f"psnr_l{depth}"] = round(psnr(rec, val).mean().item(), 3)
+        out[f"mse_l{depth}"] = F.mse_loss(rec, val).item()
+    model.train()
+    return out
+
+
+def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str | None = None) -> tuple[Path, dict]:
+    """Train a model, write ``out``.json/.safetensors plus PNGs beside it; return (card path, card)."""
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    crops = torch.Generator().manual_seed(cfg.seed)
+
+    pictures = load_sources(cfg.sources, cfg.video_frames)
+    val_specs = cfg.val_sources
+    if val_specs is None and any(s.startswith("builtin") for s in cfg.sources):
+        val_specs = ["builtin:val"]
+    if val_specs:
+        val_pictures = load_sources(val_specs, cfg.video_frames)
+    else:
+        pictures, val_pictures = _split_validation(pictures)
+    sampler = CropSampler(pictures, cfg.crop)
+    val_batch = CropSampler(val_pictures, cfg.crop).fixed_crops(per_picture=max(1, 64 // len(val_pictures))).to(device)
+
+    model = FeatureAutoencoder(model_config).to(device).train()
+    history: list[dict] = []
+    phases = [(f"layer {lvl}", lvl, cfg.layerwise_epochs) for lvl in range(model.levels)]
+    phases.append(("fine-tune", None, cfg.finetune_epochs))
+    total_steps = sum(e for *_, e in phases) * cfg.steps_per_epoch
+    bar = tqdm(total=total_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True, file=sys.stderr)
+    first_loss = last_loss = None
+    for phase, level, epochs in phases:
+        if epochs <= 0:
+            continue
+        if level is None:
+            params = list(model.parameters())
+        else:
+            params = list(model.encoders[level].parameters()) + list(model.decoders[level].parameters())
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        steps = epochs * cfg.steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        for epoch in range(epochs):
+            running = 0.0
+            for _ in range(cfg.steps_per_epoch):
+                x = sampler.sample(cfg.batch, crops).to(device)
+                if level is None:
+                    states = model.encode_all(x)
+                    loss = _whole_stack_loss(model, states) + sum(
+                        _per_level_loss(model, states, lvl) for lvl in range(model.levels)) / model.levels
+                else:
+                    with torch.no_grad():
+                        states = model.encode_all(x, level)
+                    loss = _per_level_loss(model, states, level)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.item()
+                bar.update(1)
+                bar.set_postfix_str(f"{phase} loss {loss.item():.5f}")
+            mean = running / cfg.steps_per_epoch
+            first_loss = mean if first_loss is None else first_loss
+            last_loss = mean
+            row = {"phase": phase, "epoch": epoch + 1, "train_loss": mean, **_validate(model, val_batch)}
+            history.append(row)
+            bar.write(f"{phase} epoch {epoch + 1}/{epochs}: train {mean:.5f}  val " +
+                      "  ".join(f"L{d} {row[f'psnr_l{d}']:.2f} dB" for d in range(1, model.levels + 1)))
+    bar.close()
+
+    model.eval()
+    metrics: dict = {"validation": history[-1] if history else {}}
+    if cfg.eval_sources:
+        metrics["eval"] = {"sources": cfg.eval_sources, **evaluate(model, load_sources(cfg.eval_sources), device)}
+    training = {
+        "command": command,
+        "config": asdict(cfg),
+        "data": {
+            "sources": cfg.sources,
+            "pictures": len(pictures),
+            "pixels": int(sum(p.shape[0] * p.shape[1] for p in pictures.values())),
+            "names": sorted(pictures)[:200],
+            "validation": sorted(val_pictures),
+        },
+        "history": history,
+        "seconds": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    card_path = checkpoint.save(model, out, training=training, metrics=metrics)
+    stem = card_path.with_suffix("")
+    reconstruction_sheet(model, val_pictures | dict(list(pictures.items())[:2]), Path(f"{stem}-reconstructions.png"))
+    filter_sheet(model, Path(f"{stem}-filters.png"))
+    log.info("wrote %s (first epoch loss %.5f, last %.5f)", card_path, first_loss or 0, last_loss or 0)
+    return card_path, json.loads(card_path.read_text())

@@ -1,0 +1,406 @@
+"""The one place where a show is wired: source → engine → sinks, and the control surfaces beside them.
+
+    source.read() ──newest frame──▶ engine.step(φ) ──one readback per format──▶ every sink
+                                         ▲
+    OSC · OSCQuery · MIDI ──▶ Controls ──┘ φ once per frame (Controls.frame)
+
+``run(RunConfig(...))`` reads the model once, makes or checks the controls, sets the starting values,
+opens the source, the sinks and the surfaces (any problem there raises ``StartupError``, one line that
+names it), then renders until ``stop`` is set or ``frames`` are done. Once running, problems are
+logged and the show goes on; an error that still escapes the loop is a bug and says what it is.
+
+One render loop owns the engine. Control threads only write the controls; the loop takes one
+snapshot of φ per frame. Pacing is on an absolute schedule (start + n·period), so a slow frame is
+caught up, not accumulated. Two modes:
+
+* ``realtime``: paced to ``fps``; every sink gets its own thread behind a one-slot mailbox (newest
+  frame wins), so a slow sink drops frames instead of stalling the show.
+* ``offline``: as fast as possible, every frame handed to every sink in order (a render to a file).
+
+``auto`` picks realtime when the source is a camera or any sink is live (virtual camera, NDI, a
+window, Syphon, Spout), offline otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .control.controls import Controls
+from .control.midi.learn import Learner, default_learn_file
+from .control.midi.mapping import MappingError, default_mappings, resolve_mapping
+from .control.midi.ports import MidiConfig, MidiError, MidiInput
+from .control.osc import OscConfig, OscServer
+from .control.oscquery import OscQueryServer
+from .control.params import MAP_KINDS, build_registry
+from .control.presets import PresetError
+from .control.service import Service
+from .engine import pixfmt
+from .engine.device import resolve_device
+from .engine.engine import FeedbackEngine
+from .media.base import SinkError, SinkUnavailable, SourceError
+from .media.mailbox import Mailbox
+from .media.sinks import open_sink
+from .media.sources import open_source
+from .model import checkpoint
+from .model.data import read_image
+from .tally import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SINK = "file:ffvj.mp4"
+
+
+@dataclass
+class RunConfig:
+    """One show. The surfaces are off unless asked for (``osc``, ``midi``): a library render opens
+    no ports; the command line turns them on."""
+
+    source: str = "auto"  # a camera when one is present, else the built-in generator
+    source_options: dict = field(default_factory=dict)  # e.g. camera: width, height, camera_fps, mjpg
+    sinks: list[str] = field(default_factory=lambda: [DEFAULT_SINK])
+    width: int = 640
+    height: int = 360
+    fps: float = 30.0
+    frames: int | None = None  # stop after this many frames (None: until stopped)
+    model: str | None = None  # bundled name or checkpoint path; None: the default model
+    device: str = "auto"
+    seed: int = 0
+    pace: str = "auto"  # auto | realtime | offline
+    map_image: str | None = None
+    presets_dir: str | None = None  # None: ~/.config/ffvj/presets
+    preset: str | None = None  # recalled at start, before ``settings``
+    settings: dict = field(default_factory=dict)  # parameter → value at start; strict: out of range is an error
+    compile: bool = False  # torch.compile the fused kernels (a few seconds at start-up, faster after)
+    # Sinks' own picture formats (4:2:0) made on the engine's device ("on"), or RGB for every sink,
+    # which converts it itself on the CPU ("off": the file sink through libswscale, a 4:2:0 virtual
+    # camera with the same arithmetic as pixfmt). On a GPU "on" halves the readback; on the 2-core CPU
+    # it is still 0.75 ms a frame cheaper than RGB plus libswscale (docs/PERFORMANCE.md).
+    device_formats: str = "on"
+    precision: str = "fp32"  # the engine's: fp32, or fp16 / bf16 (for GPUs; see engine.PRECISIONS)
+    osc: OscConfig | None = None  # None: no OSC (and no OSCQuery)
+    midi: MidiConfig | None = None  # None: no MIDI
+    status_interval: float = 2.0
+
+
+class StartupError(RuntimeError):
+    """The show could not start; the message is one line naming the problem (and, mostly, the fix)."""
+
+
+# What opening a show raises for a problem of the user's or the machine's (not a bug in ffvj).
+_STARTUP_PROBLEMS = (SinkUnavailable, SourceError, MidiError, MappingError, PresetError, checkpoint.CheckpointError,
+                     OSError, ValueError, ImportError)
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    slots: int = 0  # schedule slots that went by (realtime; offline every frame is a slot)
+    late: int = 0  # slots skipped because the show was behind: no frame was made for them
+    sink_dropped: int = 0  # frames a slow sink never got (newest frame won)
+    reseeds: int = 0
+    seconds: float = 0.0
+    # The last few hundred frames only: a show runs for hours.
+    engine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        eng = np.array(self.engine_ms or [0.0])
+        lat = np.array(self.latency_ms or [0.0])
+        return (f"frame {self.frames} | {self.fps:.1f} fps | engine {np.median(eng):.1f} ms "
+                f"(p99 {np.percentile(eng, 99):.1f}) | late {self.late} of {self.slots} slots | "
+                f"sink drops {self.sink_dropped} | latency {np.median(lat):.0f} ms | reseeds {self.reseeds}")
+
+
+def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,
+        on_status=None, services: list[Service] = ()) -> RunStats:
+    """Run the show until ``stop`` is set or ``cfg.frames`` are rendered (see the module docstring).
+    ``controls``: made for the model when None; ``services``: surfaces of the caller's own, run
+    beside those ``cfg`` asks for."""
+    stop = stop or threading.Event()
+    with ExitStack() as stack:
+        try:
+            show = _Show(cfg, controls, list(services), stack)
+        except _STARTUP_PROBLEMS as exc:
+            raise StartupError(str(exc)) from exc
+        return show.render(stop, on_status)
+
+
+def surfaces(cfg: RunConfig, controls: Controls) -> list[Service]:
+    """The control surfaces ``cfg`` asks for, in start order (they close in reverse)."""
+    registry = controls.store.registry
+    out: list[Service] = []
+    if cfg.midi is not None:
+        mappings = [resolve_mapping(m, registry) for m in cfg.midi.mappings] or default_mappings(registry)
+        if controls.learner is None:
+            controls.learner = Learner(registry, controls.store)
+        controls.learner.save_each_time(cfg.midi.learn_file or default_learn_file())
+        out.append(MidiInput(controls, mappings, ports=cfg.midi.ports, virtual_name=cfg.midi.virtual_name or None,
+                             backend=cfg.midi.backend))
+    if cfg.osc is not None:
+        osc = OscServer(controls, cfg.osc)
+        out.append(osc)
+        if cfg.osc.query_port is not None:
+            out.append(OscQueryServer(osc, port=cfg.osc.query_port, mdns=cfg.osc.mdns))
+    return out
+
+
+def resolve_pace(cfg: RunConfig, source, sinks) -> str:
+    if cfg.pace != "auto":
+        return cfg.pace
+    live = getattr(source, "live", False) or any(getattr(s, "live", True) for s in sinks)
+    return "realtime" if live else "offline"
+
+
+class _Show:
+    """A show that has opened: everything ``render`` needs, closed by the ExitStack it was opened on."""
+
+    def __init__(self, cfg: RunConfig, controls: Controls | None, services: list[Service], stack: ExitStack):
+        self.cfg = cfg
+        device = resolve_device(cfg.device)
+        model, _card = checkpoint.load(cfg.model, device)  # the card is read here, once
+        self.controls = controls = controls or Controls.for_levels(model.levels, cfg.presets_dir, cfg.seed)
+        _check_fit(controls, model.levels, cfg.model)
+        stack.callback(controls.close)  # finishes preset files still being written
+        _starting_values(cfg, controls)
+        map_image = None
+        if cfg.map_image:
+            grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
+            map_image = torch.from_numpy(grey)[None, None]
+        self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
+                                     compile=cfg.compile, precision=cfg.precision)
+        size = (cfg.width, cfg.height)
+        self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
+        self.outputs = stack.enter_context(_Outputs(cfg, size))
+        self.pace = resolve_pace(cfg, self.source, self.outputs.sinks)
+        self.outputs.start(threaded=self.pace == "realtime")
+        if self.pace == "realtime":
+            self.source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
+        self.services = [stack.enter_context(svc) for svc in surfaces(cfg, controls) + services]
+        log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
+                 cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
+
+    def render(self, stop: threading.Event, on_status) -> RunStats:
+        cfg, controls, engine, source, outputs = self.cfg, self.controls, self.engine, self.source, self.outputs
+        warn = RateLimitedLog(log, interval=5.0)
+        stats = RunStats()
+        period = 1.0 / cfg.fps
+        start = time.perf_counter()
+        start_clock = time.monotonic()
+        if self.pace == "offline":
+            controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
+        last_status = start
+        last_frame = None
+        slot = 0  # the schedule slot of the next frame: slot n is due at start + n·period
+        prev_slot = -1
+        while not stop.is_set() and (cfg.frames is None or stats.frames < cfg.frames):
+            if self.pace == "offline":
+                frame_slot = stats.frames
+            else:
+                due = start + slot * period
+                wait = due - time.perf_counter()
+                if wait > 0 and stop.wait(wait):
+                    break
+                behind = int((time.perf_counter() - due) / period)
+                if behind > 0:  # we missed whole slots: skip them instead of rushing to catch up
+                    stats.late += behind
+                    slot += behind
+                frame_slot = slot
+                slot += 1
+            stats.slots = frame_slot + 1
+            # Time moves by the slots this frame advanced, so morphs and smoothing keep real time
+            # even when slots were skipped.
+            dt = period * max(1, frame_slot - prev_slot)
+            prev_slot = frame_slot
+
+            t_input = time.perf_counter()
+            try:
+                frame = source.read()
+            except (OSError, RuntimeError, ValueError, cv2.error) as exc:
+                warn.warning("source", "source %s failed (%s); showing the last frame", cfg.source, exc)
+                frame = None
+            if frame is not None:
+                last_frame = frame
+            source_tensor = pixfmt.from_rgb24(last_frame, engine.device) if last_frame is not None else None
+
+            # The frame clock: wall time when live, slot × period when rendering offline, so LFOs
+            # land on the same frames whatever the machine's speed.
+            now = time.monotonic() if self.pace == "realtime" else start_clock + frame_slot * period
+            phi = controls.frame(engine, dt, now, self.services)
+
+            t0 = time.perf_counter()
+            engine.step(phi, source_tensor)
+            if controls.snapshots is not None:
+                controls.snapshots.update(engine, dt)
+            pictures = {fmt: engine.readback(fmt) for fmt in outputs.formats}  # one conversion + copy per format
+            stats.engine_ms.append((time.perf_counter() - t0) * 1000)
+            stats.reseeds = engine.guard.recoveries
+
+            outputs.send(pictures, frame_slot, t_input)
+            stats.sink_dropped = outputs.dropped
+            stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
+            stats.frames += 1
+
+            now = time.perf_counter()
+            stats.seconds = now - start
+            if now - last_status >= cfg.status_interval:
+                last_status = now
+                parts = [part for svc in self.services if (part := _status(warn, svc))]
+                (on_status or log.info)(" | ".join([stats.summary()] + parts))
+        stats.seconds = time.perf_counter() - start
+        log.info("stopped: %s", stats.summary())
+        return stats
+
+
+def _status(warn: RateLimitedLog, svc: Service) -> str | None:
+    try:
+        return svc.status()
+    except Exception as exc:  # noqa: BLE001 — a broken status line must not stop the show
+        warn.warning("status", "status of %s failed (%s: %s)", type(svc).__name__, type(exc).__name__, exc)
+        return "status ?"
+
+
+def _check_fit(controls: Controls, levels: int, model: str | None) -> None:
+    """Controls made for a model with another number of levels would fail on the first frame."""
+    missing = [name for name in build_registry(levels) if name not in controls.store.registry]
+    if missing:
+        made_for = max((p.level for p in controls.store.registry.values() if p.level is not None), default=0)
+        raise ValueError(f"the controls were made for a model with {made_for} levels, but model "
+                         f"{model or checkpoint.DEFAULT_MODEL!r} has {levels} (they lack {', '.join(missing[:4])}"
+                         f"{'…' if len(missing) > 4 else ''}); make them with Controls.for_levels({levels})")
+
+
+def _starting_values(cfg: RunConfig, controls: Controls) -> None:
+    """The preset, then each setting, strictly: at start-up a value out of range or of the wrong kind
+    is an error, not something to clamp quietly (that is for the show)."""
+    store = controls.store
+    if cfg.preset:
+        if controls.presets is None:
+            raise ValueError(f"preset {cfg.preset!r} asked for, but these controls have no preset bank")
+        try:
+            controls.presets.load(cfg.preset)  # a bad or missing preset fails here, at start-up
+        except PresetError as exc:
+            raise PresetError(f"--preset {cfg.preset!r}: {exc}") from exc
+        controls.presets.recall(cfg.preset, 0.0)
+    for name, raw in cfg.settings.items():
+        param = store.registry.get(name)
+        if param is None:
+            raise ValueError(f"--set {name}: no such parameter; see 'ffvj params'")
+        try:
+            value = param.parse(float(raw) if isinstance(raw, bool) else raw)
+        except ValueError as exc:
+            raise ValueError(f"--set {name}={raw}: {exc}") from exc
+        if not math.isfinite(value) or param.clamp(value) != value:
+            raise ValueError(f"--set {name}={raw}: {name} takes {param.min:g}..{param.max:g}"
+                             + (" (a whole number)" if param.kind in ("int", "enum", "bool") else ""))
+        store.set(name, value, source="--set")
+    store.frame(0)  # start at the values, not smoothed towards them
+    if cfg.map_image is None and store.get("map.kind") == MAP_KINDS.index("image"):
+        raise ValueError("map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
+
+
+class _SinkWorker:
+    """A sink on its own thread behind a newest-wins mailbox (realtime mode)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.mailbox: Mailbox = Mailbox()
+        self.failed: str | None = None
+        self.latency_ms: float = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"sink {sink.spec}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.mailbox.get()) is not None:
+            frame, index, t_input, fmt = item
+            try:
+                self.sink.send(frame, index, fmt)
+            except SinkError as exc:
+                self.failed = str(exc)
+                log.error("sink %s failed and was dropped: %s", self.sink.spec, exc)
+                return
+            self.latency_ms = (time.perf_counter() - t_input) * 1000
+
+    def close(self) -> None:
+        self.mailbox.close()
+        self._thread.join(timeout=5)
+
+
+class _Outputs:
+    """Every sink of a show: the picture formats they want, their threads in a live show, and a sink
+    that fails mid-show dropped while the others go on."""
+
+    def __init__(self, cfg: RunConfig, size: tuple[int, int]):
+        if cfg.device_formats not in ("on", "off"):
+            raise ValueError(f"device_formats must be on or off, not {cfg.device_formats!r}")
+        self._stack = ExitStack()
+        self.sinks = []
+        try:
+            for spec in cfg.sinks:
+                sink = open_sink(spec, size=size, fps=cfg.fps)
+                self._stack.callback(_close_quietly, sink)
+                self.sinks.append(sink)
+        except BaseException:
+            self._stack.close()
+            raise
+        # The picture format each sink gets: its own (4:2:0 for H.264 files and most virtual cameras),
+        # converted on the engine's device, or RGB for all (see RunConfig.device_formats).
+        self.wanted = {id(s): s.preferred_format if cfg.device_formats == "on" else pixfmt.RGB24 for s in self.sinks}
+        self.formats = sorted(set(self.wanted.values())) or [pixfmt.RGB24]
+        self.workers: list[_SinkWorker] = []
+        self.inline = list(self.sinks)
+
+    def start(self, threaded: bool) -> None:
+        """In a live show, each sink that may have a thread gets one (GUI and OpenGL sinks stay here)."""
+        if threaded:
+            self.workers = [_SinkWorker(s) for s in self.sinks if s.own_thread]
+            self.inline = [s for s in self.sinks if not s.own_thread]
+            for w in self.workers:
+                self._stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)
+
+    def send(self, pictures: dict, slot: int, t_input: float) -> None:
+        for w in self.workers:
+            if not w.failed:
+                fmt = self.wanted[id(w.sink)]
+                w.mailbox.put((pictures[fmt], slot, t_input, fmt))
+        for sink in list(self.inline):
+            try:
+                sink.send(pictures[self.wanted[id(sink)]], slot, self.wanted[id(sink)])
+            except SinkError as exc:
+                log.error("sink %s failed and was dropped: %s", sink.spec, exc)
+                self.inline.remove(sink)
+
+    @property
+    def dropped(self) -> int:
+        return sum(w.mailbox.dropped for w in self.workers)
+
+    def latencies(self) -> list[float]:
+        return [w.latency_ms for w in self.workers]
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
+def _close_quietly(sink) -> None:
+    # A sink that already failed may fail again while flushing (a full disk): say so, close the rest.
+    # (Sink.close turns any backend failure into SinkError.)
+    try:
+        sink.close()
+    except SinkError as exc:
+        log.error("sink %s did not close cleanly: %s", sink.spec, exc)

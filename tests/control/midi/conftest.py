@@ -1,0 +1,3 @@
+"""The MIDI tests' fixtures (their helpers are in ``rig``)."""
+
+from .rig import rig  # noqa: F401 (a fixture: pytest finds it here)

@@ -1,0 +1,183 @@
+"""The actions table: typed arguments, the threads actions run on, and every surface generated from it."""
+
+import logging
+import threading
+
+import pytest
+import torch
+
+from ffvj.control import actions as actions_module
+from ffvj.control.actions import ACTIONS, LOOP, NOW, ActionQueue
+from ffvj.control.controls import Controls
+from ffvj.control.midi.mapping import ENTRY_KEYS, parse_target
+from ffvj.control.osc import OSC_COMMANDS, OscServer
+from ffvj.control.oscquery import OscQueryServer
+from ffvj.control.params import build_registry
+from ffvj.control.touchosc import _slot_action, validate_layout
+from ffvj.engine.engine import FeedbackEngine
+from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from ffvj.tally import RateLimitedLog
+
+W, H = 45, 29
+
+
+@pytest.fixture(autouse=True)
+def fresh_action_log(monkeypatch):
+    # The action log is module-wide and rate-limited: give every test its own so caplog sees each warning.
+    monkeypatch.setattr(actions_module, "_warn", RateLimitedLog(actions_module.log))
+
+
+@pytest.fixture
+def controls(tmp_path):
+    c = Controls.for_levels(3, presets_dir=str(tmp_path / "presets"))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def engine():
+    torch.manual_seed(0)
+    e = FeedbackEngine(FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval(), W, H)
+    e.guard.patience = 10**9  # tiny random models may flatten; these tests are about states, not looks
+    return e
+
+
+def run_frame(controls, engine):
+    controls.frame(engine, 1 / 30, 0.0)
+    controls.close()  # waits for preset files being written (a FILES action)
+
+
+def test_arguments_are_typed_checked_and_defaulted():
+    recall = ACTIONS["snapshot.recall"]
+    assert recall.address == "/ffvj/snapshot/recall" and recall.type_tags == "if"
+    assert recall.bind([2]) == {"slot": 2, "seconds": 0.0}
+    assert recall.bind([2.0, 1.5]) == {"slot": 2, "seconds": 1.5}  # OSC sends slots as floats too
+    assert recall.bind((), {"slot": 3, "seconds": 4}) == {"slot": 3, "seconds": 4.0}
+    assert recall.bind([1, -3.0]) == {"slot": 1, "seconds": 0.0}  # a fade time is clamped into range
+    assert ACTIONS["bpm"].bind([900]) == {"bpm": 300.0}  # and so is a tempo
+    for bad, what in (([9], "slot = 9 is outside 0..7"), (["x"], "slot must be a finite number"),
+                      ([], "needs slot"), ([1, 2, 3], "at most 2"), ([float("nan")], "finite")):
+        with pytest.raises(ValueError, match=what):
+            recall.bind(bad)
+    with pytest.raises(ValueError, match="no argument fade"):
+        recall.bind((), {"slot": 1, "fade": 2})
+    with pytest.raises(ValueError, match="non-empty string"):
+        ACTIONS["preset.save"].bind([""])
+
+
+def test_buttons_fire_on_a_press_and_ignore_the_release():
+    reset = ACTIONS["reset"]
+    assert reset.bind([]) == {} and reset.bind([1]) == {} and reset.bind([True]) == {} and reset.bind([None]) == {}
+    assert reset.bind([0]) is None and reset.bind([False]) is None  # the release: nothing to do
+    with pytest.raises(ValueError):
+        reset.bind([1, 2])
+
+
+def test_loop_actions_wait_for_the_render_loop(controls, engine):
+    source = torch.rand(1, 3, H, W) * 2 - 1
+    engine.step(controls.store.frame(0), source)
+    assert controls.fire("snapshot.store", 1) is True
+    assert controls.snapshots.occupied() == []  # queued, not run: the engine belongs to the render loop
+    run_frame(controls, engine)
+    assert controls.snapshots.occupied() == [1]
+    kept = [s.clone() for s in engine.states]
+    controls.fire("reset")
+    run_frame(controls, engine)
+    assert torch.equal(engine.states[0], source)  # re-seeded from the newest source frame
+    controls.fire("snapshot.recall", 1.0)
+    run_frame(controls, engine)
+    assert all(torch.equal(a, b) for a, b in zip(engine.states, kept))
+    controls.fire("snapshot.recall", slot=1, seconds=1.0)
+    run_frame(controls, engine)
+    assert controls.snapshots.fading
+    controls.fire("reset", 1)
+    run_frame(controls, engine)
+    assert not controls.snapshots.fading  # panic stops the fade
+
+
+def test_preset_actions_run_off_the_render_loop(controls, engine):
+    store = controls.store
+    store.set("drive", 3.0)
+    controls.fire("preset.save", "live")
+    seen = []
+    original = controls.presets.save
+    controls.presets.save = lambda name: seen.append(threading.current_thread().name) or original(name)
+    run_frame(controls, engine)
+    assert seen == ["ffvj files"] and (controls.presets.directory / "live.toml").is_file()
+    store.set("drive", 1.0)
+    controls.fire("preset.recall", "live", 0.5)
+    run_frame(controls, engine)
+    assert controls.presets.morphing
+
+
+def test_now_actions_run_on_the_callers_thread(controls):
+    controls.fire("bpm", 128)
+    assert controls.tempo.bpm == 128
+    controls.fire("tap", 0)  # a release: no tap
+    controls.tempo.tap(now=0.0)
+    assert controls.actions.drain() == []  # nothing waits for the render loop
+
+
+def test_problems_are_said_and_the_show_goes_on(controls, engine, caplog):
+    with pytest.raises(ValueError, match="unknown action 'explode'.*reset"):
+        controls.fire("explode")
+    controls.snapshots = None
+    with caplog.at_level(logging.WARNING, logger="ffvj.control.actions"):
+        controls.fire("preset.save", "../x")
+        controls.fire("preset.recall", "absent")
+        controls.fire("snapshot.store", 0)
+        controls.fire("learn")
+        run_frame(controls, engine)
+    text = caplog.text
+    assert "bad preset name" in text and "no snapshots in this show" in text
+    assert "MIDI learn is not running" in text
+
+
+def test_the_queue_is_bounded():
+    queue = ActionQueue(maxlen=4)
+    for slot in range(6):
+        queue.post(ACTIONS["snapshot.store"], {"slot": slot})
+    assert [args["slot"] for _, args in queue.drain()] == [2, 3, 4, 5] and queue.dropped == 2
+
+
+def test_threads_are_as_documented():
+    assert {a.name for a in ACTIONS.values() if a.thread == NOW} == {"tap", "bpm", "learn"}
+    assert {a.name for a in ACTIONS.values() if a.thread == LOOP} == {"reset", "snapshot.store", "snapshot.recall"}
+
+
+def test_no_parameter_or_command_shares_an_action_address():
+    params = {p.address for p in build_registry(5).values()}
+    actions = [a.address for a in (*ACTIONS.values(), *OSC_COMMANDS.values())]
+    assert len(set(actions)) == len(actions) and not params & set(actions)
+
+
+@pytest.fixture(scope="module")
+def tablet(tmp_path_factory):
+    """The addresses a generated TouchOSC layout uses."""
+    pytest.importorskip("py2tosc")
+    from ffvj.control.touchosc import generate_layout
+
+    registry = build_registry(3)
+    path = generate_layout(registry, tmp_path_factory.mktemp("tosc") / "layout.tosc")
+    return set(validate_layout(path, registry))
+
+
+@pytest.mark.parametrize("name", list(ACTIONS))
+def test_every_action_reaches_every_surface(name, controls, tablet):
+    """Declared once, in the table: OSC answers it, OSCQuery lists it with its type tags, MIDI maps it
+    (its first argument after a colon, the others as entry keys), and the TouchOSC layout has a button
+    for it unless it needs a name or a free number (preset recall, bpm)."""
+    action = ACTIONS[name]
+    osc = OscServer(controls)
+    assert osc.commands[action.address] is action
+    node = OscQueryServer(osc).namespace()
+    for part in action.address.strip("/").split("/"):
+        node = node["CONTENTS"][part]
+    assert node["TYPE"] == (action.type_tags or "N") and node["DESCRIPTION"] == action.doc
+    example = {int: "1", float: "120", str: "dawn"}
+    target = name + (f":{example[action.args[0].kind]}" if action.args else "")
+    assert parse_target(target, controls.store.registry)[1] is action
+    assert all(arg.name in ENTRY_KEYS for arg in action.args[1:])
+    on_tablet = (action.button and not action.args) or _slot_action(action)
+    assert (action.address in tablet) == on_tablet
+    assert on_tablet == (name not in ("bpm", "preset.recall", "preset.save"))

@@ -1,0 +1,213 @@
+"""OSCQuery: HTTP GETs on 127.0.0.1 against a real OSC server; mDNS inside a private network
+namespace (``unshare -n`` with multicast on lo), skipped where that cannot be made."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from pythonosc.udp_client import SimpleUDPClient
+
+from ffvj.control.controls import Controls
+from ffvj.control.osc import OscConfig, OscServer
+from ffvj.control.oscquery import OscQueryServer
+from ffvj.control.params import ParamStore, build_registry
+from ffvj.control.tempo import Tempo
+from tests.helpers import REPO
+
+
+
+def get(server: OscQueryServer, path: str) -> tuple[int, dict | None]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=15) as resp:
+            body = resp.read()
+            return resp.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+@pytest.fixture
+def controls():
+    return Controls(ParamStore(build_registry(3)), tempo=Tempo(bpm=128))
+
+
+@pytest.fixture
+def store(controls):
+    return controls.store
+
+
+@pytest.fixture
+def osc(controls):
+    with OscServer(controls, OscConfig(port=0)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def query(osc):
+    with OscQueryServer(osc, port=0, mdns=False) as q:
+        yield q
+
+
+def walk(node: dict):
+    yield node
+    for child in node.get("CONTENTS", {}).values():
+        yield from walk(child)
+
+
+def test_namespace_describes_every_parameter(query, store):
+    status, root = get(query, "/")
+    assert status == 200
+    assert root["FULL_PATH"] == "/" and "DESCRIPTION" in root
+    zoom = root["CONTENTS"]["ffvj"]["CONTENTS"]["l0"]["CONTENTS"]["zoom"]
+    assert zoom == {"FULL_PATH": "/ffvj/l0/zoom", "TYPE": "f", "ACCESS": 3, "VALUE": [pytest.approx(1.012)],
+                    "RANGE": [{"MIN": 0.8, "MAX": 1.25}], "DESCRIPTION": store.registry["l0.zoom"].doc,
+                    "UNIT": ["x"], "CLIPMODE": ["both"]}
+    nodes = {n["FULL_PATH"]: n for n in walk(root)}
+    assert nodes["/ffvj/bound"]["TYPE"] == "s"
+    assert nodes["/ffvj/bound"]["RANGE"] == [{"VALS": ["tanh", "sigmoid", "sine", "wrap", "clamp", "magnitude"]}]
+    assert nodes["/ffvj/bound"]["VALUE"] == ["tanh"]
+    assert nodes["/ffvj/map/invert"]["TYPE"] == "F" and nodes["/ffvj/map/invert"]["VALUE"] == [False]
+    assert nodes["/ffvj/l1/period"]["TYPE"] == "i" and nodes["/ffvj/l1/period"]["VALUE"] == [2]
+    assert nodes["/ffvj/tap"]["TYPE"] == "N" and nodes["/ffvj/tap"]["ACCESS"] == 2
+    assert nodes["/ffvj/snapshot/recall"]["TYPE"] == "if"
+    assert nodes["/ffvj/bpm"]["VALUE"] == [128.0]
+    for node in nodes.values():
+        assert {"FULL_PATH", "ACCESS", "DESCRIPTION"} <= set(node)
+    expected = {p.address for p in store.registry.values()}
+    described = {path for path, n in nodes.items() if n["ACCESS"] == 3 and path != "/ffvj/bpm"}
+    assert described == expected  # every parameter, readable and writable
+    assert nodes["/ffvj/reset"]["ACCESS"] == 2 and nodes["/ffvj/reset"]["TYPE"] == "N"  # the panic: write-only
+    assert nodes["/ffvj/snapshot/recall"]["RANGE"] == [{"MIN": 0, "MAX": 7}, {"MIN": 0.0, "MAX": 600.0}]
+    assert nodes["/ffvj/bpm"]["ACCESS"] == 3 and nodes["/ffvj/bpm"]["RANGE"] == [{"MIN": 20.0, "MAX": 300.0}]
+
+
+def test_host_info(query, osc):
+    status, info = get(query, "/?HOST_INFO")
+    assert status == 200
+    assert info["NAME"] == "ffvj"
+    assert info["OSC_PORT"] == osc.port
+    assert info["OSC_TRANSPORT"] == "UDP"
+    assert info["OSC_IP"] == "127.0.0.1"
+    assert info["EXTENSIONS"]["VALUE"] is True and info["EXTENSIONS"]["LISTEN"] is False
+
+
+def test_values_follow_the_store_and_osc(query, osc, store):
+    assert get(query, "/ffvj/l0/zoom?VALUE") == (200, {"VALUE": [pytest.approx(1.012)]})
+    store.set("l0.zoom", 1.1)
+    assert get(query, "/ffvj/l0/zoom?VALUE") == (200, {"VALUE": [pytest.approx(1.1)]})
+    SimpleUDPClient("127.0.0.1", osc.port).send_message("/ffvj/color/perm", "gbr")
+    deadline = time.monotonic() + 15
+    while get(query, "/ffvj/color/perm?VALUE")[1] != {"VALUE": ["gbr"]}:
+        assert time.monotonic() < deadline, "the OSC change never showed in OSCQuery"
+        time.sleep(0.02)
+    status, node = get(query, "/ffvj/l0/zoom")
+    assert status == 200 and node["VALUE"] == [pytest.approx(1.1)] and "CONTENTS" not in node
+    assert get(query, "/ffvj/l0?FULL_PATH") == (200, {"FULL_PATH": "/ffvj/l0"})
+
+
+def test_errors(query):
+    assert get(query, "/ffvj/nope")[0] == 404
+    assert get(query, "/ffvj/l0/zoom/norm")[0] == 404  # the /norm twins are not listed
+    assert get(query, "/ffvj/l0/zoom?BOGUS")[0] == 400
+    assert get(query, "/ffvj/l0?VALUE") == (204, None)  # a container has no value
+
+
+def test_without_zeroconf_http_is_still_served(osc, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "zeroconf", None)  # import zeroconf now raises ImportError
+    with caplog.at_level(logging.WARNING, logger="ffvj.oscquery"):
+        with OscQueryServer(osc, port=0) as q:
+            assert q.announced.is_set()
+            assert get(q, "/?HOST_INFO")[0] == 200
+    assert "zeroconf is not installed" in caplog.text
+    with pytest.raises(ImportError, match="ffvj\\[oscquery\\]"):
+        OscQueryServer(osc, port=0, mdns=True).start()
+
+
+def test_port_in_use_fails_at_setup(query, osc):
+    with pytest.raises(OSError, match="oscquery-port"):
+        OscQueryServer(osc, port=query.port, mdns=False).start()
+    query.close()
+    query.close()
+
+
+# -- mDNS, inside a network namespace of our own ---------------------------------------------------
+
+MDNS_SCRIPT = textwrap.dedent("""
+    import json, time, urllib.request
+    from zeroconf import IPVersion, ServiceBrowser, Zeroconf
+    from ffvj.control.controls import Controls
+    from ffvj.control.osc import OscConfig, OscServer
+    from ffvj.control.oscquery import OscQueryServer
+    from ffvj.control.params import ParamStore, build_registry
+
+    controls = Controls(ParamStore(build_registry(3)))
+    with OscServer(controls, OscConfig(port=0)) as osc, OscQueryServer(osc, port=0, name="ffvj-test", mdns=True) as q:
+        assert q.announced.wait(30)
+        found = {}
+
+        class Listener:
+            def add_service(self, zc, kind, name):
+                found[kind] = name
+            def update_service(self, zc, kind, name):
+                pass
+            def remove_service(self, zc, kind, name):
+                pass
+
+        zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        browsers = [ServiceBrowser(zc, kind, Listener()) for kind in ("_oscjson._tcp.local.", "_osc._udp.local.")]
+        deadline = time.monotonic() + 30
+        while len(found) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = {}
+        for kind, name in found.items():
+            info = zc.get_service_info(kind, name, timeout=10000)
+            result[kind] = [name, info.parsed_addresses()[0], info.port]
+        host, port = result["_oscjson._tcp.local."][1:]
+        with urllib.request.urlopen(f"http://{host}:{port}/?HOST_INFO", timeout=10) as resp:
+            result["host_info"] = json.load(resp)
+        result["osc_port"] = osc.port
+        for b in browsers:
+            b.cancel()
+        zc.close()
+    print("RESULT " + json.dumps(result))
+""")
+
+
+def _namespace_problem() -> str | None:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare or ip (iproute2) is not installed"
+    try:
+        import zeroconf  # noqa: F401
+    except ImportError:
+        return "python-zeroconf is not installed (pip install 'ffvj[oscquery]')"
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up && ip link set lo multicast on "
+                            "&& ip route add 224.0.0.0/4 dev lo"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"cannot make a network namespace with multicast on lo here: {probe.stderr.strip()}"
+    return None
+
+
+def test_mdns_announcement_inside_a_network_namespace():
+    problem = _namespace_problem()
+    if problem:
+        pytest.skip(problem)
+    setup = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
+                           MDNS_SCRIPT], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    name, address, port = result["_oscjson._tcp.local."]
+    assert name == "ffvj-test._oscjson._tcp.local." and address == "127.0.0.1"
+    assert result["_osc._udp.local."][2] == result["osc_port"]
+    assert result["host_info"]["OSC_PORT"] == result["osc_port"]

@@ -1,0 +1,362 @@
+"""The show end to end: real clips made by ffmpeg, real H.264 files read back, real signals."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from ffvj.control.controls import Controls
+from ffvj.control.service import Service
+from ffvj.media.base import Sink, Source
+from ffvj.media.sinks import SINKS, register_sink
+from ffvj.media.sources import SOURCES, register_source
+from ffvj.show import RunConfig, StartupError, run
+from tests.helpers import free_udp_port, smooth_picture
+
+FFMPEG = shutil.which("ffmpeg")
+FFPROBE = shutil.which("ffprobe")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 2-second test pattern made by ffmpeg (the real thing a VJ would feed in)."""
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    if FFMPEG:
+        subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-t", "2",
+                        "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path)], check=True)
+    else:  # same container and codec through PyAV when the ffmpeg binary is absent
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+            for i in range(60):
+                img = np.zeros((180, 320, 3), np.uint8)
+                img[:, (i * 5) % 320:] = (200, 50, 30)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_sinks():
+    """Sinks registered by a test are plugins of that test only."""
+    before = dict(SINKS)
+    yield
+    SINKS.clear()
+    SINKS.update(before)
+
+
+def read_frames(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return stream.codec_context.name, frames
+
+
+def ffvj(*args, timeout=300, **kw):
+    # --no-osc: these runs are about video; OSC gets its own end-to-end test below
+    return subprocess.run([sys.executable, "-m", "ffvj.cli", *args, "--no-osc"], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def test_video_to_h264_file_from_the_command_line(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    result = ffvj("run", "--source", f"video:{clip}", "--sink", f"file:{out}", "--size", "640x360", "--frames", "120")
+    assert result.returncode == 0, result.stderr
+    if FFPROBE:
+        probe = json.loads(subprocess.run(
+            [FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+             "stream=codec_name,width,height,nb_read_frames", "-of", "json", str(out)],
+            check=True, capture_output=True, text=True).stdout)["streams"][0]
+        assert (probe["codec_name"], probe["width"], probe["height"], int(probe["nb_read_frames"])) == \
+            ("h264", 640, 360, 120)
+    codec, frames = read_frames(out)
+    assert codec == "h264" and len(frames) == 120 and frames[0].shape == (360, 640, 3)
+    means = np.array([f.mean() for f in frames])
+    changes = np.array([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(frames, frames[1:])])
+    assert means.min() > 10, "a black frame was shown"
+    assert changes.min() > 0.2, "the picture froze"
+    assert min(f.std() for f in frames) > 5, "the picture went flat"
+
+
+def test_virtualcam_without_a_device_fails_fast_naming_the_fix():
+    if sys.platform != "linux":
+        pytest.skip("the v4l2loopback message is Linux's")
+    t = time.monotonic()
+    result = ffvj("run", "--sink", "virtualcam", "--frames", "5", timeout=60)
+    assert result.returncode != 0
+    assert "v4l2loopback" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - t < 30
+
+
+def test_sigterm_finalises_the_recording(tmp_path):
+    out = tmp_path / "live.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator:rings", "--sink",
+                             f"file:{out}", "--size", "160x96", "--pace", "realtime", "--no-osc"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    codec, frames = read_frames(out)
+    assert codec == "h264" and len(frames) >= 5 and frames[0].shape == (96, 160, 3)
+
+
+class Recorder(Sink):
+    """A live sink that remembers what arrived and when (registered like any plugin)."""
+
+    live = True
+    received: list = []
+
+    def _send(self, frame):
+        Recorder.received.append((time.perf_counter(), frame.copy()))
+
+
+def test_realtime_pacing_and_parameters_reach_the_engine():
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    controls = Controls.for_levels(3)
+    controls.store.set("l0.zoom", 1.2)
+    stop = threading.Event()
+    cfg = RunConfig(source="generator", sinks=["recorder"], width=96, height=64, fps=20, frames=30, pace="realtime")
+    stats = run(cfg, controls=controls, stop=stop)
+    assert stats.frames == 30
+    times = [t for t, _ in Recorder.received]
+    assert len(times) >= 15  # a loaded machine may drop some: newest frame wins
+    assert 1.0 < times[-1] - times[0] < 4.0  # ~1.45 s at 20 fps, not as fast as possible
+    assert all(f.shape == (64, 96, 3) for _, f in Recorder.received)
+
+
+def test_offline_mode_delivers_every_frame_in_order():
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    cfg = RunConfig(source="generator:bars", sinks=["recorder", "null"], width=64, height=48, frames=12,
+                    pace="offline")
+    stats = run(cfg)
+    assert stats.frames == 12 and len(Recorder.received) == 12
+
+
+class NV12Recorder(Sink):
+    """A sink whose own format is NV12: the runtime hands it frames converted by the engine."""
+
+    live = False
+    preferred_format = "nv12:bt709"
+    received: list = []
+
+    def _send(self, frame):
+        NV12Recorder.received.append((self.frame_fmt, frame.copy()))
+
+
+@pytest.mark.parametrize("device_formats", ["on", "off"])
+def test_each_sink_gets_its_own_picture_format(device_formats):
+    register_sink("nv12rec", NV12Recorder)
+    register_sink("recorder", Recorder)
+    NV12Recorder.received, Recorder.received = [], []
+    cfg = RunConfig(source="generator:bars", sinks=["nv12rec", "recorder"], width=64, height=48, frames=4,
+                    pace="offline", device_formats=device_formats)
+    run(cfg)
+    want = "nv12:bt709" if device_formats == "on" else "rgb24"
+    assert [fmt for fmt, _ in NV12Recorder.received] == [want] * 4
+    assert all(f.shape == ((72, 64) if want != "rgb24" else (48, 64, 3)) for _, f in NV12Recorder.received)
+    assert all(f.shape == (48, 64, 3) for _, f in Recorder.received)  # the RGB sink beside it
+
+
+def test_a_sink_that_fails_mid_show_is_dropped_and_the_show_goes_on():
+    class Flaky(Sink):
+        live = False
+        sent = 0
+
+        def _send(self, frame):
+            Flaky.sent += 1
+            if Flaky.sent == 3:
+                raise OSError("disk full")
+
+    register_sink("flaky", Flaky)
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    stats = run(RunConfig(source="generator", sinks=["flaky", "recorder"], width=64, height=48, frames=8,
+                          pace="offline"))
+    assert stats.frames == 8 and len(Recorder.received) == 8 and Flaky.sent == 3
+
+
+def test_a_stop_event_ends_the_show():
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    stats = run(RunConfig(source="generator", sinks=["null"], width=64, height=48, fps=30, pace="realtime"), stop=stop)
+    assert 0 < stats.frames < 200
+
+
+def test_start_up_errors_are_one_line(tmp_path):
+    result = ffvj("run", "--source", f"video:{tmp_path}/missing.mp4", "--frames", "1", timeout=60)
+    assert result.returncode == 2 and "missing.mp4" in result.stderr and "Traceback" not in result.stderr
+    result = ffvj("run", "--sink", "smoke-machine", "--frames", "1", timeout=60)
+    assert result.returncode == 2 and "null" in result.stderr  # lists the sinks there are
+    result = ffvj("run", "--set", "l0.zoom=banana", "--frames", "1", timeout=60)
+    assert result.returncode == 2 and "l0.zoom" in result.stderr
+
+
+def test_parameters_and_actions_reach_the_engine(tmp_path):
+    """input.mix = 1 shows the source itself; a posted snapshot.store lands in the render loop."""
+    import cv2
+
+    picture = smooth_picture(np.random.default_rng(5), 48, 64)
+    path = tmp_path / "still.png"
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    controls = Controls.for_levels(3, presets_dir=str(tmp_path / "presets"))
+    controls.store.set("input.mix", 1.0)
+    controls.store.frame(0)
+    controls.fire("snapshot.store", slot=2)
+    run(RunConfig(source=f"image:{path}", sinks=["recorder"], width=64, height=48, frames=3, pace="offline"),
+        controls=controls)
+    shown = Recorder.received[-1][1].astype(int)
+    assert np.abs(shown - picture).mean() < 2
+    assert 2 in controls.snapshots.occupied()
+
+
+@pytest.mark.skipif(not (shutil.which("oscsend") and shutil.which("oscdump")), reason="liblo-tools not installed")
+def test_liblo_peers_drive_a_running_show():
+    """Debian's oscsend sets a parameter of a running `ffvj run`; oscdump on the feedback port hears it."""
+    osc_port, feedback_port = free_udp_port(), free_udp_port()
+    dump = subprocess.Popen(["oscdump", str(feedback_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    show = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", "null",
+                             "--size", "96x64", "--pace", "realtime", "--osc-port", str(osc_port),
+                             "--osc-feedback", f"127.0.0.1:{feedback_port}", "--no-oscquery"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        heard = []
+        reader = threading.Thread(target=lambda: heard.extend(iter(dump.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("/ffvj/l0/zoom " in line for line in heard):
+            # Resend until the show is up and listening (start-up takes seconds on a loaded machine).
+            subprocess.run(["oscsend", "localhost", str(osc_port), "/ffvj/l0/zoom", "f", "1.1"], check=True)
+            time.sleep(0.5)
+        lines = [line for line in heard if "/ffvj/l0/zoom " in line]
+        assert lines, f"no feedback; show stderr: {show.stderr.read1(4000) if show.poll() is not None else ''}"
+        assert lines[-1].split()[-2:] == ["f", "1.100000"]  # "<timetag> /ffvj/l0/zoom f 1.100000"
+    finally:
+        show.send_signal(signal.SIGTERM)
+        dump.kill()
+        try:
+            show.wait(timeout=30)
+        finally:
+            show.kill()
+    assert show.returncode == 0
+
+
+class SleepySource(Source):
+    """A source slower than the frame rate, so a realtime show must skip slots."""
+
+    live = True
+
+    def _read(self):
+        time.sleep(0.1)
+        return np.full((self.height, self.width, 3), 128, np.uint8)
+
+
+def test_a_realtime_recording_keeps_real_time_when_slots_are_skipped(tmp_path):
+    register_source("sleepy", SleepySource)
+    try:
+        out = tmp_path / "late.mp4"
+        t = time.monotonic()
+        stats = run(RunConfig(source="sleepy", sinks=[f"file:{out}"], width=64, height=48, fps=30, frames=10,
+                              pace="realtime"))
+        wall = time.monotonic() - t
+    finally:
+        SOURCES.pop("sleepy", None)
+    assert stats.late >= 10  # each frame took ≥ 3 slots
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        pts = [f.pts for f in container.decode(stream)]
+        seconds = float(pts[-1] * stream.time_base)
+    assert len(pts) == 10 and pts == sorted(pts)
+    assert seconds > 0.7  # 10 frames ≈ 1 s of show, not 10 / 30 s of a sped-up film
+    assert seconds < wall + 0.5
+
+
+def test_sinks_that_need_their_own_thread_stay_on_the_render_loop():
+    class MainThreadOnly(Sink):
+        live, own_thread, threads = True, False, set()
+
+        def _send(self, frame):
+            MainThreadOnly.threads.add(threading.current_thread().name)
+
+    register_sink("gui", MainThreadOnly)
+    run(RunConfig(source="generator", sinks=["gui"], width=64, height=48, fps=60, frames=5, pace="realtime"))
+    assert MainThreadOnly.threads == {threading.current_thread().name}
+
+
+def test_an_offline_render_with_a_tempo_synced_lfo_is_repeatable():
+    register_sink("recorder", Recorder)
+    renders = []
+    for delay in (0.0, 0.4):
+        controls = Controls.for_levels(3)
+        for name, value in (("lfo1.target", "l0.zoom"), ("lfo1.shape", "sine"), ("lfo1.division", "1/4"),
+                            ("lfo1.depth", 0.8)):
+            assert controls.store.set(name, controls.store.registry[name].parse(value))
+        controls.store.frame(0)
+        time.sleep(delay)  # start-up takes however long it takes; beat 0 must still be frame 0
+        Recorder.received = []
+        run(RunConfig(source="generator", sinks=["recorder"], width=64, height=48, fps=30, frames=12,
+                      pace="offline"), controls=controls)
+        renders.append([f for _, f in Recorder.received])
+    assert all(np.array_equal(a, b) for a, b in zip(*renders))
+
+
+def test_services_are_polled_each_frame_and_join_the_status_line():
+    class Surface(Service):
+        polls = 0
+
+        def _start(self):
+            pass
+
+        def poll(self):
+            Surface.polls += 1
+
+        def status(self):
+            return "surface ok"
+
+    lines = []
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=6, pace="offline",
+                  status_interval=0.0), services=[Surface()], on_status=lines.append)
+    assert Surface.polls == 6
+    assert lines and all(line.endswith("| surface ok") for line in lines)
+
+
+def test_presets_are_saved_and_recalled_off_the_render_loop(tmp_path):
+    import cv2
+
+    picture = smooth_picture(np.random.default_rng(9), 48, 64)
+    path = tmp_path / "still.png"
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    presets = tmp_path / "presets"
+    controls = Controls.for_levels(3, presets_dir=str(presets))
+    controls.store.set("input.mix", 1.0)
+    controls.fire("preset.save", name="full-source")
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=3, pace="offline"),
+        controls=controls)
+    assert (presets / "full-source.toml").is_file()
+
+    register_sink("recorder", Recorder)
+    Recorder.received = []
+    controls = Controls.for_levels(3, presets_dir=str(presets))
+    assert controls.store.get("input.mix") != 1.0
+    controls.fire("preset.recall", name="full-source", seconds=0)
+    run(RunConfig(source=f"image:{path}", sinks=["recorder"], width=64, height=48, frames=150, pace="offline"),
+        controls=controls)
+    assert controls.store.get("input.mix") == 1.0
+    assert np.abs(Recorder.received[-1][1].astype(int) - picture).mean() < 2
