@@ -53,7 +53,12 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     tally.py   thread-safe counts and a rate-limited log, for every part
 """
 
-__version__ = "0.1.0"  # first, before the imports: control.presets writes it into every preset
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version(__name__)  # pyproject.toml's: the one place it is written
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 # The model, the engine and the controls; the show (``ffvj.show``) and the surfaces are imported where
 # used, so that ``import ffvj`` does not open MIDI, OSC or video libraries.

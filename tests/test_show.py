@@ -18,7 +18,7 @@ from ffvj.media.base import Sink, Source
 from ffvj.media.sinks import SINKS, register_sink
 from ffvj.media.sources import SOURCES, register_source
 from ffvj.show import RunConfig, StartupError, run
-from tests.helpers import free_udp_port, smooth_picture
+from tests.helpers import free_udp_port, smooth_picture, wait_until
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -360,3 +360,37 @@ def test_presets_are_saved_and_recalled_off_the_render_loop(tmp_path):
         controls=controls)
     assert controls.store.get("input.mix") == 1.0
     assert np.abs(Recorder.received[-1][1].astype(int) - picture).mean() < 2
+
+
+def test_controls_made_for_another_model_fail_at_start_up_naming_the_fix():
+    controls = Controls.for_levels(2)  # the default model has 3 levels
+    with pytest.raises(StartupError, match=r"made for a model with 2 levels.*has 3.*Controls\.for_levels\(3\)"):
+        run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=1), controls=controls)
+
+
+def test_a_library_run_gets_the_surfaces_its_config_asks_for():
+    """RunConfig(osc=...) starts OSC beside the show, as ffvj run does: the wiring is in one place."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from ffvj.control.osc import OscConfig
+
+    port = free_udp_port()
+    controls = Controls.for_levels(3)
+    stop = threading.Event()
+    cfg = RunConfig(source="generator", sinks=["null"], width=64, height=48, fps=30, pace="realtime",
+                    osc=OscConfig(port=port, query_port=None))
+    show = threading.Thread(target=run, args=(cfg, controls, stop), daemon=True)
+    show.start()
+    try:
+        client = SimpleUDPClient("127.0.0.1", port)
+        deadline = time.monotonic() + 60
+        while controls.store.get("l2.rotate") != 3.0 and time.monotonic() < deadline:
+            client.send_message("/ffvj/l2/rotate", 3.0)  # resent until the show is up and listening
+            client.send_message("/ffvj/snapshot/store", 5)
+            time.sleep(0.2)
+        assert controls.store.get("l2.rotate") == 3.0
+        assert wait_until(lambda: 5 in controls.snapshots.occupied(), what="the snapshot stored by the loop")
+    finally:
+        stop.set()
+        show.join(30)
+    assert not show.is_alive()

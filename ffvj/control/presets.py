@@ -22,6 +22,7 @@ logs problems rate-limited and carries on.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import logging
 import math
 import os
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import tomli_w
 
-from .. import __version__
 from ..tally import RateLimitedLog
 from .params import Param, ParamStore
 
@@ -154,6 +154,14 @@ def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, fl
     return values, notes
 
 
+def _ffvj_version() -> str:
+    """The installed ffvj's version (pyproject.toml's), written into every preset."""
+    try:
+        return importlib.metadata.version("ffvj")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def _write_atomically(path: Path, text: str) -> None:
     # Write beside the target, then rename: a crash or a full disk mid-save never leaves half a preset.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +219,7 @@ class PresetBank:
         preset ``name``, replacing one of that name. Returns the file. Raises PresetError or OSError."""
         path = self.directory / f"{check_name(name)}{PRESET_SUFFIX}"
         created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-        _write_atomically(path, format_preset(self.store.targets(), self.store.registry, name, created, __version__))
+        _write_atomically(path, format_preset(self.store.targets(), self.store.registry, name, created, _ffvj_version()))
         log.info("saved preset %r to %s", name, path)
         return path
 

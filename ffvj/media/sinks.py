@@ -396,6 +396,17 @@ class NDISink(Sink):
 
 # --- Syphon (macOS) and Spout (Windows) --------------------------------------------------------------
 
+def _platform_sink_available(what: str, platform: str, module: str, package: str, extra: str,
+                             ok: str) -> tuple[bool, str]:
+    """``available()`` of a sink bound to one platform and one optional package."""
+    if sys.platform != platform:
+        label = {"darwin": "macOS", "win32": "Windows"}[platform]
+        return False, f"{what} is {label}-only (this is {_platform_name()}); use ndi or virtualcam"
+    if importlib.util.find_spec(module) is None:
+        return False, f"{package} is not installed: pip install 'ffvj[{extra}]'"
+    return True, ok
+
+
 class SyphonSink(Sink):
     """A Syphon server on macOS through syphon-python's Metal server (extra ``syphon``).
 
@@ -417,11 +428,7 @@ class SyphonSink(Sink):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        if sys.platform != "darwin":
-            return False, f"Syphon is macOS-only (this is {_platform_name()}); use ndi or virtualcam"
-        if importlib.util.find_spec("syphon") is None:
-            return False, "syphon-python is not installed: pip install 'ffvj[syphon]'"
-        return True, "syphon-python (Metal)"
+        return _platform_sink_available("Syphon", "darwin", "syphon", "syphon-python", "syphon", "syphon-python (Metal)")
 
     def _open(self) -> None:
         # Off macOS the import fails (syphon-python is built on PyObjC), and the message says so.
@@ -470,11 +477,7 @@ class SpoutSink(Sink):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        if sys.platform != "win32":
-            return False, f"Spout is Windows-only (this is {_platform_name()}); use ndi or virtualcam"
-        if importlib.util.find_spec("SpoutGL") is None:
-            return False, "SpoutGL is not installed: pip install 'ffvj[spout]'"
-        return True, "SpoutGL"
+        return _platform_sink_available("Spout", "win32", "SpoutGL", "SpoutGL", "spout", "SpoutGL")
 
     def _open(self) -> None:
         spout = _import_platform_module("SpoutGL", "Spout output", "Windows", "spout")

@@ -1,0 +1,117 @@
+"""What every control service shares: one lifecycle, and the latest-value sender that talks back."""
+
+import logging
+import threading
+import time
+
+import pytest
+
+from ffvj.control.service import LatestValueSender, Service
+from ffvj.tally import Counts
+from tests.helpers import wait_until
+
+
+class Recorder(Service):
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.fail, self.events = fail, []
+
+    def _start(self):
+        self.events.append("start")
+        if self.fail:
+            raise OSError("port in use")
+
+    def _close(self):
+        self.events.append("close")
+
+
+def test_the_lifecycle_is_written_once():
+    svc = Recorder()
+    assert svc.start() is svc and svc.start() is svc  # idempotent
+    with svc:
+        pass
+    svc.close()
+    assert svc.events == ["start", "close"] and svc.closed
+    with pytest.raises(RuntimeError, match="was closed"):
+        svc.start()
+    never = Recorder()
+    never.close()  # before start: nothing to close
+    assert never.events == []
+    assert svc.status() is None and svc.poll() is None and svc.report("drive", 1.0) is None  # the loop's hooks
+
+
+def test_a_start_that_fails_closes_what_it_opened_and_raises():
+    svc = Recorder(fail=True)
+    with pytest.raises(OSError, match="port in use"):
+        svc.start()
+    assert svc.events == ["start", "close"] and svc.closed
+
+
+def test_the_latest_value_per_key_goes_out_at_a_capped_rate():
+    batches = []
+    sender = LatestValueSender(batches.append, interval=0.2, name="test-sender")
+    try:
+        start = time.monotonic()
+        for i in range(50):
+            sender.put("a", i)
+            sender.put("b", -i)
+            time.sleep(0.004)
+        assert wait_until(lambda: batches and batches[-1].get("a") == 49, what="the last value of a")
+        elapsed = time.monotonic() - start
+        sent_a = [batch["a"] for batch in batches if "a" in batch]
+        assert len(sent_a) <= 2 + elapsed / 0.2  # at most one per interval per key (plus the first)
+        assert sent_a == sorted(sent_a) and sent_a[0] == 0  # the first at once, then the newest each time
+        assert wait_until(lambda: any(batch.get("b") == -49 for batch in batches), what="the last value of b")
+    finally:
+        sender.close()
+
+
+def test_put_never_waits_on_a_slow_send():
+    release = threading.Event()
+    sender = LatestValueSender(lambda ready: release.wait(5), interval=0.0, name="slow-sender")
+    try:
+        sender.put("x", 1)
+        t = time.monotonic()
+        for i in range(1000):
+            sender.put("x", i)
+        assert time.monotonic() - t < 1.0  # the talker never waits for the port
+    finally:
+        release.set()
+        sender.close()
+
+
+def test_a_failing_send_is_logged_and_the_sender_goes_on(caplog):
+    got = []
+
+    def send(ready):
+        if "boom" in ready:
+            raise ValueError("boom")
+        got.append(ready)
+
+    sender = LatestValueSender(send, interval=0.0, name="flaky-sender")
+    try:
+        with caplog.at_level(logging.ERROR, logger="ffvj.control.service"):
+            sender.put("boom", 1)
+            assert wait_until(lambda: "sending failed" in caplog.text, what="the failure to be logged")
+        sender.put("fine", 2)
+        assert wait_until(lambda: {"fine": 2} in got, what="the next batch")
+    finally:
+        sender.close()
+    sender.put("late", 3)  # after close: dropped, no error
+
+
+def test_counts_are_exact_under_threads():
+    counts = Counts("hits")
+
+    def hammer():
+        for _ in range(20000):
+            counts.add("hits")
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counts["hits"] == 160000 and counts.snapshot() == {"hits": 160000}
+    with pytest.raises(KeyError):
+        counts.add("typo")

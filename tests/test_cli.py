@@ -1,0 +1,75 @@
+"""The command line: every subcommand's help, errors of the setup as one line, the rest as what they are."""
+
+import signal
+
+import pytest
+
+from ffvj.cli import build_parser, main
+
+RUN = ["run", "--source", "generator", "--sink", "null", "--size", "32x32", "--no-osc", "--no-midi"]
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """``ffvj run`` installs SIGINT/SIGTERM handlers: give pytest its own back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_every_subcommand_has_help(capsys):
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"run", "devices", "params", "actions", "bench", "touchosc", "learn", "train", "model"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        assert "usage: ffvj " + name in capsys.readouterr().out
+
+
+def test_a_setup_problem_is_one_line_naming_what_to_change(capsys):
+    assert main(RUN + ["--source-option", "colour=1", "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not take the option(s) colour" in err and "seed, speed" in err
+    assert main(RUN + ["--set", "l9.zoom=1", "--frames", "1"]) == 2
+    assert "l9.zoom" in capsys.readouterr().err
+
+
+def test_a_failure_during_the_show_says_what_it_is(monkeypatch):
+    """Not a 'start-up' one-liner: a bug mid-show keeps its type and traceback (and the outputs close)."""
+    from ffvj.engine.engine import FeedbackEngine
+
+    steps = []
+
+    def failing_step(self, phi, source=None):
+        steps.append(1)
+        if len(steps) == 3:
+            raise ValueError("a bug in the middle of the show")
+        return self.states[0]
+
+    monkeypatch.setattr(FeedbackEngine, "step", failing_step)
+    with pytest.raises(ValueError, match="a bug in the middle of the show"):
+        main(RUN + ["--frames", "5"])
+
+
+def test_only_the_commands_that_render_keep_freed_memory(monkeypatch, capsys):
+    from ffvj.engine import device
+
+    calls = []
+    monkeypatch.setattr(device, "keep_freed_host_memory", lambda: calls.append(1) or True)
+    assert main(["params"]) == 0 and main(["actions"]) == 0
+    assert calls == []
+    assert main(RUN + ["--frames", "2"]) == 0
+    assert calls == [1]
+
+
+def test_actions_lists_the_table(capsys):
+    import json
+
+    from ffvj.control.actions import ACTIONS
+
+    assert main(["actions", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(ACTIONS)
+    assert next(r for r in rows if r["name"] == "snapshot.recall")["type_tags"] == "if"
