@@ -145,9 +145,9 @@ def surfaces(cfg: RunConfig, controls: Controls) -> list[Service]:
     out: list[Service] = []
     if cfg.midi is not None:
         mappings = [resolve_mapping(m, registry) for m in cfg.midi.mappings] or default_mappings(registry)
-        if controls.learner is None:
+        if controls.learner is None:  # (a learner of the caller's own saves where the caller says)
             controls.learner = Learner(registry, controls.store)
-        controls.learner.save_each_time(cfg.midi.learn_file or default_learn_file())
+            controls.learner.save_each_time(cfg.midi.learn_file or default_learn_file())
         out.append(MidiInput(controls, mappings, ports=cfg.midi.ports, virtual_name=cfg.midi.virtual_name or None,
                              backend=cfg.midi.backend))
     if cfg.osc is not None:
