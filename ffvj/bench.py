@@ -2,7 +2,7 @@
 
 Everything is measured in one process, one run: the engine step (median, p99, fps) and per-level
 costs, the reference step (``engine.reference_step``, the eager fp32 oracle of the tests) on the
-same parameters, end-to-end runs through the real runtime (generator → null, generator → H.264 file,
+same parameters, end-to-end runs through the real show (generator → null, generator → H.264 file,
 video file → H.264 file), peak memory, and a floor: the bytes a step must move and the arithmetic it
 must do, over this machine's measured copy bandwidth and convolution rate.
 """

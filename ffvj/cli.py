@@ -536,7 +536,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="the engine's precision (the reference stays fp32)")
     p.add_argument("--fps", type=float, default=d.fps,
                    help="the live end-to-end run's rate, for its latency (default: %(default)s)")
-    p.add_argument("--no-end-to-end", action="store_true", help="skip the runtime (source → sink) runs")
+    p.add_argument("--no-end-to-end", action="store_true", help="skip the show's (source → sink) runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

@@ -182,6 +182,16 @@ class _Show:
             map_image = torch.from_numpy(grey)[None, None]
         self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
                                      compile=cfg.compile, precision=cfg.precision)
+        # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
+        # typo there never opens a camera or an output first; they start once the outputs are open.
+        services = surfaces(cfg, controls) + services
+        for svc in services:
+            if not isinstance(svc, Service):
+                raise ValueError(f"{svc!r} is not an ffvj.control.service.Service: a surface needs its lifecycle "
+                                 "and the render loop's hooks (poll, report, status)")
+        reserved = {"size", "fps"} & set(cfg.source_options)
+        if reserved:
+            raise ValueError(f"source option(s) {', '.join(sorted(reserved))}: set them with --size and --fps")
         size = (cfg.width, cfg.height)
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
         self.outputs = stack.enter_context(_Outputs(cfg, size))
@@ -189,7 +199,7 @@ class _Show:
         self.outputs.start(threaded=self.pace == "realtime")
         if self.pace == "realtime":
             self.source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
-        self.services = [stack.enter_context(svc) for svc in surfaces(cfg, controls) + services]
+        self.services = [stack.enter_context(svc) for svc in services]
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
 
@@ -274,13 +284,21 @@ def _status(warn: RateLimitedLog, svc: Service) -> str | None:
 
 
 def _check_fit(controls: Controls, levels: int, model: str | None) -> None:
-    """Controls made for a model with another number of levels would fail on the first frame."""
-    missing = [name for name in build_registry(levels) if name not in controls.store.registry]
-    if missing:
-        made_for = max((p.level for p in controls.store.registry.values() if p.level is not None), default=0)
+    """Controls made for a model with another number of levels would fail on the first frame (too few)
+    or have parameters that move nothing (too many)."""
+    registry, expected = controls.store.registry, build_registry(levels)
+    have = {name for name, p in registry.items() if p.level is not None}
+    want = {name for name, p in expected.items() if p.level is not None}
+    missing = sorted(want - have) + sorted(n for n, p in expected.items() if p.level is None and n not in registry
+                                           and not n.startswith("lfo"))
+    extra = sorted(have - want)
+    if missing or extra:
+        made_for = max((p.level for p in registry.values() if p.level is not None), default=0)
+        odd = (f"they lack {', '.join(missing[:4])}" if missing else f"{', '.join(extra[:4])} would move nothing") + (
+            "…" if len(missing or extra) > 4 else "")
         raise ValueError(f"the controls were made for a model with {made_for} levels, but model "
-                         f"{model or checkpoint.DEFAULT_MODEL!r} has {levels} (they lack {', '.join(missing[:4])}"
-                         f"{'…' if len(missing) > 4 else ''}); make them with Controls.for_levels({levels})")
+                         f"{model or checkpoint.DEFAULT_MODEL!r} has {levels} ({odd}); make them with "
+                         f"Controls.for_levels({levels})")
 
 
 def _starting_values(cfg: RunConfig, controls: Controls) -> None:

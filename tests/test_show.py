@@ -394,3 +394,24 @@ def test_a_library_run_gets_the_surfaces_its_config_asks_for():
         stop.set()
         show.join(30)
     assert not show.is_alive()
+
+
+def test_controls_for_a_deeper_model_are_refused_too():
+    with pytest.raises(StartupError, match=r"made for a model with 5 levels.*l4\..*would move nothing"):
+        run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=1),
+            controls=Controls.for_levels(5))
+
+
+def test_a_surface_must_be_a_service_and_options_may_not_shadow_the_show():
+    class NotAService:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    cfg = RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=1)
+    with pytest.raises(StartupError, match="not an ffvj.control.service.Service"):
+        run(cfg, services=[NotAService()])
+    with pytest.raises(StartupError, match="source option.*fps.*--size and --fps"):
+        run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=1, source_options={"fps": 60}))

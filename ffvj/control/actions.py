@@ -70,22 +70,29 @@ class Arg:
     def required(self) -> bool:
         return self.default is REQUIRED
 
-    def convert(self, value):
-        """A value from a surface as this argument's type; ValueError naming the problem."""
+    def convert(self, value, strict: bool = False):
+        """A value from a surface as this argument's type; ValueError naming the problem. ``strict``
+        (a file read at start-up): a number out of range is refused even where a live value would be
+        clamped, and true/false is not a number."""
         if self.kind is str:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{self.name} must be a non-empty string, not {value!r}")
             return value
-        if isinstance(value, str) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (isinstance(value, str) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or (strict and isinstance(value, bool))):
             raise ValueError(f"{self.name} must be a finite number, not {value!r}")
         number = float(value)
         if self.kind is int:
             # Surfaces send slots as floats too (OSC's f, a TouchOSC fader): the nearest whole number.
             number = float(round(number))
-        if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
-            if not self.clamp:
-                raise ValueError(f"{self.name} = {value!r} is outside {self.min:g}..{self.max:g}")
-            number = min(max(number, self.min), self.max)
+        low = self.min is not None and number < self.min
+        high = self.max is not None and number > self.max
+        if low or high:
+            if strict or not self.clamp:
+                bounds = (f"{self.min:g}.." if self.min is not None else "..") + (
+                    f"{self.max:g}" if self.max is not None else "")
+                raise ValueError(f"{self.name} = {value!r} is outside {bounds}")
+            number = self.min if low else self.max
         return int(number) if self.kind is int else number
 
 
@@ -119,9 +126,10 @@ class Action:
         """OSC type tags of the arguments, in order ("" for none)."""
         return "".join(a.tag for a in self.args)
 
-    def bind(self, values: Sequence = (), named: Mapping | None = None) -> dict | None:
+    def bind(self, values: Sequence = (), named: Mapping | None = None, strict: bool = False) -> dict | None:
         """The arguments as ``{name: value}`` from positional ``values`` (OSC's, MIDI's) and ``named``
-        ones (a library call); None for a button's release. Raises ValueError naming the problem."""
+        ones (a library call); None for a button's release. Raises ValueError naming the problem;
+        ``strict`` as in ``Arg.convert``."""
         named = dict(named or {})
         if self.button and not self.args:
             if len(values) > 1 or named:
@@ -145,7 +153,7 @@ class Action:
                 out[arg.name] = arg.default
                 continue
             try:
-                out[arg.name] = arg.convert(raw)
+                out[arg.name] = arg.convert(raw, strict)
             except ValueError as exc:
                 raise ValueError(f"{self.name}: {exc}") from None
         return out

@@ -34,12 +34,12 @@ class Controls:
     learn of one show. ``for_levels`` makes the usual set for a model."""
 
     store: ParamStore
+    actions: ActionQueue = field(default_factory=ActionQueue)
     tempo: Tempo = field(default_factory=Tempo)
     presets: PresetBank | None = None
     modulation: Modulation | None = None
     snapshots: SnapshotBank | None = field(default_factory=SnapshotBank)
     learner: object | None = None  # a midi.Learner, set where MIDI learn runs
-    actions: ActionQueue = field(default_factory=ActionQueue)
 
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
@@ -140,7 +140,7 @@ class _FileWorker:
             try:
                 fn(*args)  # perform() logs a failed action itself; this catches the unforeseen
             except Exception:  # noqa: BLE001 — one failed request must not end the worker
-                log.exception("preset request %r failed", args[0] if args else fn)
+                log.exception("preset request %s failed", getattr(args[0], "name", args[0]) if args else fn)
 
     def close(self) -> None:
         try:

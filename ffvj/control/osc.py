@@ -372,6 +372,7 @@ class OscServer(Service):
         self._udp: _UdpServer | None = None
         self._tcp: _TcpServer | None = None
         self._threads: list[threading.Thread] = []
+        self._serving: list = []  # the servers whose serve_forever thread started
         self._listening = False
 
     # -- lifecycle --
@@ -395,13 +396,13 @@ class OscServer(Service):
             logging.getLogger().addFilter(_PYTHONOSC_REPORTS)  # inert outside a server's parsing
         self._feedback = LatestValueSender(self._send_feedback, self.feedback_interval, "ffvj-osc-feedback")
         self.store.add_listener(self._on_change)
-        self._threads = [threading.Thread(target=self._udp.serve_forever, kwargs={"poll_interval": 0.1},
-                                          name="ffvj-osc-udp", daemon=True)]
-        if self._tcp is not None:
-            self._threads.append(threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.1},
-                                                  name="ffvj-osc-tcp", daemon=True))
-        for t in self._threads:
-            t.start()
+        for srv, name in ((self._udp, "ffvj-osc-udp"), (self._tcp, "ffvj-osc-tcp")):
+            if srv is not None:
+                thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, name=name,
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+                self._serving.append(srv)
         log.info("OSC on udp %s:%d%s; feedback to %s", self.host, self.port,
                  f" and tcp (SLIP) {self.host}:{self.tcp_port}" if self._tcp else "",
                  ", ".join(f"{h}:{p}" for h, p in self._feedback_targets) or "subscribers only")
@@ -411,9 +412,8 @@ class OscServer(Service):
         self.store.remove_listener(self._on_change)
         if self._feedback is not None:
             self._feedback.close()
-        for srv in (self._udp, self._tcp):
-            if srv is not None and self._threads:  # shutdown() waits for serve_forever: only once it runs
-                srv.shutdown()
+        for srv in self._serving:  # shutdown() waits for serve_forever: only where it runs
+            srv.shutdown()
         if self._tcp is not None:
             self._tcp.close_connections()
         for t in self._threads:
@@ -597,17 +597,19 @@ class OscServer(Service):
     # -- actions and the server's own commands --
 
     def _command(self, action: Action, args: list, client: _Client) -> list[tuple]:
+        # Arguments beyond those declared are ignored: a button or a bang sends a value of its own.
+        keep = len(action.args) or (1 if action.button else 0)
         try:
-            bound = action.bind(args)
+            bound = action.bind(args[:keep])
         except ValueError as exc:
             self._problem("bad_args", client, "%s: %s", action.address, exc)
             return []
         if bound is None:  # a button's release
             return []
-        self._count("triggers")
         if action.name in OSC_COMMANDS:
-            return action.run(self, client, **bound) or []
+            return action.run(self, client, **bound) or []  # counted by the command, once it is done
         self.controls.fire(action.name, **bound)
+        self._count("triggers")
         return []
 
     def _subscriber(self, client: _Client, port: int | None, what: str) -> tuple[str, int] | None:
@@ -635,14 +637,18 @@ class OscServer(Service):
             self._problem("subscribers_dropped", client, "more than %d feedback subscribers: dropped %s",
                           self.max_subscribers, dropped)
         log.info("OSC feedback subscriber %s:%d", *target)
+        self._count("triggers")
 
     def _unsubscribe(self, client: _Client, port: int | None) -> None:
         target = self._subscriber(client, port, "/ffvj/feedback/unsubscribe")
         if target is not None:
             with self._subscribers_lock:
                 self._subscribers.pop(target, None)
+            self._count("triggers")
 
-    def _dump(self, client: _Client) -> list[tuple]:
+    def _dump(self, client: _Client | None) -> list[tuple]:
+        if client is not None:  # asked for by a client (not a new subscriber's dump)
+            self._count("triggers")
         targets = self.store.targets()
         return [m for name, param in self._by_name.items() for m in self._feedback_messages(param, targets[name])]
 
@@ -656,7 +662,7 @@ class OscServer(Service):
         return out
 
     def status(self) -> str:
-        """One short part of the runtime's status line."""
+        """One short part of the show's status line."""
         st = self.stats
         bad = sum(st[k] for k in ("unknown_address", "bad_args", "bad_value", "malformed", "denied", "errors"))
         return f"osc {st['messages']} msgs, {bad} bad"

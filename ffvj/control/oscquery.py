@@ -15,7 +15,7 @@ HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OS
   OSC server's commands are write-only (``ACCESS`` 2), with ``N`` for argument-less ones (``/ffvj/tap``),
   else their type tags, and a ``RANGE`` per argument; an action that sets a value (``/ffvj/bpm``) is
   readable too (``ACCESS`` 3, with its ``VALUE``).
-  The 0..1 ``/norm`` twins of every parameter are not listed (see ``ffvj.osc``).
+  The 0..1 ``/norm`` twins of every parameter are not listed (see ``ffvj.control.osc``).
 - ``GET /ffvj/l0/zoom`` one node; ``GET /ffvj/l0/zoom?VALUE`` one attribute as ``{"VALUE": [...]}``;
   an attribute the node lacks answers 204, an unknown attribute 400, an unknown path 404.
 - ``GET /?HOST_INFO`` ``{"NAME", "OSC_PORT", "OSC_TRANSPORT": "UDP", "EXTENSIONS", ["OSC_IP"]}``.
@@ -86,9 +86,10 @@ class OscQueryServer(Service):
         except OSError as exc:
             raise OSError(exc.errno, f"cannot serve OSCQuery on http {self.host}:{self._port}: {exc.strerror}; "
                                      "choose another --oscquery-port") from exc
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="ffvj-oscquery-http", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name="ffvj-oscquery-http", daemon=True)
+        thread.start()
+        self._thread = thread  # set once it runs: close() then knows shutdown() will return
         log.info("OSCQuery on http://%s:%d/", self.host, self.port)
         if zeroconf is None:
             self.announced.set()
@@ -109,7 +110,8 @@ class OscQueryServer(Service):
                 log.warning("OSCQuery mDNS goodbye failed: %s", exc)
             zc.close()
         if self._http is not None:
-            self._http.shutdown()
+            if self._thread is not None:  # shutdown() waits for serve_forever: only where it runs
+                self._http.shutdown()
             self._http.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)

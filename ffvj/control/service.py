@@ -35,7 +35,10 @@ class Service:
             try:
                 self._start()
             except BaseException:
-                self.close()
+                try:
+                    self.close()
+                except Exception:  # noqa: BLE001 — the start's own error is the one to report
+                    log.exception("%s: closing after a failed start failed too", type(self).__name__)
                 raise
         return self
 

@@ -253,8 +253,8 @@ def _slot_action(action: Action) -> bool:
     """An action laid out as a row of buttons, one per value of its first argument: a whole number in
     a small range, the other arguments left at their defaults."""
     first = action.args[0] if action.args else None
-    return (first is not None and first.kind is int and first.min is not None and first.max - first.min < 16
-            and all(not a.required for a in action.args[1:]))
+    return (first is not None and first.kind is int and first.min is not None and first.max is not None
+            and first.max - first.min < 16 and all(not a.required for a in action.args[1:]))
 
 
 def _show_page(t, frame) -> object:

@@ -228,7 +228,7 @@ class SinkUnavailable(RuntimeError):
 
 
 class SinkError(RuntimeError):
-    """A sink that failed during the show. The runtime logs it, drops the sink and carries on."""
+    """A sink that failed during the show. The show logs it, drops the sink and carries on."""
 
 
 class Source(Endpoint, abc.ABC):
@@ -280,7 +280,7 @@ class Sink(Endpoint, abc.ABC):
     #: In real time, whether this sink gets its own thread behind a newest-wins mailbox (so it can
     #: never stall the render loop). False for sinks that must stay on the opening thread.
     own_thread = True
-    #: The ``pixfmt`` format the runtime should hand this sink (the engine converts on its device).
+    #: The ``pixfmt`` format the show should hand this sink (the engine converts on its device).
     #: ``send`` takes RGB (``rgb24``) always, and this one too; ``_send`` reads ``frame_fmt``.
     preferred_format = pixfmt.RGB24
 
@@ -316,18 +316,18 @@ class Sink(Endpoint, abc.ABC):
                 self._send(np.ascontiguousarray(frame))
             except SinkError:
                 raise
-            except Exception as exc:  # any backend failure mid-show becomes the one type the runtime handles
+            except Exception as exc:  # any backend failure mid-show becomes the one type the show handles
                 raise SinkError(f"sink {self.spec!r} failed: {type(exc).__name__}: {exc}") from exc
             self.frames_sent += 1
 
     def close(self) -> None:
         """Finish and release the output (idempotent). A backend failure while finishing (a full
-        disk flushing a file) is raised as SinkError, the one type the runtime handles."""
+        disk flushing a file) is raised as SinkError, the one type the show handles."""
         try:
             super().close()
         except SinkError:
             raise
-        except Exception as exc:  # any backend failure at close becomes the runtime's one type
+        except Exception as exc:  # any backend failure at close becomes the show's one type
             raise SinkError(f"sink {self.spec!r} did not close cleanly: {type(exc).__name__}: {exc}") from exc
 
     @abc.abstractmethod

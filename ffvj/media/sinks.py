@@ -201,7 +201,7 @@ class VirtualCamSink(Sink):
     ``arg`` names the device (``/dev/video10``, ``OBS Virtual Camera``); none means the first
     free one. ``backend`` picks a pyvirtualcam backend by name (None tries all). With
     ``pace=True`` each send ends with ``sleep_until_next_frame()``, so a loop without its own
-    clock runs at ``fps``; leave it off when the runtime paces (it does by default).
+    clock runs at ``fps``; leave it off when the show paces (it does by default).
     """
 
     kind = "virtualcam"
@@ -293,7 +293,7 @@ class WindowSink(Sink):
     """A preview window (``cv2.imshow``). Closing the window ends this sink (SinkError)."""
 
     kind = "window"
-    # GUI toolkits want one thread for a window's whole life (Cocoa: the main thread), so the runtime
+    # GUI toolkits want one thread for a window's whole life (Cocoa: the main thread), so the show
     # calls this sink from the render loop instead of a sink thread of its own.
     own_thread = False
 
@@ -339,7 +339,7 @@ class NDISink(Sink):
 
     Receivers see it as ``HOST (NAME)``; ``source_name`` holds the full name after open.
     Frames go out as RGBX. ``clock=True`` lets NDI pace sends to ``fps`` (off by default: the
-    runtime paces). Where mDNS discovery is blocked, point receivers at this machine with an NDI
+    show paces). Where mDNS discovery is blocked, point receivers at this machine with an NDI
     config file (``ndi-config.v1.json`` with ``{"ndi": {"networks": {"ips": "HOST"}}}`` in the
     directory named by ``NDI_CONFIG_DIR``), as the tests do with 127.0.0.1.
     """

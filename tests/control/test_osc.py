@@ -491,3 +491,20 @@ def test_mutated_packets_never_escape_the_handler(controls):
     assert stats["packets"] == 3000 and stats["errors"] == 0
     assert stats["malformed"] > 0 and stats["applied"] > 0
     srv.close()
+
+
+def test_extra_arguments_to_actions_and_commands_are_ignored_and_counts_are_honest(controls):
+    """A bang or a button sends a value of its own: /ffvj/dump 1 still dumps, /ffvj/reset 1 2 still
+    fires. A command refused (subscribe over TCP without a port) counts as bad, not as a trigger."""
+    from ffvj.control.osc import _Client
+
+    srv = OscServer(controls, OscConfig(port=0))  # not started: the handler needs no socket
+    udp, tcp = _Client(("127.0.0.1", 5000)), _Client(("127.0.0.1", 5001), "tcp")
+    replies = srv._handle_messages(build_msg("/ffvj/dump", [1]).dgram, udp)
+    assert len(replies) == sum(2 if p.kind in ("float", "int") else 1 for p in srv.params.values())
+    srv._handle_messages(build_msg("/ffvj/reset", [1, 2]).dgram, udp)
+    assert queued(controls) == [("reset", {})]
+    srv._handle_messages(build_msg("/ffvj/feedback/subscribe", []).dgram, tcp)
+    stats = srv.stats
+    assert stats["triggers"] == 2 and stats["bad_args"] == 1
+    srv.close()

@@ -115,3 +115,14 @@ def test_counts_are_exact_under_threads():
     assert counts["hits"] == 160000 and counts.snapshot() == {"hits": 160000}
     with pytest.raises(KeyError):
         counts.add("typo")
+
+
+def test_a_failed_start_reports_its_own_error_even_when_closing_fails_too(caplog):
+    class Fragile(Recorder):
+        def _close(self):
+            raise RuntimeError("cannot close either")
+
+    with caplog.at_level(logging.ERROR, logger="ffvj.control.service"):
+        with pytest.raises(OSError, match="port in use"):
+            Fragile(fail=True).start()
+    assert "closing after a failed start failed too" in caplog.text

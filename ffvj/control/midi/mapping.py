@@ -247,7 +247,7 @@ def parse_target(target: str, registry: dict[str, Param]) -> tuple[Param | None,
             raise ValueError(f"{target!r}: the {first.name} must be a "
                              f"{'whole number ≥ 0' if first.kind is int else 'number'}") from None
         try:
-            return None, action, (first.convert(value),)
+            return None, action, (first.convert(value, strict=True),)
         except ValueError as exc:
             raise ValueError(f"{target!r}: {exc}") from None
     if target in registry:
@@ -312,7 +312,7 @@ def parse_entry(raw, index: int, registry: dict[str, Param], defaults: dict, dev
     if action is not None:
         more = {a.name: checked[a.name] for a in action.args[1:] if a.name in checked}
         try:
-            kw["values"] = tuple(action.bind(values, more).values())
+            kw["values"] = tuple(action.bind(values, more, strict=True).values())
         except ValueError as exc:
             raise ValueError(str(exc)) from None
     else:

@@ -353,7 +353,7 @@ class MidiInput(Service):
     # -- reporting ---------------------------------------------------------------------------------
 
     def status(self) -> str:
-        """One short part of the runtime's status line."""
+        """One short part of the show's status line."""
         if not self.available:
             return "midi off"
         st = self.stats()

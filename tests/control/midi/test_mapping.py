@@ -104,3 +104,20 @@ def test_resolve_mapping_by_name_or_path(tmp_path):
 def test_missing_mapping_file(tmp_path):
     with pytest.raises(MappingError, match="cannot read"):
         load_mapping(tmp_path / "nope.toml", REG)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ('param = "snapshot.recall:1"\ntype = "note"\nnumber = 2\nseconds = 1000\n', ["entry 2", "seconds = 1000", "0..600"]),
+    ('param = "snapshot.recall:1"\ntype = "note"\nnumber = 2\nseconds = -1\n', ["entry 2", "seconds = -1"]),
+    ('param = "snapshot.recall:1"\ntype = "note"\nnumber = 2\nseconds = true\n', ["entry 2", "finite number"]),
+    ('param = "bpm:1000"\ntype = "note"\nnumber = 2\n', ["entry 2", "bpm = 1000", "20..300"]),
+    ('param = "snapshot.store:8"\ntype = "note"\nnumber = 2\n', ["entry 2", "slot = 8", "0..7"]),
+    ('param = "drive"\ntype = "cc"\nnumber = 2\nseconds = 1\n', ["entry 2", "'seconds' only applies to"]),
+])
+def test_action_arguments_in_a_file_are_checked_strictly(tmp_path, extra, expected):
+    """What a live surface would clamp (a fade time, a tempo) is an error in a file: fix it at setup."""
+    path = write(tmp_path, ENTRY + extra)
+    with pytest.raises(MappingError) as err:
+        load_mapping(path, REG)
+    for part in expected:
+        assert part in str(err.value), str(err.value)
