@@ -311,10 +311,7 @@ def parse_entry(raw, index: int, registry: dict[str, Param], defaults: dict, dev
     kw: dict = {key: checked[key] for key in ("led_on", "led_off", "echo", "label") if key in checked}
     if action is not None:
         more = {a.name: checked[a.name] for a in action.args[1:] if a.name in checked}
-        try:
-            kw["values"] = tuple(action.bind(values, more, strict=True).values())
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+        kw["values"] = tuple(action.bind(values, more, strict=True).values())
     else:
         lo = _number("min", param.min, param.max)(checked.get("min", param.min))
         hi = _number("max", param.min, param.max)(checked.get("max", param.max))
