@@ -14,6 +14,7 @@ Command line::
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
     ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--json]
+    ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured, with contact sheets
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]')
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list
@@ -49,6 +50,7 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
     control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
                modulation, service, osc, oscquery, touchosc, midi/
+    look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour), report
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     tally.py   thread-safe counts and a rate-limited log, for every part
 """

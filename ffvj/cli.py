@@ -495,6 +495,51 @@ def _cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- look ----------------------------------------------------------------------------------------
+
+def _add_look(sub: argparse._SubParsersAction) -> None:
+    from .look.report import INPUTS, LookConfig
+
+    d = LookConfig()
+    p = sub.add_parser("look", help="render fixed inputs through every look and measure the picture",
+                       description="A picture report: lattice (a screen-locked pattern), input fidelity, liveliness, "
+                                   "flashes and colour balance of the default look and every factory preset, on "
+                                   "fixed inputs, with a contact sheet (PNG) per run.")
+    p.add_argument("--input", action="append", metavar="NAME|SPEC",
+                   help=f"{', '.join(INPUTS)} (default: all three), or a source spec such as video:clip.mp4; repeatable")
+    p.add_argument("--preset", action="append", metavar="NAME",
+                   help="default or a preset name; repeatable (default: default and every factory preset)")
+    p.add_argument("--size", type=_parse_size, default=(d.width, d.height), help=f"WxH (default: {d.width}x{d.height})")
+    p.add_argument("--fps", type=float, default=d.fps, help=f"(default: {d.fps:g})")
+    p.add_argument("--seconds", type=float, default=d.seconds, help=f"each run's length (default: {d.seconds:g})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--model", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter set on top of every preset (see 'ffvj params'); repeatable")
+    p.add_argument("--out", default=d.out, help=f"folder for the contact sheets and look.json (default: {d.out})")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_look)
+
+
+def _cmd_look(args: argparse.Namespace) -> int:
+    from .engine.device import keep_freed_host_memory
+    from .look.report import INPUTS, LookConfig, format_report, look, write_json
+    from .show import StartupError
+
+    cfg = LookConfig(inputs=tuple(args.input or INPUTS), presets=tuple(args.preset or ()), width=args.size[0],
+                     height=args.size[1], fps=args.fps, seconds=args.seconds, seed=args.seed, model=args.model,
+                     settings=dict(map(_parse_setting, args.set)), out=args.out)
+    keep_freed_host_memory()  # it renders frames, as ffvj run does
+    try:
+        report = look(cfg, progress=None if args.json else lambda row: log.info(
+            "looked at %s through %s", row["input"], row["preset"]))
+    except (StartupError, RuntimeError) as exc:
+        raise CliError(str(exc)) from exc
+    write_json(report, Path(cfg.out) / "look.json")
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 # --- touchosc ------------------------------------------------------------------------------------
 
 def _add_touchosc(sub: argparse._SubParsersAction) -> None:
@@ -571,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(sub)
     _add_actions(sub)
     _add_bench(sub)
+    _add_look(sub)
     _add_touchosc(sub)
     _add_learn(sub)
     _add_train(sub)

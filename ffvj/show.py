@@ -126,17 +126,19 @@ class RunStats:
 
 
 def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,
-        on_status=None, services: list[Service] = ()) -> RunStats:
+        on_status=None, services: list[Service] = (), on_frame=None) -> RunStats:
     """Run the show until ``stop`` is set or ``cfg.frames`` are rendered (see the module docstring).
     ``controls``: made for the model when None; ``services``: surfaces of the caller's own, run
-    beside those ``cfg`` asks for."""
+    beside those ``cfg`` asks for. ``on_frame(slot, picture, source, engine)``, if given, sees every
+    frame on the render loop once the sinks have it: the RGB picture the audience sees (the one
+    readback), the source frame (RGB, or None) and the engine (its states); it must be quick."""
     stop = stop or threading.Event()
     with ExitStack() as stack:
         try:
             show = _Show(cfg, controls, list(services), stack)
         except _STARTUP_PROBLEMS as exc:
             raise StartupError(str(exc)) from exc
-        return show.render(stop, on_status)
+        return show.render(stop, on_status, on_frame)
 
 
 def surfaces(cfg: RunConfig, controls: Controls) -> list[Service]:
@@ -203,8 +205,9 @@ class _Show:
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
 
-    def render(self, stop: threading.Event, on_status) -> RunStats:
+    def render(self, stop: threading.Event, on_status, on_frame=None) -> RunStats:
         cfg, controls, engine, source, outputs = self.cfg, self.controls, self.engine, self.source, self.outputs
+        formats = sorted(set(outputs.formats) | ({pixfmt.RGB24} if on_frame else set()))
         warn = RateLimitedLog(log, interval=5.0)
         stats = RunStats()
         period = 1.0 / cfg.fps
@@ -255,11 +258,13 @@ class _Show:
             engine.step(phi, source_tensor)
             if controls.snapshots is not None:
                 controls.snapshots.update(engine, dt)
-            pictures = {fmt: engine.readback(fmt) for fmt in outputs.formats}  # one conversion + copy per format
+            pictures = {fmt: engine.readback(fmt) for fmt in formats}  # one conversion + copy per format
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
             stats.reseeds = engine.guard.recoveries
 
             outputs.send(pictures, frame_slot, t_input)
+            if on_frame is not None:
+                on_frame(frame_slot, pictures[pixfmt.RGB24], last_frame, engine)
             stats.sink_dropped = outputs.dropped
             stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1

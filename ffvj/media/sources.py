@@ -11,7 +11,7 @@ Backends (``SOURCES``; more through :func:`register_source` or the entry-point g
     generator[:PATTERN]  built-in animation (``generators``): plasma (default), bars, rings, noise,
                          gradient, shapes; options seed=0, speed=1.0; time advances 1/fps per read()
     video:PATH           a file through OpenCV, one frame per read() (deterministic), loops
-    image:PATH           a still picture
+    image:PATH           a still picture; option pan=SECONDS drifts slowly over it (zoom=1.25)
     camera[:INDEX]       a camera through OpenCV on a capture thread; options width, height, camera_fps,
                          mjpg, api; never stops the show when the camera fails mid-way
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import re
 import sys
@@ -92,9 +93,26 @@ def _existing_file(arg: str | None, kind: str) -> Path:
 
 
 class ImageSource(Source):
-    """A still picture, fitted once at open; every read returns a fresh copy of it."""
+    """A still picture, fitted once at open; every read returns a fresh copy of it.
+
+    ``pan=SECONDS`` (0: a still) drifts a window slowly over the picture instead, a "Ken Burns"
+    move: the picture is fitted to ``zoom`` times the frame (default 1.25) and the window sweeps
+    across it and back every ``pan`` seconds, diagonally, easing at the ends, at sub-pixel
+    positions (no stepping on slow moves). Like the generator, time advances 1/fps per read, so a
+    render is repeatable.
+    """
 
     kind = "image"
+
+    def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0,
+                 pan: float = 0.0, zoom: float = 1.25) -> None:
+        super().__init__(arg, size=size, fps=fps)
+        if not (isinstance(pan, (int, float)) and math.isfinite(pan) and pan >= 0):
+            raise ValueError(f"image pan must be a period in seconds ≥ 0 (0: a still), not {pan!r}")
+        if not (isinstance(zoom, (int, float)) and 1.0 <= zoom <= 4.0):
+            raise ValueError(f"image zoom must be 1..4 (how much larger than the frame the picture is), not {zoom!r}")
+        self.pan, self.zoom = float(pan), float(zoom)
+        self.index = 0  # the next frame's number
 
     def _open(self) -> None:
         path = _existing_file(self.arg, "image")
@@ -103,10 +121,28 @@ class ImageSource(Source):
             raise SourceError(f"cannot read image {path}: not a picture format OpenCV can decode "
                               "(png, jpg, bmp, tiff, webp, ...)")
         self.path = path
-        self._frame = fit_frame(image, self.size)
+        if self.pan:
+            big = (round(self.width * self.zoom), round(self.height * self.zoom))
+            self._picture = fit_frame(image, big)
+        else:
+            self._frame = fit_frame(image, self.size)
+
+    def frame_at(self, index: int) -> np.ndarray:
+        """The frame with number ``index`` (a pure function of it, the picture and the options)."""
+        if not self.pan:
+            return self._frame.copy()
+        t = index / self.fps / self.pan  # sweeps so far
+        big_h, big_w = self._picture.shape[:2]
+        # Cosine easing: no jolt where the window turns; y on a slower phase, so the path is a loop.
+        fx = 0.5 - 0.5 * math.cos(2 * math.pi * t)
+        fy = 0.5 - 0.5 * math.cos(2 * math.pi * t * 0.61 + 0.9)
+        centre = (self.width / 2 - 0.5 + fx * (big_w - self.width), self.height / 2 - 0.5 + fy * (big_h - self.height))
+        return cv2.getRectSubPix(self._picture, self.size, centre)
 
     def _read(self) -> np.ndarray:
-        return self._frame.copy()
+        frame = self.frame_at(self.index)
+        self.index += 1
+        return frame
 
 
 class VideoSource(Source):

@@ -1,0 +1,175 @@
+"""Measures of a picture over time: what ``ffvj look`` reports and what the output's flash limiter counts.
+
+Every measure takes RGB uint8 frames (H, W, 3), or feature states as float arrays, and is plain numpy:
+
+``lattice_excess(plane)``
+    A screen-locked pattern (the checkerboard a sub-pixel decoder can imprint) lives on the frequency
+    lattice of multiples of 1/8 cycle per pixel. Its strength is the power on each of those lattice bins
+    above the power of its neighbours off the lattice (what the picture has there anyway), as the sum of
+    the amplitudes of the excess, in the plane's own units (8-bit levels for a picture): a 2-pixel
+    checkerboard of ±a gives a; a pattern spread over many lattice frequencies, the sum of theirs. A
+    photo gives about one level.
+``ssim(a, b)``
+    Structural similarity of two frames (the model's own, ``model.evaluate.ssim``).
+``change(a, b)``
+    Mean absolute difference in 8-bit levels; a frozen picture changes by less than ``FROZEN`` a frame.
+``FlashCounter``
+    General and red flashes by the rules of ITU-R BT.1702 and WCAG 2.3.1 as EA's IRIS implements them:
+    a transition is a change in relative luminance of at least 0.1 (of the maximum) where the darker
+    state is below 0.8, over at least a quarter of the frame; slow changes accumulate over frames
+    until they reach it. A red transition is a change of at least 20 in (R − G − B)·320 (linear RGB,
+    negative as 0) where one of the two states is saturated red, R/(R + G + B) ≥ 0.8. A flash is a
+    pair of opposing transitions; more than 3 flashes in any one second is the risk.
+``hue_share(frame)``
+    The share of the whole frame taken by saturated pixels of its most common hue (six hues, 60° each):
+    a picture burnt to one colour has a large one.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import cv2
+import numpy as np
+
+LATTICE = 8  # periods 2, 4 and 8 pixels: the lattice of multiples of 1/8 cycle per pixel
+FROZEN = 0.5  # 8-bit levels per frame: below this the picture is not moving
+FLASH_STEP, FLASH_DARK, FLASH_AREA = 0.1, 0.8, 0.25
+RED_RATIO, RED_STEP = 0.8, 20.0
+FLASHES_PER_SECOND = 3
+
+
+def lattice_excess(plane: np.ndarray, period: int = LATTICE) -> float:
+    """The amplitude of ``plane`` (H, W) on the 1/``period`` frequency lattice above its neighbours', summed
+    over the lattice's frequencies."""
+    h, w = (plane.shape[0] // period) * period, (plane.shape[1] // period) * period
+    if h < 2 * period or w < 2 * period:
+        raise ValueError(f"a plane of {plane.shape} is too small to measure a lattice of period {period}")
+    x = plane[:h, :w].astype(np.float64)
+    power = np.abs(np.fft.fft2(x - x.mean())) ** 2
+    ys, xs = np.meshgrid(np.arange(period) * (h // period), np.arange(period) * (w // period), indexing="ij")
+    ys, xs = ys.ravel()[1:], xs.ravel()[1:]  # every lattice bin but the mean
+    offsets = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0)]
+    around = np.stack([power[(ys + dy) % h, (xs + dx) % w] for dy, dx in offsets], 1)
+    excess = np.clip(power[ys, xs] - np.median(around, 1), 0, None)
+    # A bin's amplitude is |F|/N: a cosine of amplitude A puts A/2 in each of its two (conjugate) bins.
+    return float(np.sqrt(excess).sum() / (h * w))
+
+
+def frame_lattice(frame: np.ndarray) -> float:
+    """``lattice_excess`` of an RGB frame, RMS over its channels (8-bit levels)."""
+    return float(math.sqrt(np.mean([lattice_excess(frame[..., c]) ** 2 for c in range(frame.shape[2])])))
+
+
+def state_lattice(state: np.ndarray) -> float:
+    """``lattice_excess`` of a feature state (C, H, W) in [-1, 1], in the picture's 8-bit units, RMS over
+    its channels."""
+    return float(math.sqrt(np.mean([lattice_excess(c * 127.5) ** 2 for c in state])))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+
+
+    from ..model.data import to_tensor
+    from ..model.evaluate import ssim as model_ssim
+
+    return float(model_ssim(to_tensor(a)[None], to_tensor(b)[None])[0])
+
+
+def change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two frames in 8-bit levels."""
+    return float(np.abs(a.astype(np.int16) - b).mean())
+
+
+def longest_run(flags, fps: float) -> float:
+    """The longest run of true flags, in seconds."""
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best / fps
+
+
+def hue_share(frame: np.ndarray) -> float:
+    """The share of the frame's pixels that are saturated (S ≥ ½, V ≥ ¼) and of its most common hue."""
+    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)  # H in 0..179 (2° steps)
+    saturated = (hsv[..., 1] >= 128) & (hsv[..., 2] >= 64)
+    hues = ((hsv[..., 0][saturated].astype(np.int32) * 2 + 30) // 60) % 6  # six bins centred on R, Y, G, C, B, M
+    return float(np.bincount(hues, minlength=6).max() / saturated.size) if hues.size else 0.0
+
+
+def linear_rgb(frame: np.ndarray) -> np.ndarray:
+    """sRGB uint8 → linear light in [0, 1] (IEC 61966-2-1)."""
+    c = frame.astype(np.float32) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def relative_luminance(linear: np.ndarray) -> np.ndarray:
+    return linear @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+class FlashCounter:
+    """Counts general and red transitions frame by frame (see the module docstring) and the flashes
+    in the last second. ``add(frame)`` returns this frame's (general, red) transition: +1 brighter or
+    redder, −1 darker or less red, 0 none."""
+
+    def __init__(self, fps: float):
+        self.fps = fps
+        self.window = max(1, round(fps))
+        self._previous: tuple | None = None
+        self._acc: dict[str, np.ndarray] = {}
+        self.events: dict[str, collections.deque] = {k: collections.deque(maxlen=self.window) for k in ("general", "red")}
+
+    def add(self, frame: np.ndarray) -> tuple[int, int]:
+        linear = linear_rgb(frame)
+        lum = relative_luminance(linear)
+        total = linear.sum(-1)
+        red = np.clip(linear[..., 0] - linear[..., 1] - linear[..., 2], 0, None) * 320.0
+        saturated_red = linear[..., 0] >= RED_RATIO * np.maximum(total, 1e-6)
+        if self._previous is None:
+            self._previous = (lum, red, saturated_red)
+            self._acc = {"general": np.zeros_like(lum), "red": np.zeros_like(red)}
+            result = (0, 0)
+        else:
+            prev_lum, prev_red, prev_saturated = self._previous
+            general = self._transition("general", lum - prev_lum, lambda acc: (np.abs(acc) >= FLASH_STEP)
+                                       & (np.minimum(lum, lum - acc) < FLASH_DARK))
+            redness = self._transition("red", red - prev_red, lambda acc: (np.abs(acc) >= RED_STEP)
+                                       & (saturated_red | prev_saturated))
+            self._previous = (lum, red, saturated_red)
+            result = (general, redness)
+        self.events["general"].append(result[0])
+        self.events["red"].append(result[1])
+        return result
+
+    def _transition(self, kind: str, step: np.ndarray, counts) -> int:
+        acc = self._acc[kind]
+        # A change in the same direction as the one under way adds to it (a fade over frames); a turn starts anew.
+        acc = np.where(np.sign(step) == np.sign(acc), acc + step, step)
+        moved = counts(acc)
+        up, down = (moved & (acc > 0)).mean(), (moved & (acc < 0)).mean()
+        sign = 0
+        if max(up, down) >= FLASH_AREA:
+            sign = 1 if up >= down else -1
+            acc = np.where(moved, 0.0, acc)  # counted: those pixels start a new run
+        self._acc[kind] = acc
+        return sign
+
+    def flashes(self, kind: str = "general") -> float:
+        """Flashes in the last second: opposing transitions (the first counts, then each turn), halved."""
+        return flashes_in(self.events[kind])
+
+
+def flashes_in(events) -> float:
+    """Flashes in a run of per-frame transitions (+1, −1, 0): opposing transitions, halved."""
+    signs = [e for e in events if e]
+    if not signs:
+        return 0.0
+    return (1 + sum(a != b for a, b in zip(signs, signs[1:]))) / 2
+
+
+def max_flashes(events: list[int], fps: float) -> float:
+    """The most flashes in any one-second window of per-frame transitions."""
+    window = max(1, round(fps))
+    return max((flashes_in(events[i:i + window]) for i in range(max(1, len(events) - window + 1))), default=0.0)

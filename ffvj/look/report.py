@@ -1,0 +1,250 @@
+"""``ffvj look``: the instrument's own eyes. Fixed inputs through the default look and every factory preset,
+rendered by the real show (``show.run``, offline), measured frame by frame (``measures``), reported as a
+table or JSON, with a contact sheet (PNG) per run.
+
+Inputs (``INPUTS``; or any ``--source``): ``generator`` (the built-in plasma), ``pan`` (a slow drift over
+a photo the model never trained on) and ``still`` (another such photo, held). The photos are the test
+split of scikit-image's (``pip install 'ffvj[look]'``).
+
+Checks, per run (what issue "the picture" asks of every look):
+
+    lattice   the picture's lattice excess, settled, ≤ 2× the source's own + 1 level
+    input     input SSIM over 0.3–2 s ≥ 0.45 (the default look on the pan: the input shows at once)
+    freeze    a still input never freezes the picture for more than 5 s
+    flashes   never more than 3 general or red flashes in any second
+    colour    the most common hue's share, settled, ≤ 2× the source's + 0.1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import measures
+
+INPUTS = ("generator", "pan", "still")
+PHOTOS = {"pan": "coffee", "still": "chelsea"}  # scikit-image's test split: never trained on
+SHEET_TILE = (240, 136)  # (width, height) of one frame on a contact sheet
+
+
+@dataclass
+class LookConfig:
+    inputs: tuple[str, ...] = INPUTS  # or source specs of the user's ("video:clip.mp4")
+    presets: tuple[str, ...] = ()  # () → the default look and every factory preset
+    width: int = 480
+    height: int = 270
+    fps: float = 30.0
+    seconds: float = 15.0  # long enough to see a still input freeze for good (the check allows 5 s)
+    seed: int = 0
+    model: str | None = None
+    settings: dict = field(default_factory=dict)  # parameter → value on top of every preset
+    out: str = "runs/look"  # contact sheets go here
+    sample_every: float = 0.25  # seconds between the costlier measures (lattice, SSIM)
+
+
+@dataclass
+class _Run:
+    """What one run measured, frame by frame (or every few frames)."""
+
+    fps: float
+    sample: int
+    change: list = field(default_factory=list)
+    general: list = field(default_factory=list)
+    red: list = field(default_factory=list)
+    hue: list = field(default_factory=list)
+    source_hue: list = field(default_factory=list)
+    sampled: list = field(default_factory=list)  # (t, lattice, source lattice, level lattices, ssim)
+    sheet: dict = field(default_factory=dict)  # frame index → (source, picture)
+
+    def __post_init__(self):
+        self._flashes = measures.FlashCounter(self.fps)
+        self._previous = None
+
+    def __call__(self, slot: int, picture: np.ndarray, source: np.ndarray | None, engine) -> None:
+        general, red = self._flashes.add(picture)
+        self.general.append(general)
+        self.red.append(red)
+        if self._previous is not None:
+            self.change.append(measures.change(picture, self._previous))
+        self._previous = picture.copy()
+        self.hue.append(measures.hue_share(picture))
+        if source is not None:
+            self.source_hue.append(measures.hue_share(source))
+        if slot % self.sample == 0:
+            levels = [measures.state_lattice(s[0].float().cpu().numpy()) for s in engine.states[1:]
+                      if min(s.shape[-2:]) >= 2 * measures.LATTICE]
+            self.sampled.append((slot / self.fps, measures.frame_lattice(picture),
+                                 measures.frame_lattice(source) if source is not None else None, levels,
+                                 measures.ssim(picture, source) if source is not None else None))
+
+
+def _photo(name: str, folder: Path) -> Path:
+    from ..model.data import builtin_photos
+
+    try:
+        rgb = builtin_photos("test")[name]
+    except RuntimeError as exc:  # scikit-image missing: say which extra brings it
+        raise RuntimeError(f"the {name!r} photo comes with scikit-image: pip install 'ffvj[look]' ({exc})") from exc
+    path = folder / f"{name}.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def _source(name: str, folder: Path) -> tuple[str, dict]:
+    if name == "generator":
+        return "generator", {}
+    if name == "pan":
+        return f"image:{_photo(PHOTOS['pan'], folder)}", {"pan": 16.0, "zoom": 1.3}
+    if name == "still":
+        return f"image:{_photo(PHOTOS['still'], folder)}", {}
+    return name, {}  # a spec of the user's
+
+
+def _presets(cfg: LookConfig) -> list[str | None]:
+    if cfg.presets:
+        return [None if p == "default" else p for p in cfg.presets]
+    from ..control.presets import PRESET_SUFFIX, factory_presets_dir
+
+    factory = factory_presets_dir()
+    return [None] + sorted(p.stem for p in factory.glob(f"*{PRESET_SUFFIX}")) if factory else [None]
+
+
+def look(cfg: LookConfig, progress=None) -> dict:
+    """Render and measure every input × preset; returns the report (see ``format_report``)."""
+    from ..show import RunConfig, run
+
+    frames = max(2, round(cfg.seconds * cfg.fps))
+    sample = max(1, round(cfg.sample_every * cfg.fps))
+    sheet_at = sorted({min(frames - 1, round(t * cfg.fps)) for t in
+                       (0.1, 0.5, 1.0, 2.0, cfg.seconds / 2, cfg.seconds)})
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in cfg.inputs:
+            spec, options = _source(name, Path(tmp))
+            for preset in _presets(cfg):
+                measured = _Run(cfg.fps, sample)
+
+                def on_frame(slot, picture, source, engine, measured=measured):
+                    measured(slot, picture, source, engine)
+                    if slot in sheet_at:
+                        measured.sheet[slot] = (None if source is None else source.copy(), picture.copy())
+
+                run(RunConfig(source=spec, source_options=options, sinks=["null"], width=cfg.width, height=cfg.height,
+                              fps=cfg.fps, frames=frames, model=cfg.model, seed=cfg.seed, pace="offline",
+                              preset=preset, settings=dict(cfg.settings), status_interval=math.inf),
+                    on_frame=on_frame)
+                label = f"{_label(name)}-{preset or 'default'}"
+                row = _summarise(measured, name, preset or "default", cfg)
+                row["sheet"] = str(_contact_sheet(measured, out / f"{label}.png", label, cfg.fps))
+                runs.append(row)
+                if progress:
+                    progress(row)
+    return {"size": f"{cfg.width}x{cfg.height}", "fps": cfg.fps, "seconds": cfg.seconds, "seed": cfg.seed,
+            "model": cfg.model or "default", "runs": runs}
+
+
+def _label(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _summarise(m: _Run, name: str, preset: str, cfg: LookConfig) -> dict:
+    frames = len(m.general)
+    settled_from = cfg.seconds * 0.75  # the last quarter: where a look has settled
+    settled = [s for s in m.sampled if s[0] >= settled_from] or m.sampled[-1:]
+    early = [s for s in m.sampled if 0.3 <= s[0] <= 2.0]
+    tail = slice(round(frames * 0.75), None)
+    lattice = _mean(s[1] for s in settled)
+    source_lattice = _mean(s[2] for s in settled)
+    depth = max((len(s[3]) for s in settled), default=0)
+    levels = [_mean(s[3][i] for s in settled if len(s[3]) > i) for i in range(depth)]
+    row = {
+        "input": name, "preset": preset, "frames": frames,
+        "lattice": {"picture": lattice, "source": source_lattice, "levels": levels,
+                    "over_time": [[round(s[0], 2), round(s[1], 2)] for s in m.sampled]},
+        "input_ssim": {"early": _mean(s[4] for s in early), "settled": _mean(s[4] for s in settled)},
+        "change": {"mean": _mean(m.change), "longest_freeze_s": measures.longest_run(
+            [c < measures.FROZEN for c in m.change], cfg.fps)},
+        "flashes": {"general": measures.max_flashes(m.general, cfg.fps), "red": measures.max_flashes(m.red, cfg.fps)},
+        "hue_share": {"picture": _mean(m.hue[tail]), "source": _mean(m.source_hue[tail])},
+    }
+    row["checks"] = _checks(row, name, preset)
+    return row
+
+
+def _checks(row: dict, name: str, preset: str) -> dict:
+    checks = {}
+    lat = row["lattice"]
+    if lat["picture"] is not None and lat["source"] is not None:
+        checks["lattice"] = lat["picture"] <= 2 * lat["source"] + 1.0
+    if name == "pan" and preset == "default" and row["input_ssim"]["early"] is not None:
+        checks["input"] = row["input_ssim"]["early"] >= 0.45
+    if name == "still":
+        checks["freeze"] = row["change"]["longest_freeze_s"] <= 5.0
+    checks["flashes"] = max(row["flashes"].values()) <= measures.FLASHES_PER_SECOND
+    hue = row["hue_share"]
+    if hue["picture"] is not None and hue["source"] is not None:
+        checks["colour"] = hue["picture"] <= 2 * hue["source"] + 0.1
+    return checks
+
+
+def _tile(rgb: np.ndarray | None, text: str) -> np.ndarray:
+    w, h = SHEET_TILE
+    tile = np.zeros((h, w, 3), np.uint8) if rgb is None else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    tile = np.ascontiguousarray(tile)
+    cv2.putText(tile, text, (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(tile, text, (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def _contact_sheet(m: _Run, path: Path, label: str, fps: float) -> Path:
+    """The source (top row) and the picture (bottom row) at the same moments."""
+    slots = sorted(m.sheet)
+    top = [_tile(m.sheet[s][0], f"source {s / fps:.1f} s") for s in slots]
+    bottom = [_tile(m.sheet[s][1], f"{label} {s / fps:.1f} s") for s in slots]
+    sheet = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def format_report(report: dict) -> str:
+    wi = max([5] + [len(r["input"]) for r in report["runs"]])
+    wp = max([6] + [len(r["preset"]) for r in report["runs"]])
+    lines = [f"ffvj look — {report['size']} at {report['fps']:g} fps, {report['seconds']:g} s, seed {report['seed']}, "
+             f"model {report['model']}",
+             f"{'input':<{wi}} {'preset':<{wp}} {'lattice':>8} {'(src)':>6} {'levels':<17} {'ssim':>5} {'change':>6} "
+             f"{'freeze':>6} {'flash':>5} {'red':>4} {'hue':>5} {'(src)':>5}  checks"]
+    for r in report["runs"]:
+        levels = "/".join(_fmt(v, ".1f") for v in r["lattice"]["levels"]) or "—"
+        failed = [k for k, ok in r["checks"].items() if not ok]
+        lines.append(
+            f"{r['input']:<{wi}} {r['preset']:<{wp}} {_fmt(r['lattice']['picture']):>8} "
+            f"{_fmt(r['lattice']['source']):>6} {levels:<17} {_fmt(r['input_ssim']['early']):>5} "
+            f"{_fmt(r['change']['mean'], '.1f'):>6} {r['change']['longest_freeze_s']:>5.1f}s "
+            f"{r['flashes']['general']:>5.1f} {r['flashes']['red']:>4.1f} {_fmt(r['hue_share']['picture']):>5} "
+            f"{_fmt(r['hue_share']['source']):>5}  {'ok' if not failed else 'FAIL: ' + ', '.join(failed)}")
+    lines.append("lattice: the excess on the 1/8-cycle lattice in 8-bit levels, settled (levels: each level's state); "
+                 "ssim: to the source over 0.3–2 s; change: levels a frame; freeze: the longest still stretch; "
+                 "flash, red: the most in any second; hue: the largest hue's share of the picture")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: Path) -> Path:
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

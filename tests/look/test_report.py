@@ -1,0 +1,30 @@
+"""``ffvj look`` on a tiny run: the real show renders, every measure is in the report, the sheets are written."""
+
+import json
+
+from ffvj.cli import main
+
+
+def test_look_json_on_a_tiny_run(tmp_path, capsys):
+    out = tmp_path / "look"
+    assert main(["look", "--input", "generator", "--preset", "default", "--preset", "drift", "--size", "96x64",
+                 "--seconds", "1", "--fps", "10", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads((out / "look.json").read_text()) == report
+    assert [(r["input"], r["preset"]) for r in report["runs"]] == [("generator", "default"), ("generator", "drift")]
+    for run in report["runs"]:
+        assert run["frames"] == 10  # levels: 48×32 and 24×16 (8×6 is too small for the lattice)
+        assert run["lattice"]["picture"] >= 0 and run["lattice"]["source"] >= 0 and len(run["lattice"]["levels"]) == 2
+        assert 0 <= run["input_ssim"]["early"] <= 1 and run["change"]["mean"] > 0
+        assert set(run["flashes"]) == {"general", "red"} and 0 <= run["hue_share"]["picture"] <= 1
+        assert set(run["checks"]) >= {"lattice", "flashes", "colour"} and all(isinstance(v, bool) for v in run["checks"].values())
+        assert (out / f"generator-{run['preset']}.png").is_file()
+
+
+def test_look_on_a_source_of_ones_own_and_a_bad_one(tmp_path, capsys):
+    assert main(["look", "--input", "generator:bars", "--preset", "default", "--size", "96x64", "--seconds", "0.5",
+                 "--fps", "10", "--out", str(tmp_path)]) == 0
+    assert "generator:bars" in capsys.readouterr().out
+    assert main(["look", "--input", "video:/nonexistent.mp4", "--size", "96x64", "--seconds", "0.5",
+                 "--out", str(tmp_path)]) == 2
+    assert "nonexistent.mp4" in capsys.readouterr().err
