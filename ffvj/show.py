@@ -217,6 +217,7 @@ class _Show:
             controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
         last_status = start
         last_frame = None
+        epoch = source.epoch
         slot = 0  # the schedule slot of the next frame: slot n is due at start + n·period
         prev_slot = -1
         while not stop.is_set() and (cfg.frames is None or stats.frames < cfg.frames):
@@ -248,6 +249,9 @@ class _Show:
             if frame is not None:
                 last_frame = frame
             source_tensor = pixfmt.from_rgb24(last_frame, engine.device) if last_frame is not None else None
+            if source.epoch != epoch:  # a new scene (a camera arrived or came back): grow out of it
+                epoch = source.epoch
+                engine.reseed()
 
             # The frame clock: wall time when live, slot × period when rendering offline, so LFOs
             # land on the same frames whatever the machine's speed.
@@ -255,9 +259,7 @@ class _Show:
             phi = controls.frame(engine, dt, now, self.services)
 
             t0 = time.perf_counter()
-            engine.step(phi, source_tensor)
-            if controls.snapshots is not None:
-                controls.snapshots.update(engine, dt)
+            engine.step(phi, source_tensor, dt)
             pictures = {fmt: engine.readback(fmt) for fmt in formats}  # one conversion + copy per format
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
             stats.reseeds = engine.guard.recoveries

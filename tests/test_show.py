@@ -415,3 +415,40 @@ def test_a_surface_must_be_a_service_and_options_may_not_shadow_the_show():
         run(cfg, services=[NotAService()])
     with pytest.raises(StartupError, match="source option.*fps.*--size and --fps"):
         run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=1, source_options={"fps": 60}))
+
+
+class SceneChange(Source):
+    """A source whose scene changes at frame 5 (as a late camera would): the show re-seeds from it."""
+
+    live = False
+
+    def __init__(self, arg=None, *, size=(64, 48), fps=30.0):
+        super().__init__(arg, size=size, fps=fps)
+        self.reads = 0
+        picture = smooth_picture(np.random.default_rng(11), self.height, self.width)
+        self.scenes = (picture // 4, 160 + picture // 4)  # dark, then bright (neither flat: flat seeds noise)
+
+    def _read(self):
+        self.reads += 1
+        if self.reads == 6:
+            self.epoch += 1
+        return self.scenes[self.reads > 5].copy()
+
+
+def test_the_first_source_frame_shows_at_once_and_a_new_scene_is_grown_out_of():
+    register_source("scene", SceneChange)
+    try:
+        register_sink("recorder", Recorder)
+        Recorder.received = []
+        controls = Controls.for_levels(3)
+        controls.store.set("input.mix", 0.0)  # no injection: what shows of the source is the seeding alone
+        controls.store.frame(0)
+        run(RunConfig(source="scene", sinks=["recorder"], width=64, height=48, fps=30, frames=30, pace="offline"),
+            controls=controls)
+    finally:
+        SOURCES.pop("scene", None)
+    frames = [f.astype(int) for _, f in Recorder.received]
+    dark, bright = (s.astype(int) for s in SceneChange(size=(64, 48)).scenes)
+    assert np.abs(frames[0] - dark).mean() < 12  # frame 0 already shows the source, not noise
+    assert frames[8].mean() > frames[4].mean() + 20  # re-seeded from the new scene, fading in over ½ s
+    assert np.abs(frames[22] - bright).mean() < np.abs(frames[22] - dark).mean()

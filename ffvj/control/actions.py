@@ -169,9 +169,7 @@ class Action:
 # --- what each action does --------------------------------------------------------------------------
 
 def _reset(controls, engine) -> bool:
-    if controls.snapshots is not None:
-        controls.snapshots.cancel()  # a crossfade would pull the re-seeded picture back at once
-    engine.reset(engine.source)
+    engine.reseed()  # from the frame being made, crossfading (a snapshot crossfade under way gives way)
     return True
 
 
@@ -230,7 +228,7 @@ _SECONDS = Arg("seconds", float, "morph or crossfade time (0: at once)", default
 _SLOT = Arg("slot", int, "snapshot slot", min=0, max=SNAPSHOT_SLOTS - 1)
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
-    Action("reset", "panic: re-seed every level from the source (and stop a snapshot crossfade)", _reset,
+    Action("reset", "panic: re-seed every level from the source, crossfading over half a second", _reset,
            button=True),
     Action("tap", "tap tempo: two or more taps within 2 s set the BPM", _tap, thread=NOW, button=True),
     Action("bpm", "set the tempo", _bpm, (Arg("bpm", float, "beats per minute", min=MIN_BPM, max=MAX_BPM, clamp=True),),

@@ -77,6 +77,28 @@ def _engine_layout(level: int, state: torch.Tensor) -> torch.Tensor:
     return state.contiguous(memory_format=torch.channels_last)
 
 
+RESEED_SECONDS = 0.5  # a re-seed (the panic button, the guard) crossfades this long instead of cutting
+
+
+class _Crossfade:
+    """Pulls every level's state toward a target while the feedback keeps running: each frame, after
+    the step, h^ℓ ← lerp(h^ℓ, s^ℓ, w) with w = smoothstep(t / seconds), t the time since it began. Each
+    blend is in feature space, per level (as autoencoder embeddings interpolate), and acts on a state the
+    loop has already evolved from the previous blend, so the pull compounds; at t = seconds (w = 1) the
+    states are exactly the target and the feedback runs on from there."""
+
+    def __init__(self, target: list[torch.Tensor], seconds: float):
+        self.target, self.seconds, self.elapsed = target, seconds, 0.0
+
+    def advance(self, states: list[torch.Tensor], dt: float) -> tuple[list[torch.Tensor], bool]:
+        self.elapsed += max(float(dt), 0.0)
+        u = min(self.elapsed / self.seconds, 1.0)
+        if u >= 1.0:
+            return [t.clone() for t in self.target], True  # a copy: the loop must never alias the target
+        w = u * u * (3.0 - 2.0 * u)  # smoothstep
+        return [torch.lerp(live, t, w) for live, t in zip(states, self.target)], False
+
+
 #: Engine precisions: the states, the weights and the arithmetic of the step. The reference stays fp32.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -124,6 +146,9 @@ class FeedbackEngine:
         self._warn = RateLimitedLog(log, interval=5.0)
         self.fast = self.model.fast(compile)  # γ and γ⁻¹, fused (after the move to device and dtype)
         self.source: torch.Tensor | None = None  # the newest source frame step() was given
+        self._fade: _Crossfade | None = None
+        self._reseed: float | None = None  # a re-seed asked for, to run at the next step: its fade time
+        self._seeded_from_source = False
         self.states = self.seed_states(None)
         if compile:  # compile now, at start-up, not on the first frame of the show
             for lvl in range(self.model.levels):
@@ -144,17 +169,46 @@ class FeedbackEngine:
 
     @torch.no_grad()
     def reset(self, source: torch.Tensor | None = None) -> None:
-        self.states = self.seed_states(source)
-        self._versions = [v + 1 for v in self._versions]
-        self._decoded.clear()
+        """Re-seed every level now, from ``source`` (or noise), cutting to it; any crossfade stops."""
+        self._fade = None
+        self.set_states(self.seed_states(source))
+        self._seeded_from_source = self._seeded_from_source or source is not None
+
+    def reseed(self, seconds: float = 0.5) -> None:
+        """Re-seed every level at the next step, from the source frame it is given (the frame being made;
+        noise without one), crossfading to it over ``seconds`` (0: a cut). The panic button."""
+        self._reseed = max(0.0, float(seconds)) if math.isfinite(seconds) else 0.0
 
     @torch.no_grad()
-    def set_states(self, states: list[torch.Tensor]) -> None:
-        """Replace every level's state (snapshot recall, crossfade). Raises ValueError unless there is
-        one tensor per level with the current shape. Invalidates the decode cache, as ``reset`` does."""
+    def crossfade_to(self, states: list[torch.Tensor], seconds: float) -> None:
+        """Pull every level toward ``states`` over ``seconds`` while the feedback keeps running (see
+        ``_Crossfade``), replacing a crossfade under way; ``seconds`` ≤ 0 jumps there at once."""
+        self._check_fit(states)
+        target = [_engine_layout(lvl, s.to(self.device, self.dtype)) for lvl, s in enumerate(states)]
+        if not (math.isfinite(seconds) and seconds > 0):
+            self._fade = None
+            self.set_states([s.clone() for s in target])  # a copy: the loop must never alias the caller's
+            return
+        self._fade = _Crossfade(target, float(seconds))
+
+    @property
+    def fading(self) -> bool:
+        return self._fade is not None
+
+    def cancel_fade(self) -> None:
+        """Stop a crossfade where it is."""
+        self._fade = None
+
+    def _check_fit(self, states: list[torch.Tensor]) -> None:
         if len(states) != len(self.states) or any(a.shape != b.shape for a, b in zip(states, self.states)):
             raise ValueError(f"states of shapes {[tuple(s.shape) for s in states]} do not fit this engine's "
                              f"{[tuple(s.shape) for s in self.states]}")
+
+    @torch.no_grad()
+    def set_states(self, states: list[torch.Tensor]) -> None:
+        """Replace every level's state. Raises ValueError unless there is one tensor per level with the
+        current shape. Invalidates the decode cache."""
+        self._check_fit(states)
         self.states = [_engine_layout(lvl, s.to(self.device, self.dtype)) for lvl, s in enumerate(states)]
         self._versions = [v + 1 for v in self._versions]
         self._decoded.clear()
@@ -235,11 +289,20 @@ class FeedbackEngine:
         return out
 
     @torch.no_grad()
-    def step(self, phi: dict[str, float], source: torch.Tensor | None = None) -> torch.Tensor:
-        prev = self.states
+    def step(self, phi: dict[str, float], source: torch.Tensor | None = None, dt: float = 1 / 30) -> torch.Tensor:
+        """One frame of Δ_φ on every level; ``dt`` (seconds since the last frame) times crossfades."""
         if source is not None and source.dtype != self.dtype:
             source = source.to(self.dtype)
         self.source = source
+        if source is not None and not self._seeded_from_source:
+            # The first source frame seeds every level: the audience sees the input at once, and the
+            # feedback grows out of it (a cut on the very first frame; a fade if frames were shown).
+            self._seeded_from_source = True
+            self._reseed = 0.0 if self.frame_index == 0 else RESEED_SECONDS
+        if self._reseed is not None:
+            seconds, self._reseed = self._reseed, None
+            self.crossfade_to(self.seed_states(source), seconds)
+        prev = self.states
         kind = BOUNDS[int(phi["bound"])]
         modmap = self._modulation(phi, source)
         updating = [phi[level_param_name(lvl, "freeze")] < 0.5
@@ -300,6 +363,11 @@ class FeedbackEngine:
                 out = out.clamp_(-1, 1)  # out is this frame's own tensor, never a state
             new.append(_engine_layout(lvl, out))
             self._versions[lvl] += 1
+        if self._fade is not None:
+            new, done = self._fade.advance(new, dt)
+            self._fade = None if done else self._fade
+            self._versions = [v + 1 for v in self._versions]
+            self._decoded.clear()
         self.states = new
         self.frame_index += 1
         reason = self.guard.check(new, [lvl for lvl, u in enumerate(updating) if u])
@@ -308,7 +376,10 @@ class FeedbackEngine:
             self.guard.last_reason = reason
             self.guard.bad_frames = 0
             self._warn.warning("reseed", "feedback re-seeded: %s", reason)
-            self.reset(source)
+            if reason.startswith("non-finite"):
+                self.reset(source)  # nothing to fade from: cut, in this very frame
+            else:
+                self.crossfade_to(self.seed_states(source), RESEED_SECONDS)
         return self.states[0]
 
     @torch.no_grad()

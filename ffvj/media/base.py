@@ -240,6 +240,9 @@ class Source(Endpoint, abc.ABC):
     #: True if frames follow the wall clock (a camera), so the show must run in real time;
     #: False if any rate will do (files, generators), which allows offline rendering.
     live = False
+    #: Counts the times the picture changed to another scene at once (a camera that arrived late, or
+    #: came back after a dropout): the show re-seeds the feedback from the new one when it moves.
+    epoch = 0
 
     def read(self) -> np.ndarray | None:
         """The newest frame, RGB uint8 (H, W, 3); None only if nothing was ever available."""

@@ -435,6 +435,7 @@ class CameraSource(Source):
                         delay = min(2 * delay, longest)
                         continue
                     self.reopens += 1
+                    self.epoch += 1  # a new scene: the show re-seeds from it
                     delay = first
                     log.info("camera %s is back", self.device)
                 ok, frame = cap.read()
@@ -512,6 +513,91 @@ def devices(max_index: int = 8, api: str | None = None) -> list[int]:
     return found
 
 
+# --- auto: a camera when there is one ----------------------------------------------------------------
+
+def _first_camera(size: Size, fps: float, options: dict) -> Source | None:
+    """The first camera that opens with ``options``, opened; None when none does."""
+    for index in devices():
+        try:
+            return build_and_open(CameraSource, "camera", str(index), size, fps, options)
+        except SourceError as exc:
+            log.warning("camera %d did not open (%s); trying the next", index, exc)
+    return None
+
+
+class AutoSource(Source):
+    """``auto``: the first camera that opens (with the options given), else the built-in generator,
+    so a show always has a picture. In a live show (``follow_wall_clock``) without a camera it looks
+    for one every ``probe_s`` seconds on a thread of its own, and a camera that arrives late takes
+    over (``epoch`` moves on, and the show re-seeds from it). ``find_camera(size, fps, options)`` finds
+    and opens one (tests substitute it)."""
+
+    kind = "auto"
+
+    def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0, probe_s: float = 3.0,
+                 find_camera: Callable | None = None, **camera_options: Any) -> None:
+        super().__init__(arg, size=size, fps=fps)
+        self.probe_s = float(probe_s)
+        self.camera_options = camera_options
+        self._find = find_camera or _first_camera
+        self._current: Source | None = None
+        self._swap = threading.Lock()
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+
+    @property
+    def live(self) -> bool:  # a camera: realtime; the generator: any rate will do (an offline render)
+        return bool(self._current is not None and self._current.live)
+
+    @property
+    def spec(self) -> str:
+        return f"auto ({self._current.spec})" if self._current is not None else "auto"
+
+    def _open(self) -> None:
+        self._current = self._find(self.size, self.fps, self.camera_options)
+        if self._current is None:
+            log.info("no camera found: using the built-in generator")
+            self._current = build_and_open(GeneratorSource, "generator", None, self.size, self.fps, {})
+
+    def follow_wall_clock(self) -> None:
+        with self._lock:
+            self._current.follow_wall_clock()
+            if not self._current.live and self._prober is None and self.probe_s > 0:
+                self._prober = threading.Thread(target=self._probe, name="ffvj-camera-probe", daemon=True)
+                self._prober.start()
+
+    def _probe(self) -> None:
+        while not self._stop.wait(self.probe_s):
+            try:
+                camera = self._find(self.size, self.fps, self.camera_options)
+            except Exception as exc:  # noqa: BLE001 — a broken driver must not end the search
+                log.warning("looking for a camera failed (%s: %s)", type(exc).__name__, exc)
+                continue
+            if camera is None:
+                continue
+            with self._swap:
+                if self._stop.is_set():
+                    camera.close()
+                    return
+                previous, self._current = self._current, camera
+                self.epoch += 1
+            log.info("a camera arrived: %s takes over from the generator", camera.spec)
+            previous.close()
+            return
+
+    def _read(self) -> np.ndarray | None:
+        with self._swap:
+            return self._current.read()
+
+    def _close(self) -> None:
+        self._stop.set()
+        if self._prober is not None:
+            self._prober.join(timeout=10)
+        with self._swap:
+            if self._current is not None:
+                self._current.close()
+
+
 # --- registry ----------------------------------------------------------------------------------------
 
 _registry = BackendRegistry("source", Source, "ffvj.sources")
@@ -534,13 +620,7 @@ def open_source(spec: str, size: Size = (640, 360), fps: float = 30.0, **options
     """Build the source named by ``spec`` (``NAME[:ARG]``, or ``auto``) and open it. ``auto``: the first
     camera that opens (with ``options``), else the built-in generator: a show always has a picture."""
     if spec == "auto":
-        for index in devices():
-            try:
-                return open_source(f"camera:{index}", size=size, fps=fps, **options)
-            except SourceError as exc:
-                log.warning("camera %d did not open (%s); trying the next", index, exc)
-        log.info("no camera found: using the built-in generator")
-        return open_source("generator", size=size, fps=fps)
+        return build_and_open(AutoSource, "auto", None, size, fps, options)
     name, arg = split_spec(spec)
     try:
         cls = _registry.lookup(name)

@@ -42,6 +42,12 @@ def engine():
     return e
 
 
+def held(controls) -> dict:
+    """φ with every level frozen: a step changes nothing itself."""
+    phi = controls.store.frame(0)
+    return dict(phi, **{name: 1.0 for name in phi if name.endswith(".freeze")})
+
+
 def run_frame(controls, engine):
     controls.frame(engine, 1 / 30, 0.0)
     controls.close()  # waits for preset files being written (a FILES action)
@@ -83,16 +89,19 @@ def test_loop_actions_wait_for_the_render_loop(controls, engine):
     kept = [s.clone() for s in engine.states]
     controls.fire("reset")
     run_frame(controls, engine)
-    assert torch.equal(engine.states[0], source)  # re-seeded from the newest source frame
+    new_source = torch.rand(1, 3, H, W) * 2 - 1
+    engine.step(held(controls), new_source, dt=1.0)  # the re-seed runs with the frame being made: a crossfade
+    assert torch.allclose(engine.states[0], new_source)  # ... that ends on that frame's source (0.5 s < 1 s)
     controls.fire("snapshot.recall", 1.0)
     run_frame(controls, engine)
     assert all(torch.equal(a, b) for a, b in zip(engine.states, kept))
     controls.fire("snapshot.recall", slot=1, seconds=1.0)
     run_frame(controls, engine)
-    assert controls.snapshots.fading
+    assert engine.fading
     controls.fire("reset", 1)
     run_frame(controls, engine)
-    assert not controls.snapshots.fading  # panic stops the fade
+    engine.step(held(controls), source, dt=1 / 30)  # panic: its re-seed replaces the snapshot's crossfade
+    assert engine.fading and torch.equal(engine._fade.target[0], source)  # heading for the source, not slot 1
 
 
 def test_preset_actions_run_off_the_render_loop(controls, engine):

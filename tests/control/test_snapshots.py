@@ -63,21 +63,26 @@ def test_recall_invalidates_the_decode_cache(engine, model):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def held(model) -> dict:
+    """φ with every level frozen: a step changes nothing itself, so what moves is the crossfade alone."""
+    phi = phi_defaults(model)
+    return dict(phi, **{f"l{lvl}.freeze": 1.0 for lvl in range(model.levels + 1)})
+
+
 def test_crossfade_blends_by_smoothstep_and_ends_exactly_on_the_snapshot(engine, model):
     snaps = SnapshotBank(slots=4)
     snaps.store(engine, 1)
     target = [s.clone() for s in snaps.get(1)]
     engine.reset()
     live = [s.clone() for s in engine.states]
-    assert snaps.recall(engine, 1, seconds=2.0) and snaps.fading
-    assert all(torch.equal(a, b) for a, b in zip(engine.states, live))  # nothing happens before update
-    snaps.update(engine, 1.0)  # the midpoint: weight smoothstep(½) = ½
+    assert snaps.recall(engine, 1, seconds=2.0) and engine.fading
+    assert all(torch.equal(a, b) for a, b in zip(engine.states, live))  # nothing happens before a step
+    engine.step(held(model), dt=1.0)  # the midpoint: weight smoothstep(½) = ½
     assert all(torch.equal(a, torch.lerp(l, t, 0.5)) for a, l, t in zip(engine.states, live, target))
-    engine.step(phi_defaults(model))  # the feedback keeps running during the fade
-    snaps.update(engine, 0.5)
-    snaps.update(engine, 0.5)
-    assert all(torch.equal(a, t) for a, t in zip(engine.states, target)) and not snaps.fading
-    snaps.update(engine, 1.0)  # idle
+    engine.step(phi_defaults(model), dt=0.5)  # the feedback keeps running during the fade
+    engine.step(phi_defaults(model), dt=0.5)
+    assert all(torch.equal(a, t) for a, t in zip(engine.states, target)) and not engine.fading
+    assert all(a is not t for a, t in zip(engine.states, snaps.get(1)))  # the slot is not aliased
 
 
 def test_snapshot_of_another_size_is_refused(model, engine, caplog):
@@ -87,7 +92,7 @@ def test_snapshot_of_another_size_is_refused(model, engine, caplog):
     before = [s.clone() for s in bigger.states]
     with caplog.at_level(logging.WARNING, logger="ffvj.control.snapshots"):
         assert snaps.recall(bigger, 0, seconds=1.0) is False
-    assert "refused" in caplog.text and not snaps.fading
+    assert "refused" in caplog.text and not bigger.fading
     assert all(torch.equal(a, b) for a, b in zip(bigger.states, before))
     with pytest.raises(ValueError, match="do not fit"):
         bigger.set_states(snaps.get(0))
@@ -111,7 +116,7 @@ def test_fp32_snapshots_crossfade_into_a_half_precision_engine(model):
     snaps.store(FeedbackEngine(model, W, H, seed=3), 2)
     half = FeedbackEngine(model, W, H, precision="fp16")
     assert snaps.recall(half, 2, seconds=1.0)
-    snaps.update(half, 0.5)
+    half.step(held(model), dt=0.5)
     assert all(s.dtype == torch.float16 for s in half.states)
-    snaps.update(half, 1.0)
+    half.step(held(model), dt=1.0)
     assert all(torch.allclose(a.float(), b, atol=1e-3) for a, b in zip(half.states, snaps.get(2)))

@@ -46,6 +46,7 @@ def test_engine_step_matches_the_plain_formula(model, seed, width, height, threa
         torch.set_num_threads(threads)
     try:
         engine = FeedbackEngine(model, width, height, seed=seed, map_image=torch.rand(1, 1, 13, 17))
+        engine.reset(torch.rand(1, 3, height, width) * 2 - 1)  # seeded from a source: the step does not re-seed
         ref_states = [s.clone() for s in engine.states]
         ref_noise = torch.Generator().manual_seed(seed)
         engine.noise.manual_seed(seed)
@@ -118,6 +119,7 @@ def test_half_precision_engines_stay_close_to_the_reference(precision):
     model, _ = checkpoint.load(None)
     reg = build_registry(model.levels)
     engine = FeedbackEngine(model, W, H, seed=1, precision=precision)
+    engine.reset(torch.rand(1, 3, H, W) * 2 - 1)  # seeded from a source: the steps do not re-seed
     assert all(s.dtype == PRECISIONS[precision] for s in engine.states)
     assert next(model.parameters()).dtype == torch.float32  # the caller's (the oracle's) model is untouched
     engine.guard.patience = 10**9
@@ -251,12 +253,17 @@ def test_a_dead_flat_picture_is_reseeded_from_the_source(model):
     phi.update({"drive": 0.25, "input.mix": 0.0, "l0.gain_self": 1.0})
     engine.states = [torch.zeros_like(s) for s in engine.states]
     source = torch.rand(1, 3, H, W) * 2 - 1
+    engine.reset(source)
+    engine.states = [torch.zeros_like(s) for s in engine.states]  # dead
     for _ in range(4):
         engine.step(phi, source)
         if engine.guard.recoveries:
             break
     assert engine.guard.recoveries == 1 and "flat" in engine.guard.last_reason
-    assert torch.allclose(engine.states[0], source)  # the frame shown is the re-seeded one
+    assert engine.fading  # not a cut: the re-seeded picture fades in over half a second
+    held = dict(phi, **{f"l{lvl}.freeze": 1.0 for lvl in range(model.levels + 1)})
+    engine.step(held, source, dt=0.6)
+    assert torch.allclose(engine.states[0], source) and not engine.fading
 
 
 def test_reset_reseeds_every_level(model):

@@ -388,3 +388,44 @@ def test_a_video_in_a_live_show_keeps_its_own_rate(tmp_path):
         time.sleep(1.5)  # a stall: 30 frames' time
         live.read()
         assert live.skipped - skipped <= 4  # at most 2 × 20 / 10 frames decoded to catch up
+
+
+class _LiveStill(Source):
+    """A camera stand-in: live, one colour."""
+
+    live = True
+
+    def _read(self):
+        return np.full((self.height, self.width, 3), 200, np.uint8)
+
+
+def test_auto_uses_the_generator_until_a_camera_arrives_and_then_the_camera(monkeypatch):
+    found = {"camera": None}
+    calls = []
+
+    def find_camera(size, fps, options):
+        calls.append(options)
+        return found["camera"]
+
+    auto = open_source("generator", size=(64, 48))  # (opened only to compare frames with)
+    with auto:
+        first = auto.read()
+    src = sources.AutoSource(size=(64, 48), fps=30, probe_s=0.05, find_camera=find_camera, mjpg=True)
+    with src:
+        assert not src.live and src.spec == "auto (generator)" and src.epoch == 0
+        assert np.array_equal(src.read(), first)  # the built-in generator, frame 0
+        src.follow_wall_clock()  # a live show: now it looks for a camera
+        camera = _LiveStill(size=(64, 48), fps=30).open()
+        found["camera"] = camera
+        assert wait_until(lambda: src.epoch == 1, what="the late camera to take over")
+        assert src.live and (src.read() == 200).all() and calls[0] == {"mjpg": True}
+    assert camera.closed
+
+
+def test_auto_does_not_look_for_a_camera_in_an_offline_render():
+    calls = []
+    src = sources.AutoSource(size=(32, 24), fps=30, probe_s=0.01, find_camera=lambda *a: calls.append(a))
+    with src:
+        src.read()
+        time.sleep(0.1)
+    assert len(calls) == 1  # at open only
