@@ -42,7 +42,7 @@ def test_a_failure_during_the_show_says_what_it_is(monkeypatch):
 
     steps = []
 
-    def failing_step(self, phi, source=None):
+    def failing_step(self, phi, source=None, dt=1 / 30):
         steps.append(1)
         if len(steps) == 3:
             raise ValueError("a bug in the middle of the show")
