@@ -301,6 +301,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
+    p.add_argument("--flash-limit", choices=("on", "off"), default=None,
+                   help="keep the output within 3 flashes a second (ITU-R BT.1702, WCAG 2.3.1); the parameter "
+                        "output.flash_limit (default: on)")
     osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm; "
                                       "every action at its address (see 'ffvj actions')")
     osc.add_argument("--osc-port", type=_port, default=o.port, help=f"UDP port (default: {o.port})")
@@ -358,7 +361,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK],
                     width=args.size[0], height=args.size[1], fps=args.fps, frames=args.frames, model=args.model,
                     device=args.device, seed=args.seed, pace=args.pace, map_image=args.map_image,
-                    presets_dir=args.presets_dir, preset=args.preset, settings=dict(map(_parse_setting, args.set)),
+                    presets_dir=args.presets_dir, preset=args.preset,
+                    settings={**dict(map(_parse_setting, args.set)),
+                              **({"output.flash_limit": args.flash_limit == "on"} if args.flash_limit else {})},
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
                     osc=osc, midi=midi)
     stop = threading.Event()
@@ -517,6 +522,7 @@ def _add_look(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter set on top of every preset (see 'ffvj params'); repeatable")
     p.add_argument("--out", default=d.out, help=f"folder for the contact sheets and look.json (default: {d.out})")
+    p.add_argument("--sheets", choices=("png", "jpg"), default=d.sheets, help="contact sheet format (default: png)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_look)
 
@@ -528,7 +534,7 @@ def _cmd_look(args: argparse.Namespace) -> int:
 
     cfg = LookConfig(inputs=tuple(args.input or INPUTS), presets=tuple(args.preset or ()), width=args.size[0],
                      height=args.size[1], fps=args.fps, seconds=args.seconds, seed=args.seed, model=args.model,
-                     settings=dict(map(_parse_setting, args.set)), out=args.out)
+                     settings=dict(map(_parse_setting, args.set)), out=args.out, sheets=args.sheets)
     keep_freed_host_memory()  # it renders frames, as ffvj run does
     try:
         report = look(cfg, progress=None if args.json else lambda row: log.info(

@@ -17,6 +17,9 @@ caught up, not accumulated. Two modes:
   frame wins), so a slow sink drops frames instead of stalling the show.
 * ``offline``: as fast as possible, every frame handed to every sink in order (a render to a file).
 
+What the sinks get passes the flash limiter first (``engine.flashes``, on by default:
+``output.flash_limit``), which keeps the output within 3 flashes in any second.
+
 ``auto`` picks realtime when the source is a camera or any sink is live (virtual camera, NDI, a
 window, Syphon, Spout), offline otherwise.
 """
@@ -47,6 +50,7 @@ from .control.service import Service
 from .engine import pixfmt
 from .engine.device import resolve_device
 from .engine.engine import FeedbackEngine
+from .engine.flashes import FlashLimiter
 from .media.base import SinkError, SinkUnavailable, SourceError
 from .media.mailbox import Mailbox
 from .media.sinks import open_sink
@@ -108,6 +112,8 @@ class RunStats:
     late: int = 0  # slots skipped because the show was behind: no frame was made for them
     sink_dropped: int = 0  # frames a slow sink never got (newest frame won)
     reseeds: int = 0
+    nudges: int = 0  # times the guard nudged a frozen picture back to life
+    flash_limited: int = 0  # frames the flash limiter softened
     seconds: float = 0.0
     # The last few hundred frames only: a show runs for hours.
     engine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
@@ -122,7 +128,8 @@ class RunStats:
         lat = np.array(self.latency_ms or [0.0])
         return (f"frame {self.frames} | {self.fps:.1f} fps | engine {np.median(eng):.1f} ms "
                 f"(p99 {np.percentile(eng, 99):.1f}) | late {self.late} of {self.slots} slots | "
-                f"sink drops {self.sink_dropped} | latency {np.median(lat):.0f} ms | reseeds {self.reseeds}")
+                f"sink drops {self.sink_dropped} | latency {np.median(lat):.0f} ms | reseeds {self.reseeds}, "
+                f"nudges {self.nudges} | flash-limited {self.flash_limited}")
 
 
 def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,
@@ -173,7 +180,7 @@ class _Show:
     def __init__(self, cfg: RunConfig, controls: Controls | None, services: list[Service], stack: ExitStack):
         self.cfg = cfg
         device = resolve_device(cfg.device)
-        model, _card = checkpoint.load(cfg.model, device)  # the card is read here, once
+        model, card = checkpoint.load(cfg.model, device)  # the card is read here, once
         self.controls = controls = controls or Controls.for_levels(model.levels, cfg.presets_dir, cfg.seed)
         _check_fit(controls, model.levels, cfg.model)
         stack.callback(controls.close)  # finishes preset files still being written
@@ -183,7 +190,7 @@ class _Show:
             grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
             map_image = torch.from_numpy(grey)[None, None]
         self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
-                                     compile=cfg.compile, precision=cfg.precision)
+                                     compile=cfg.compile, precision=cfg.precision, scales=checkpoint.scales(card))
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
         # typo there never opens a camera or an output first; they start once the outputs are open.
         services = surfaces(cfg, controls) + services
@@ -210,6 +217,7 @@ class _Show:
         formats = sorted(set(outputs.formats) | ({pixfmt.RGB24} if on_frame else set()))
         warn = RateLimitedLog(log, interval=5.0)
         stats = RunStats()
+        limiter = FlashLimiter(cfg.fps)  # what the sinks get, never the feedback itself
         period = 1.0 / cfg.fps
         start = time.perf_counter()
         start_clock = time.monotonic()
@@ -260,9 +268,11 @@ class _Show:
 
             t0 = time.perf_counter()
             engine.step(phi, source_tensor, dt)
-            pictures = {fmt: engine.readback(fmt) for fmt in formats}  # one conversion + copy per format
+            shown = limiter.limit(engine.states[0], phi["output.flash_limit"] >= 0.5)
+            pictures = {fmt: engine.readback(fmt, shown) for fmt in formats}  # one conversion + copy per format
+            stats.flash_limited = limiter.limited
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
-            stats.reseeds = engine.guard.recoveries
+            stats.reseeds, stats.nudges = engine.guard.recoveries, engine.guard.nudges
 
             outputs.send(pictures, frame_slot, t_input)
             if on_frame is not None:

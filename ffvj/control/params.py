@@ -27,6 +27,7 @@ ADDRESS_PREFIX = "/ffvj"
 
 BOUNDS = ("tanh", "sigmoid", "sine", "wrap", "clamp", "magnitude")
 COLOR_PERMS = ("rgb", "gbr", "brg", "rbg", "bgr", "grb")
+COLOR_BOUNDS = ("luma", "rgb")
 INPUT_MODES = ("mix", "key")
 MAP_KINDS = ("none", "radial", "linear", "luma", "image")
 LFO_SHAPES = ("sine", "triangle", "saw", "square", "random")
@@ -142,6 +143,9 @@ GLOBAL_PARAMS: tuple[Param, ...] = (
     _p("color.perm", 0, 0, len(COLOR_PERMS) - 1, "colour channel permutation applied per frame",
        kind="enum", choices=COLOR_PERMS, smoothing=0),
     _p("color.contrast", 1.0, 0.5, 1.5, "contrast about mid-grey, per frame"),
+    _p("color.bound", 0, 0, len(COLOR_BOUNDS) - 1, "how the picture is bounded: luma (its brightness, by the bound "
+       "and drive; its colour kept as it is, within the gamut: no hue takes over by itself) or rgb (each "
+       "channel on its own: drive saturates colour too)", kind="enum", choices=COLOR_BOUNDS, smoothing=0),
     _p("map.kind", 0, 0, len(MAP_KINDS) - 1, "modulation map over the picture: none, radial (centre 0, corners "
        "1), linear (along map.angle), luma (the source's luminance), image (--map-image)",
        kind="enum", choices=MAP_KINDS, smoothing=0),
@@ -153,6 +157,8 @@ GLOBAL_PARAMS: tuple[Param, ...] = (
     _p("map.blur", 0, -1, 1, "how far the map moves every level's blur/sharpen", curve="sym"),
     _p("map.noise", 0, -1, 1, "how far the map moves every level's noise", curve="sym"),
     _p("map.mix", 0, -1, 1, "how far the map moves input.mix", curve="sym"),
+    _p("output.flash_limit", 1, 0, 1, "keep the output within 3 flashes a second (ITU-R BT.1702, WCAG 2.3.1): "
+       "a frame that would flash more is softened toward the one before", kind="bool", smoothing=0),
 )
 
 # Which quantity each map depth reaches: the map adds depth · M(x, y) · (max − min) / 2.

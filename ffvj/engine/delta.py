@@ -6,13 +6,19 @@ For every level ℓ that updates this frame (not frozen, and frame index divisib
 
     own  = blur(warp(h_{t-1}^ℓ))                   zoom, rotation, drift and hue-driven warp, one resample
     pre  = (g_self·own + g_up·γ_{ℓ-1}(h_{t-1}^{ℓ-1}) + g_down·γ_ℓ⁻¹(h_{t-1}^{ℓ+1})) / (g_self + g_up + g_down)
-    new  = bound(drive · pre + noise)
+    new  = s_ℓ · bound(drive · (pre + s_ℓ·noise) / s_ℓ)
     new  = lerp(new, h_{t-1}^ℓ, temporal)
     ℓ=0: new = colour(new), then the source is injected (mix, or keyed by its luminance)
 
+On the picture (ℓ = 0, s = 1) ``color.bound`` chooses what the bound acts on: its luminance, the colour
+kept as it is within the gamut (``luma``, the default), or each channel (``rgb``: see ``bound_picture``).
+
 The gains are normalised, so they set the *mix* of the three terms and ``drive`` alone sets the loop
 gain: with drive ≈ 1 a consistent hierarchy is a fixed point, above 1 contrast grows until the bound
-holds it. Every level reads t-1 and writes t (double-buffered), so the update order never matters.
+holds it. s_ℓ is level ℓ's natural scale (1 for the picture; for a feature level, how far its units
+swing on natural pictures, measured when the model was trained and kept in its card): bounding every
+level to ±s_ℓ keeps its state in the range its decoder learned from, and noise is relative to it.
+Every level reads t-1 and writes t (double-buffered), so the update order never matters.
 
 ``reference_step`` is the plain, eager statement of the formula (no caches, no skipped work, no fused
 kernels): the oracle the tests and the benchmark compare ``FeedbackEngine.step`` against.
@@ -26,27 +32,48 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..control.params import BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name, map_spans
+from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name,
+                              map_spans)
+from ..model.kernels import binomial3
 from ..model.net import FeatureAutoencoder
 from .kernels import constant
 
-def bound(x: torch.Tensor, kind: str, drive: float = 1.0) -> torch.Tensor:
-    """The bounding nonlinearity: keeps every state in [-1, 1] (the original experiment's set)."""
-    y = x * drive
+def bound(x: torch.Tensor, kind: str, drive: float = 1.0, scale: float = 1.0) -> torch.Tensor:
+    """The bounding nonlinearity (the original experiment's set): keeps a state in [−scale, scale],
+    as scale · f(drive · x / scale), so the slope at 0 is ``drive`` whatever the scale."""
+    y = x * (drive / scale)
     if kind == "tanh":
-        return torch.tanh(y)
-    if kind == "sigmoid":  # logistic on the [0, 1] picture with slope 4: a steeper tanh
-        return torch.sigmoid(4.0 * y) * 2.0 - 1.0
-    if kind == "sine":  # folds overshoot back instead of flattening it
-        return torch.sin(y * (math.pi / 2))
-    if kind == "wrap":  # fract(): overshoot re-enters from the other side
-        return torch.remainder(y + 1.0, 2.0) - 1.0
-    if kind == "clamp":
-        return y.clamp(-1.0, 1.0)
-    if kind == "magnitude":  # per-pixel vector clamp: keeps hue/direction, limits length (RMS ≤ 1)
+        out = torch.tanh(y)
+    elif kind == "sigmoid":  # logistic on the [0, 1] picture with slope 4: a steeper tanh
+        out = torch.sigmoid(4.0 * y) * 2.0 - 1.0
+    elif kind == "sine":  # folds overshoot back instead of flattening it
+        out = torch.sin(y * (math.pi / 2))
+    elif kind == "wrap":  # fract(): overshoot re-enters from the other side
+        out = torch.remainder(y + 1.0, 2.0) - 1.0
+    elif kind == "clamp":
+        out = y.clamp(-1.0, 1.0)
+    elif kind == "magnitude":  # per-pixel vector clamp: keeps hue/direction, limits length (RMS ≤ 1)
         rms = y.pow(2).mean(1, keepdim=True).sqrt()
-        return (y / rms.clamp_min(1.0)).clamp(-1.0, 1.0)
-    raise ValueError(f"unknown bound {kind!r}; choose from {', '.join(BOUNDS)}")
+        out = (y / rms.clamp_min(1.0)).clamp(-1.0, 1.0)
+    else:
+        raise ValueError(f"unknown bound {kind!r}; choose from {', '.join(BOUNDS)}")
+    return out if scale == 1.0 else out * scale
+
+
+def bound_picture(x: torch.Tensor, kind: str, drive: float, mode: str) -> torch.Tensor:
+    """The picture's bound. ``rgb``: ``bound`` on each channel, so ``drive`` grows colour as it grows
+    contrast and the loop burns toward fully saturated hues. ``luma``: ``bound`` on the luminance
+    (Rec. 601 weights, as ``color_matrix``), and the chroma (the rest) kept as it is, only shortened
+    where the gamut ends (the largest t ≤ 1 that keeps every channel in [−1, 1]): the hue never moves,
+    and saturation grows only if something asks for it (``color.saturation``, the source)."""
+    if mode == "rgb":
+        return bound(x, kind, drive)
+    luma = (x * constant((0.299, 0.587, 0.114), x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    chroma = x - luma
+    y = bound(luma, kind, drive)
+    room = torch.where(chroma > 0, (1 - y) / chroma, torch.where(chroma < 0, (-1 - y) / chroma,
+                                                                 torch.full_like(chroma, math.inf)))
+    return y + room.amin(1, keepdim=True).clamp_(0.0, 1.0) * chroma
 
 
 def color_matrix(hue_deg: float, saturation: float, perm: str, contrast: float) -> torch.Tensor:
@@ -114,18 +141,9 @@ def resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                          align_corners=False)
 
 
-def blur3(x: torch.Tensor) -> torch.Tensor:
-    """Separable [1 2 1]/4 Gaussian with replicate borders."""
-    c = x.shape[1]
-    k = constant((0.25, 0.5, 0.25), x.device, x.dtype)
-    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
-    return F.conv2d(x, k.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
-
-
 def blur_sharpen(x: torch.Tensor, amount) -> torch.Tensor:
-    """amount > 0 blurs, < 0 sharpens (unsharp mask); a float or a (1, 1, H, W) map."""
-    return x + amount * (blur3(x) - x)
+    """amount > 0 blurs, < 0 sharpens (unsharp mask around the [1 2 1]² low-pass); a float or a (1, 1, H, W) map."""
+    return x + amount * (binomial3(x) - x)
 
 
 def luminance01(picture: torch.Tensor) -> torch.Tensor:
@@ -205,6 +223,7 @@ class StepInputs:
     frame_index: int = 0
     noise: torch.Generator | None = None
     spans: dict[str, float] = field(default_factory=map_spans)  # half-range of each mapped quantity
+    scales: tuple[float, ...] | None = None  # each level's natural scale s_ℓ (None: 1 for every level)
 
 
 def updates_on(frame_index: int, period: int) -> bool:
@@ -253,10 +272,14 @@ def reference_step(model: FeatureAutoencoder, prev: list[torch.Tensor], inp: Ste
             total = total + gd * model.decode(lvl, prev[lvl + 1], size=size)
             weight += gd
         pre = total / weight if weight > 1e-6 else torch.zeros_like(state)
+        s = inp.scales[lvl] if inp.scales else 1.0
         noise = spatial_value(phi, "noise", lvl, m, span.get("noise", 0))
         if torch.is_tensor(noise) or noise > 0:
-            pre = pre + noise * torch.randn(pre.shape, generator=inp.noise, device=pre.device, dtype=pre.dtype)
-        out = bound(pre, kind, phi["drive"])
+            pre = pre + (noise * s) * torch.randn(pre.shape, generator=inp.noise, device=pre.device, dtype=pre.dtype)
+        if lvl == 0:
+            out = bound_picture(pre, kind, phi["drive"], COLOR_BOUNDS[int(phi["color.bound"])])
+        else:
+            out = bound(pre, kind, phi["drive"], s)
         out = torch.lerp(out, state, phi[level_param_name(lvl, "temporal")])
         if lvl == 0:
             out = apply_color(out, color_matrix(phi["color.hue"], phi["color.saturation"],

@@ -16,48 +16,85 @@ import math
 import numpy as np
 import torch
 
-from ..control.params import BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name, map_spans
+from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name,
+                              map_spans)
 from ..model.net import FeatureAutoencoder
 from ..tally import RateLimitedLog
 from . import kernels, pixfmt
-from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, chroma, color_matrix, inject, modulation_map,
-                    resample, resize_map, sample_grid, seed_picture, spatial_value, updates_on)
+from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, bound_picture, chroma, color_matrix, inject,
+                    modulation_map, resample, resize_map, sample_grid, seed_picture, spatial_value, updates_on)
 
 log = logging.getLogger(__name__)
 
 
 class StabilityGuard:
-    """Detects a loop that has blown up (NaN/Inf), died to a flat picture, or saturated, so the engine
-    can re-seed before anyone sees it. One small device→host sync per frame."""
+    """Watches the loop once per frame (one small device→host sync) and says what it needs:
 
-    def __init__(self, patience: int = 12, flat_std: float = 0.02, saturated_fraction: float = 0.97):
-        self.patience, self.flat_std, self.saturated_fraction = patience, flat_std, saturated_fraction
-        self.bad_frames = 0
-        self.recoveries = 0
+    * ``"reseed now"``: a state went NaN or infinite. Nothing to fade from: a cut, in that very frame.
+    * ``"reseed"``: the picture has been flat or saturated for ``patience`` frames; the engine re-seeds
+      with a crossfade. A loop that keeps dying (re-seeded again within ``4 × patience`` frames) gets
+      twice the patience each time, up to ``max_patience``, so it backs off instead of pulsing; a
+      healthy stretch brings the patience back.
+    * ``"nudge"``: the picture has not moved (less than ``still_change`` 8-bit levels a frame, on
+      average) for ``still_frames`` frames: a fixed point, which a still input settles into. The
+      engine nudges it back to life (a little noise and motion, easing in and out), never a cut.
+    """
+
+    def __init__(self, patience: int = 12, flat_std: float = 0.02, saturated_fraction: float = 0.97,
+                 still_frames: int = 60, still_change: float = 0.5, max_patience: int = 384):
+        self.base_patience = self.patience = patience
+        self.flat_std, self.saturated_fraction, self.max_patience = flat_std, saturated_fraction, max_patience
+        self.still_frames, self.still_change = still_frames, still_change / 127.5  # in picture units
+        self.bad_frames = self.still = self.frames = 0
+        self.recoveries = self.nudges = 0
         self.last_reason = ""
+        self._last_reseed = -10**9
+        self._previous: torch.Tensor | None = None
 
-    def check(self, states: list[torch.Tensor], levels: list[int] | None = None) -> str | None:
-        """The reason to re-seed now, or None. ``levels``: the ones that changed this frame (a level
-        that did not change was checked when it did)."""
+    def check(self, states: list[torch.Tensor], levels: list[int] | None = None) -> tuple[str, str] | None:
+        """``(what, why)`` the loop needs now (see the class docstring), or None. ``levels``: the ones
+        that changed this frame (a level that did not change was checked when it did)."""
+        self.frames += 1
         levels = list(range(len(states))) if levels is None else levels
-        picture = states[0][..., ::4, ::4]  # a quarter-resolution look is enough for statistics
+        picture = states[0][..., ::4, ::4].float()  # a quarter-resolution look is enough for statistics
+        previous, self._previous = self._previous, picture
+        moved = (picture - previous).abs().mean() if previous is not None and previous.shape == picture.shape \
+            else picture.new_tensor(math.inf)
         # aminmax: one pass, no |x| temporary; NaN propagates into both ends.
         ends = [end for lvl in levels for end in torch.aminmax(_memory_order(states[lvl]))]
-        stats = torch.stack(ends + [picture.std(), (picture.abs() > 0.98).float().mean()]).tolist()
-        *ends_host, spread, saturated = stats
+        stats = torch.stack(ends + [picture.std(), (picture.abs() > 0.98).float().mean(), moved]).tolist()
+        *ends_host, spread, saturated, change = stats
         peaks = [max(-lo, hi) if math.isfinite(lo) and math.isfinite(hi) else math.nan
                  for lo, hi in zip(ends_host[0::2], ends_host[1::2])]
         if not all(math.isfinite(p) for p in peaks):
             bad = [lvl for lvl, p in zip(levels, peaks) if not math.isfinite(p)]
-            return f"non-finite values in level(s) {bad}"
+            return self._reseed("reseed now", f"non-finite values in level(s) {bad}")
         if spread < self.flat_std or saturated > self.saturated_fraction:
             self.bad_frames += 1
             if self.bad_frames >= self.patience:
                 what = "flat" if spread < self.flat_std else "saturated"
-                return f"picture {what} for {self.bad_frames} frames (std {spread:.3f}, saturated {saturated:.0%})"
-        else:
-            self.bad_frames = 0
+                return self._reseed("reseed", f"picture {what} for {self.bad_frames} frames (std {spread:.3f}, "
+                                              f"saturated {saturated:.0%})")
+            return None
+        self.bad_frames = 0
+        if self.frames - self._last_reseed > 16 * self.patience:
+            self.patience = self.base_patience  # healthy for a good while: back to the first patience
+        self.still = self.still + 1 if change < self.still_change else 0
+        if self.still >= self.still_frames:
+            self.still = 0
+            self.nudges += 1
+            return "nudge", f"the picture has not moved for {self.still_frames} frames"
         return None
+
+    def _reseed(self, what: str, why: str) -> tuple[str, str]:
+        if self.frames - self._last_reseed <= 4 * self.patience:
+            self.patience = min(2 * self.patience, self.max_patience)  # it keeps dying: back off
+            why += f"; it keeps dying, so next time after {self.patience} frames"
+        self._last_reseed = self.frames
+        self.recoveries += 1
+        self.bad_frames = self.still = 0
+        self.last_reason = why
+        return what, why
 
 
 def _memory_order(t: torch.Tensor) -> torch.Tensor:
@@ -78,6 +115,8 @@ def _engine_layout(level: int, state: torch.Tensor) -> torch.Tensor:
 
 
 RESEED_SECONDS = 0.5  # a re-seed (the panic button, the guard) crossfades this long instead of cutting
+NUDGE_FRAMES = 45  # how long the guard's nudge of a frozen picture lasts
+NUDGE_NOISE, NUDGE_ROTATE = 0.05, 1.5  # at its height: noise on the feature levels, a turn (degrees/update)
 
 
 class _Crossfade:
@@ -119,7 +158,7 @@ class FeedbackEngine:
 
     def __init__(self, model: FeatureAutoencoder, width: int, height: int, device: str | torch.device = "cpu",
                  seed: int = 0, map_image: torch.Tensor | None = None, guard: StabilityGuard | None = None,
-                 compile: bool = False, precision: str = "fp32"):
+                 compile: bool = False, precision: str = "fp32", scales=None):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
@@ -129,6 +168,10 @@ class FeedbackEngine:
         self.model = model.to(self.device, self.dtype).eval()
         self.width, self.height = width, height
         self.sizes = self.model.level_sizes(height, width)
+        # Each level's natural scale s_ℓ (see ``delta``): the model card's, or 1 for every level.
+        self.scales = tuple(float(v) for v in scales) if scales is not None else (1.0,) * len(self.sizes)
+        if len(self.scales) != len(self.sizes) or self.scales[0] != 1.0 or not all(0 < v <= 1 for v in self.scales):
+            raise ValueError(f"scales must be one per level, the picture's 1, each in (0, 1]: got {scales!r}")
         # Sampling grids stay fp32 whatever the precision: fp16 resolves only ~2 pixels across a 4K
         # frame and bf16 ~15. The half-precision states are sampled through fp32 (``_resample``).
         self.grids = [base_grid(h, w, self.device) for h, w in self.sizes]
@@ -148,6 +191,7 @@ class FeedbackEngine:
         self.source: torch.Tensor | None = None  # the newest source frame step() was given
         self._fade: _Crossfade | None = None
         self._reseed: float | None = None  # a re-seed asked for, to run at the next step: its fade time
+        self._nudge = 0  # frames of the guard's nudge still to come
         self._seeded_from_source = False
         self.states = self.seed_states(None)
         if compile:  # compile now, at start-up, not on the first frame of the show
@@ -157,6 +201,23 @@ class FeedbackEngine:
     @property
     def levels(self) -> int:
         return self.model.levels
+
+    def _nudged(self, phi: dict[str, float]) -> dict[str, float]:
+        """φ with the guard's nudge added: noise in every feature level and a turn of every level (one
+        way, then the other, nudge after nudge), easing in and out over ``NUDGE_FRAMES`` (a sine
+        envelope), so a frozen picture moves again and settles somewhere new."""
+        t = 1.0 - self._nudge / NUDGE_FRAMES
+        self._nudge -= 1
+        ease = math.sin(math.pi * t)
+        turn = NUDGE_ROTATE * ease * (1 if self.guard.nudges % 2 else -1)
+        phi = dict(phi)
+        for lvl in range(self.model.levels + 1):
+            rotate = level_param_name(lvl, "rotate")
+            phi[rotate] = phi[rotate] + turn
+            if lvl:
+                noise = level_param_name(lvl, "noise")
+                phi[noise] = phi[noise] + NUDGE_NOISE * ease
+        return phi
 
     @torch.no_grad()
     def seed_states(self, source: torch.Tensor | None) -> list[torch.Tensor]:
@@ -302,6 +363,8 @@ class FeedbackEngine:
         if self._reseed is not None:
             seconds, self._reseed = self._reseed, None
             self.crossfade_to(self.seed_states(source), seconds)
+        if self._nudge:
+            phi = self._nudged(phi)
         prev = self.states
         kind = BOUNDS[int(phi["bound"])]
         modmap = self._modulation(phi, source)
@@ -309,6 +372,7 @@ class FeedbackEngine:
                     and updates_on(self.frame_index, phi[level_param_name(lvl, "period")])
                     for lvl in range(len(prev))]
         gain = 2 * phi["drive"] if kind == "tanh" else 1.0  # tanh(drive·x) = 2σ(2·drive·x) − 1
+        picture_bound = COLOR_BOUNDS[int(phi["color.bound"])]
         new = []
         for lvl, state in enumerate(prev):
             if not updating[lvl]:
@@ -326,9 +390,13 @@ class FeedbackEngine:
             gu = p("gain_up") if lvl > 0 else 0.0
             gd = p("gain_down") if lvl < len(prev) - 1 else 0.0
             weight = gs + gu + gd
-            # The normalisation 1/weight and, for tanh, the 2·drive go into the mixing weights: no
+            s = self.scales[lvl]
+            # The normalisation 1/weight and, for tanh, the 2·drive/s go into the mixing weights: no
             # separate passes over the level for them.
-            scale = gain / weight if weight > 1e-6 else 0.0
+            # (The picture bounded on its luminance takes the plain path: its bound is not per element.)
+            fused = kind == "tanh" and not (lvl == 0 and picture_bound == "luma")
+            fold = gain / s if fused else 1.0
+            scale = fold / weight if weight > 1e-6 else 0.0
             blur = spatial_value(phi, "blur", lvl, m, self.spans["blur"])
             blurs = torch.is_tensor(blur) or bool(blur)
             grid = self._grid(lvl, zoom, rot, tx, ty, warp, prev[0]) if moves else None
@@ -343,10 +411,15 @@ class FeedbackEngine:
             if gd:
                 pre.add_(self._decode(lvl, prev), alpha=gd * scale)
             noise = spatial_value(phi, "noise", lvl, m, self.spans["noise"])
-            if torch.is_tensor(noise) or noise > 0:
+            if torch.is_tensor(noise) or noise > 0:  # s·noise in state units, times what was folded in above
                 pre.add_(noise * torch.randn(pre.shape, generator=self.noise, device=pre.device, dtype=pre.dtype),
-                         alpha=gain)
-            out = pre.sigmoid_().mul_(2).sub_(1) if kind == "tanh" else bound(pre, kind, phi["drive"])
+                         alpha=fold * s)
+            if fused:  # s·tanh(y/s) = s·(2σ(2y/s) − 1), the 2·drive/s already in pre
+                out = pre.sigmoid_().mul_(2 * s).sub_(s)
+            elif lvl == 0:
+                out = bound_picture(pre, kind, phi["drive"], picture_bound)
+            else:
+                out = bound(pre, kind, phi["drive"], s)
             if p("temporal"):
                 out = out.lerp_(state, p("temporal"))
             if lvl == 0:
@@ -370,21 +443,24 @@ class FeedbackEngine:
             self._decoded.clear()
         self.states = new
         self.frame_index += 1
-        reason = self.guard.check(new, [lvl for lvl, u in enumerate(updating) if u])
-        if reason:
-            self.guard.recoveries += 1
-            self.guard.last_reason = reason
-            self.guard.bad_frames = 0
-            self._warn.warning("reseed", "feedback re-seeded: %s", reason)
-            if reason.startswith("non-finite"):
-                self.reset(source)  # nothing to fade from: cut, in this very frame
+        need = self.guard.check(new, [lvl for lvl, u in enumerate(updating) if u])
+        if need is not None:
+            what, why = need
+            if what == "nudge":
+                self._nudge = NUDGE_FRAMES
+                self._warn.warning("nudge", "feedback nudged back to life: %s", why)
             else:
-                self.crossfade_to(self.seed_states(source), RESEED_SECONDS)
+                self._warn.warning("reseed", "feedback re-seeded: %s", why)
+                if what == "reseed now":
+                    self.reset(source)  # nothing to fade from: cut, in this very frame
+                else:
+                    self.crossfade_to(self.seed_states(source), RESEED_SECONDS)
         return self.states[0]
 
     @torch.no_grad()
-    def readback(self, fmt: str = pixfmt.RGB24) -> np.ndarray:
-        """h⁰ as one frame of ``fmt`` (``pixfmt``): by default an RGB uint8 (H, W, 3) array. The
-        conversion runs on the engine's device; this is the one device→host copy per frame and format."""
+    def readback(self, fmt: str = pixfmt.RGB24, picture: torch.Tensor | None = None) -> np.ndarray:
+        """h⁰ (or ``picture``, what the output shows of it) as one frame of ``fmt`` (``pixfmt``): by default
+        an RGB uint8 (H, W, 3) array. The conversion runs on the engine's device; this is the one
+        device→host copy per frame and format."""
         # Half-precision pictures are widened first: bf16 cannot tell 255 levels apart near ±1.
-        return pixfmt.convert(self.states[0].float(), fmt).cpu().numpy()
+        return pixfmt.convert((self.states[0] if picture is None else picture).float(), fmt).cpu().numpy()

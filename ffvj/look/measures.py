@@ -14,12 +14,8 @@ Every measure takes RGB uint8 frames (H, W, 3), or feature states as float array
 ``change(a, b)``
     Mean absolute difference in 8-bit levels; a frozen picture changes by less than ``FROZEN`` a frame.
 ``FlashCounter``
-    General and red flashes by the rules of ITU-R BT.1702 and WCAG 2.3.1 as EA's IRIS implements them:
-    a transition is a change in relative luminance of at least 0.1 (of the maximum) where the darker
-    state is below 0.8, over at least a quarter of the frame; slow changes accumulate over frames
-    until they reach it. A red transition is a change of at least 20 in (R − G − B)·320 (linear RGB,
-    negative as 0) where one of the two states is saturated red, R/(R + G + B) ≥ 0.8. A flash is a
-    pair of opposing transitions; more than 3 flashes in any one second is the risk.
+    General and red flashes by the rules of ITU-R BT.1702 and WCAG 2.3.1 (``engine.flashes``, the very
+    rules the output's flash limiter keeps): more than 3 flashes in any one second is the risk.
 ``hue_share(frame)``
     The share of the whole frame taken by saturated pixels of its most common hue (six hues, 60° each):
     a picture burnt to one colour has a large one.
@@ -27,17 +23,16 @@ Every measure takes RGB uint8 frames (H, W, 3), or feature states as float array
 
 from __future__ import annotations
 
-import collections
 import math
 
 import cv2
 import numpy as np
+import torch
+
+from ..engine.flashes import FlashTracker, flashes_in
 
 LATTICE = 8  # periods 2, 4 and 8 pixels: the lattice of multiples of 1/8 cycle per pixel
 FROZEN = 0.5  # 8-bit levels per frame: below this the picture is not moving
-FLASH_STEP, FLASH_DARK, FLASH_AREA = 0.1, 0.8, 0.25
-RED_RATIO, RED_STEP = 0.8, 20.0
-FLASHES_PER_SECOND = 3
 
 
 def lattice_excess(plane: np.ndarray, period: int = LATTICE) -> float:
@@ -99,77 +94,17 @@ def hue_share(frame: np.ndarray) -> float:
     return float(np.bincount(hues, minlength=6).max() / saturated.size) if hues.size else 0.0
 
 
-def linear_rgb(frame: np.ndarray) -> np.ndarray:
-    """sRGB uint8 → linear light in [0, 1] (IEC 61966-2-1)."""
-    c = frame.astype(np.float32) / 255.0
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def relative_luminance(linear: np.ndarray) -> np.ndarray:
-    return linear @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-
-
 class FlashCounter:
-    """Counts general and red transitions frame by frame (see the module docstring) and the flashes
-    in the last second. ``add(frame)`` returns this frame's (general, red) transition: +1 brighter or
-    redder, −1 darker or less red, 0 none."""
+    """Counts general and red transitions frame by frame, by the limiter's own rules and tracker.
+    ``add(frame)`` returns this frame's (general, red) transition: +1, −1 or 0."""
 
     def __init__(self, fps: float):
-        self.fps = fps
-        self.window = max(1, round(fps))
-        self._previous: tuple | None = None
-        self._acc: dict[str, np.ndarray] = {}
-        self.events: dict[str, collections.deque] = {k: collections.deque(maxlen=self.window) for k in ("general", "red")}
+        self.tracker = FlashTracker(fps)
 
     def add(self, frame: np.ndarray) -> tuple[int, int]:
-        linear = linear_rgb(frame)
-        lum = relative_luminance(linear)
-        total = linear.sum(-1)
-        red = np.clip(linear[..., 0] - linear[..., 1] - linear[..., 2], 0, None) * 320.0
-        saturated_red = linear[..., 0] >= RED_RATIO * np.maximum(total, 1e-6)
-        if self._previous is None:
-            self._previous = (lum, red, saturated_red)
-            self._acc = {"general": np.zeros_like(lum), "red": np.zeros_like(red)}
-            result = (0, 0)
-        else:
-            prev_lum, prev_red, prev_saturated = self._previous
-            general = self._transition("general", lum - prev_lum, lambda acc: (np.abs(acc) >= FLASH_STEP)
-                                       & (np.minimum(lum, lum - acc) < FLASH_DARK))
-            redness = self._transition("red", red - prev_red, lambda acc: (np.abs(acc) >= RED_STEP)
-                                       & (saturated_red | prev_saturated))
-            self._previous = (lum, red, saturated_red)
-            result = (general, redness)
-        self.events["general"].append(result[0])
-        self.events["red"].append(result[1])
-        return result
-
-    def _transition(self, kind: str, step: np.ndarray, counts) -> int:
-        acc = self._acc[kind]
-        # A change in the same direction as the one under way adds to it (a fade over frames); a turn starts anew.
-        acc = np.where(np.sign(step) == np.sign(acc), acc + step, step)
-        moved = counts(acc)
-        up, down = (moved & (acc > 0)).mean(), (moved & (acc < 0)).mean()
-        sign = 0
-        if max(up, down) >= FLASH_AREA:
-            sign = 1 if up >= down else -1
-            acc = np.where(moved, 0.0, acc)  # counted: those pixels start a new run
-        self._acc[kind] = acc
-        return sign
+        picture = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0)
+        return self.tracker.add(picture)
 
     def flashes(self, kind: str = "general") -> float:
-        """Flashes in the last second: opposing transitions (the first counts, then each turn), halved."""
-        return flashes_in(self.events[kind])
-
-
-def flashes_in(events) -> float:
-    """Flashes in a run of per-frame transitions (+1, −1, 0): opposing transitions, halved."""
-    signs = [e for e in events if e]
-    if not signs:
-        return 0.0
-    return (1 + sum(a != b for a, b in zip(signs, signs[1:]))) / 2
-
-
-def max_flashes(events: list[int], fps: float) -> float:
-    """The most flashes in any one-second window of per-frame transitions."""
-    window = max(1, round(fps))
-    return max((flashes_in(events[i:i + window]) for i in range(max(1, len(events) - window + 1))), default=0.0)
+        """Flashes in the last second."""
+        return flashes_in(self.tracker.events[kind])

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..engine.flashes import BUDGET, max_flashes
 from . import measures
 
 INPUTS = ("generator", "pan", "still")
@@ -45,6 +46,7 @@ class LookConfig:
     model: str | None = None
     settings: dict = field(default_factory=dict)  # parameter → value on top of every preset
     out: str = "runs/look"  # contact sheets go here
+    sheets: str = "png"  # or "jpg" (a tenth of the bytes, for pages that show many)
     sample_every: float = 0.25  # seconds between the costlier measures (lattice, SSIM)
 
 
@@ -126,6 +128,7 @@ def look(cfg: LookConfig, progress=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
+    settled: dict[str, dict[str, np.ndarray]] = {}  # input → preset → its last frame
     with tempfile.TemporaryDirectory() as tmp:
         for name in cfg.inputs:
             spec, options = _source(name, Path(tmp))
@@ -142,13 +145,29 @@ def look(cfg: LookConfig, progress=None) -> dict:
                               preset=preset, settings=dict(cfg.settings), status_interval=math.inf),
                     on_frame=on_frame)
                 label = f"{_label(name)}-{preset or 'default'}"
+                settled.setdefault(name, {})[preset or "default"] = measured.sheet[max(measured.sheet)][1]
                 row = _summarise(measured, name, preset or "default", cfg)
-                row["sheet"] = str(_contact_sheet(measured, out / f"{label}.png", label, cfg.fps))
+                row["sheet"] = str(_contact_sheet(measured, out / f"{label}.{cfg.sheets}", label, cfg.fps))
                 runs.append(row)
                 if progress:
                     progress(row)
     return {"size": f"{cfg.width}x{cfg.height}", "fps": cfg.fps, "seconds": cfg.seconds, "seed": cfg.seed,
-            "model": cfg.model or "default", "runs": runs}
+            "model": cfg.model or "default", "runs": runs, "distinct": _distinct(settled)}
+
+
+DISTINCT = 0.5  # two looks whose settled frames are this similar (SSIM) or more are one look twice
+
+
+def _distinct(settled: dict[str, dict[str, np.ndarray]]) -> dict:
+    """Per input, the most similar pair of looks (SSIM of their last frames): every look should differ."""
+    out = {}
+    for name, frames in settled.items():
+        looks = sorted(frames)
+        pairs = [(measures.ssim(frames[a], frames[b]), a, b) for i, a in enumerate(looks) for b in looks[i + 1:]]
+        if pairs:
+            value, a, b = max(pairs)
+            out[name] = {"max_ssim": value, "pair": [a, b], "ok": value < DISTINCT}
+    return out
 
 
 def _label(name: str) -> str:
@@ -177,7 +196,7 @@ def _summarise(m: _Run, name: str, preset: str, cfg: LookConfig) -> dict:
         "input_ssim": {"early": _mean(s[4] for s in early), "settled": _mean(s[4] for s in settled)},
         "change": {"mean": _mean(m.change), "longest_freeze_s": measures.longest_run(
             [c < measures.FROZEN for c in m.change], cfg.fps)},
-        "flashes": {"general": measures.max_flashes(m.general, cfg.fps), "red": measures.max_flashes(m.red, cfg.fps)},
+        "flashes": {"general": max_flashes(m.general, cfg.fps), "red": max_flashes(m.red, cfg.fps)},
         "hue_share": {"picture": _mean(m.hue[tail]), "source": _mean(m.source_hue[tail])},
     }
     row["checks"] = _checks(row, name, preset)
@@ -193,7 +212,7 @@ def _checks(row: dict, name: str, preset: str) -> dict:
         checks["input"] = row["input_ssim"]["early"] >= 0.45
     if name == "still":
         checks["freeze"] = row["change"]["longest_freeze_s"] <= 5.0
-    checks["flashes"] = max(row["flashes"].values()) <= measures.FLASHES_PER_SECOND
+    checks["flashes"] = max(row["flashes"].values()) <= BUDGET
     hue = row["hue_share"]
     if hue["picture"] is not None and hue["source"] is not None:
         checks["colour"] = hue["picture"] <= 2 * hue["source"] + 0.1
@@ -215,7 +234,7 @@ def _contact_sheet(m: _Run, path: Path, label: str, fps: float) -> Path:
     top = [_tile(m.sheet[s][0], f"source {s / fps:.1f} s") for s in slots]
     bottom = [_tile(m.sheet[s][1], f"{label} {s / fps:.1f} s") for s in slots]
     sheet = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     return path
 
 
@@ -239,6 +258,9 @@ def format_report(report: dict) -> str:
             f"{_fmt(r['change']['mean'], '.1f'):>6} {r['change']['longest_freeze_s']:>5.1f}s "
             f"{r['flashes']['general']:>5.1f} {r['flashes']['red']:>4.1f} {_fmt(r['hue_share']['picture']):>5} "
             f"{_fmt(r['hue_share']['source']):>5}  {'ok' if not failed else 'FAIL: ' + ', '.join(failed)}")
+    for name, d in report.get("distinct", {}).items():
+        lines.append(f"distinct looks on {name}: the most alike pair, {d['pair'][0]} and {d['pair'][1]}, SSIM "
+                     f"{d['max_ssim']:.2f} ({'ok' if d['ok'] else 'FAIL'}: < {DISTINCT})")
     lines.append("lattice: the excess on the 1/8-cycle lattice in 8-bit levels, settled (levels: each level's state); "
                  "ssim: to the source over 0.3–2 s; change: levels a frame; freeze: the longest still stretch; "
                  "flash, red: the most in any second; hue: the largest hue's share of the picture")

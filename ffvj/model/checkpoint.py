@@ -4,7 +4,7 @@ A checkpoint named ``NAME`` is two files::
 
     NAME.json          {"format": "ffvj-model", "format_version": 1, "config": {...},
                         "weights": "NAME.safetensors", "weights_sha256": "...",
-                        "training": {...}, "metrics": {...}}
+                        "training": {...}, "metrics": {...}, "scales": {"levels": [1, s1, ...]}}
     NAME.safetensors   the state dict, nothing else
 
 Loading rebuilds the exact ``ModelConfig`` from the JSON, checks the weights' hash, names and shapes,
@@ -70,7 +70,7 @@ def _sha256(path: Path) -> str:
 
 
 def save(model: FeatureAutoencoder, path: str | Path, training: dict | None = None,
-         metrics: dict | None = None) -> Path:
+         metrics: dict | None = None, scales: dict | None = None) -> Path:
     """Write ``path`` (.json; the weights beside it as .safetensors). Returns the card's path."""
     card_path = Path(path).with_suffix(".json")
     weights_path = card_path.with_suffix(".safetensors")
@@ -85,6 +85,7 @@ def save(model: FeatureAutoencoder, path: str | Path, training: dict | None = No
         "weights_sha256": _sha256(weights_path),
         "training": training or {},
         "metrics": metrics or {},
+        **({"scales": scales} if scales else {}),
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card_path
@@ -110,6 +111,13 @@ def read_card(name_or_path: str | Path | None) -> tuple[Path, dict]:
         if key not in card:
             raise CheckpointError(f"{card_path}: missing the {key!r} entry")
     return card_path, card
+
+
+def scales(card: dict) -> list[float] | None:
+    """Each level's natural scale from a card (``card["scales"]["levels"]``: the picture's 1, then how
+    far each feature level's units swing on natural pictures), or None for a card without them."""
+    found = card.get("scales", {}).get("levels") if isinstance(card.get("scales"), dict) else None
+    return [float(v) for v in found] if found else None
 
 
 def load(name_or_path: str | Path | None = None, device: str | torch.device = "cpu"

@@ -23,6 +23,32 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
+
+def halfband5(x: torch.Tensor) -> torch.Tensor:
+    """(−1, 4, 10, 4, −1)/16 across and down (replicate borders), per channel: zero at the grid's Nyquist
+    frequency (a 2-pixel pattern leaves nothing), flatter below it than [1 2 1] (¾ against ½ at a
+    4-pixel period), so less of the picture's own detail goes with it. The smooth decoder's filter."""
+    p = F.pad(x, (2, 2, 2, 2), mode="replicate")
+
+    def taps(a, b, c, d, e):
+        return torch.add(b, d).mul_(4).add_(c, alpha=10).sub_(a).sub_(e).mul_(1 / 16)
+
+    w = p.shape[-1]
+    across = taps(*(p[..., i:w - 4 + i] for i in range(5)))
+    h = across.shape[-2]
+    return taps(*(across[..., i:h - 4 + i, :] for i in range(5)))
+
+
+def binomial3(x: torch.Tensor) -> torch.Tensor:
+    """[1 2 1]/4 across and down (replicate borders), per channel: a low-pass that is exactly zero at
+    the grid's Nyquist frequency, so a 2-pixel pattern leaves nothing. The smooth decoder's filter.
+
+    Written as shifted additions, not a depthwise convolution: at 640×360 the 3-channel picture takes
+    0.3 ms this way against 7–16 ms through oneDNN's depthwise kernels on the development CPU."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    across = torch.add(p[..., :-2], p[..., 2:]).add_(p[..., 1:-1], alpha=2)
+    return torch.add(across[..., :-2, :], across[..., 2:, :]).add_(across[..., 1:-1, :], alpha=2).mul_(1 / 16)
+
 _TANH_CLIP = 7.90531110763549805  # beyond this the rational form is flat to float precision
 
 

@@ -31,7 +31,7 @@ from . import kernels
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "identity": nn.Identity}
 POOLINGS = ("max", "avg")
-DECODERS = ("subpixel", "upconv")
+DECODERS = ("smooth", "subpixel", "upconv")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ModelConfig:
     kernel_size: int = 3
     activation: str = "tanh"
     pooling: str = "avg"
-    decoder: str = "subpixel"
+    decoder: str = "smooth"
 
     def __post_init__(self) -> None:
         # Accept lists from JSON, keep a hashable tuple.
@@ -101,9 +101,15 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """γ_ℓ⁻¹: back up one level, doubling height and width.
 
-    ``subpixel``: a 3×3 convolution at the coarse size to 4·c_out channels, then pixel shuffle
-    (a learned transposed convolution without its checkerboard-prone zero padding).
-    ``upconv``: bilinear ×2, then a 3×3 convolution at the fine size (smoother, ~4× the arithmetic).
+    ``subpixel``: a 3×3 convolution at the coarse size to 4·c_out channels, then pixel shuffle. The
+    four output phases have filters of their own (a sub-pixel convolution *is* a transposed one), so
+    whatever differs between them is a fixed 2-pixel pattern; in a feedback loop it accumulates into a
+    screen-locked lattice.
+    ``smooth`` (the default): the same, then a fixed low-pass (Sugawara et al. 2018; ``kernels.halfband5``)
+    that is zero at the fine grid's Nyquist frequency: no phase pattern survives it. Trained with the
+    filter in place, the convolution learns to lift what the filter softens.
+    ``upconv``: bilinear ×2, then a 3×3 convolution at the fine size (Odena et al. 2016; ~4× the
+    arithmetic).
     The output is linear: the target of level ℓ is whatever level ℓ holds, and the feedback engine
     applies its own bounding function.
     """
@@ -112,13 +118,14 @@ class Decoder(nn.Module):
         super().__init__()
         k = cfg.kernel_size
         self.kind = cfg.decoder
-        mult = 4 if cfg.decoder == "subpixel" else 1
+        mult = 1 if cfg.decoder == "upconv" else 4
         self.conv = nn.Conv2d(c_in, c_out * mult, k, padding=k // 2, padding_mode="replicate")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.kind == "subpixel":
-            return F.pixel_shuffle(self.conv(h), 2)
-        return self.conv(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
+        if self.kind == "upconv":
+            return self.conv(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
+        out = F.pixel_shuffle(self.conv(h), 2)
+        return kernels.halfband5(out) if self.kind == "smooth" else out
 
 
 class FeatureAutoencoder(nn.Module):
@@ -238,5 +245,9 @@ class FastPath:
         """γ_level⁻¹ of ``h`` (level+1), cropped to ``size`` (H, W) when given."""
         h = h.contiguous(memory_format=torch.channels_last)
         decoder = self.model.decoders[level]
-        out = kernels.pixel_shuffle2(decoder.conv(h)) if decoder.kind == "subpixel" else decoder(h)
+        if decoder.kind == "upconv":
+            out = decoder(h)
+        else:
+            out = kernels.pixel_shuffle2(decoder.conv(h))
+            out = kernels.halfband5(out) if decoder.kind == "smooth" else out
         return out if size is None else out[..., : size[0], : size[1]]

@@ -75,6 +75,25 @@ def _whole_stack_loss(model: FeatureAutoencoder, states: list[torch.Tensor]) -> 
     return total / model.levels
 
 
+SCALE_QUANTILE = 0.99  # a level's natural scale: how far 99 % of its units swing on natural pictures
+
+
+@torch.no_grad()
+def natural_scales(model: FeatureAutoencoder, sampler: CropSampler, crops: int = 512, seed: int = 0) -> list[float]:
+    """Each level's natural scale: the 99th percentile of |h^ℓ| over ``crops`` random training crops
+    (the picture's is 1). The engine bounds every level to it, so the decoders see states like the
+    ones they learned from (``engine.delta``)."""
+    model.eval()
+    pictures = sampler.sample(crops, torch.Generator().manual_seed(seed))
+    states = model.encode_all(pictures)
+    scales = [1.0]
+    for h in states[1:]:
+        flat = h.abs().flatten()
+        k = max(1, int(round(flat.numel() * SCALE_QUANTILE)))
+        scales.append(round(float(flat.kthvalue(k).values), 4))
+    return scales
+
+
 @torch.no_grad()
 def _validate(model: FeatureAutoencoder, val: torch.Tensor) -> dict:
     model.eval()
@@ -151,6 +170,7 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
     bar.close()
 
     model.eval()
+    scales = natural_scales(model, sampler, seed=cfg.seed)
     metrics: dict = {"validation": history[-1] if history else {}}
     if cfg.eval_sources:
         metrics["eval"] = {"sources": cfg.eval_sources, **evaluate(model, load_sources(cfg.eval_sources), device)}
@@ -169,7 +189,9 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    card_path = checkpoint.save(model, out, training=training, metrics=metrics)
+    card_path = checkpoint.save(model, out, training=training, metrics=metrics,
+                                scales={"levels": scales, "how": f"the {SCALE_QUANTILE:.0%} quantile of |h| over "
+                                                                 "512 training crops, per level"})
     stem = card_path.with_suffix("")
     reconstruction_sheet(model, val_pictures | dict(list(pictures.items())[:2]), Path(f"{stem}-reconstructions.png"))
     filter_sheet(model, Path(f"{stem}-filters.png"))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffvj.control.params import BOUNDS, COLOR_PERMS, MAP_KINDS, ParamStore, build_registry, map_spans
+from ffvj.control.params import BOUNDS, COLOR_BOUNDS, COLOR_PERMS, MAP_KINDS, ParamStore, build_registry, map_spans
 from ffvj.engine.delta import StepInputs, bound, color_matrix, modulation_map, reference_step
 from ffvj.engine.engine import PRECISIONS, FeedbackEngine, StabilityGuard
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
@@ -61,6 +61,35 @@ def test_engine_step_matches_the_plain_formula(model, seed, width, height, threa
                 assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_levels_bounded_to_their_own_scale_match_the_plain_formula(model, seed):
+    """With natural scales s_ℓ (the model card's), every bound and the noise scale with each level."""
+    rng = np.random.default_rng(200 + seed)
+    scales = (1.0, 0.4, 0.3, 0.2)
+    engine = FeedbackEngine(model, W, H, seed=seed, scales=scales)
+    engine.reset(torch.rand(1, 3, H, W) * 2 - 1)
+    engine.guard.patience = 10**9
+    ref_states = [s.clone() for s in engine.states]
+    ref_noise = torch.Generator().manual_seed(seed)
+    engine.noise.manual_seed(seed)
+    for frame in range(4):
+        phi = random_phi(model, rng)
+        source = torch.rand(1, 3, H, W) * 2 - 1 if frame % 2 == 0 else None
+        ref_states = reference_step(model, ref_states, StepInputs(phi, source, None, engine.frame_index, ref_noise,
+                                                                  scales=scales))
+        engine.step(phi, source)
+        for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
+    # Every level updating, no temporal blur: each state is within its own range.
+    phi = dict(ParamStore(build_registry(model.levels)).frame(0), drive=4.0,
+               **{f"l{lvl}.period": 1.0 for lvl in range(model.levels + 1)})
+    for _ in range(3):
+        engine.step(phi)
+    assert all(state.abs().max() <= s + 1e-6 for state, s in zip(engine.states, scales))
+    with pytest.raises(ValueError, match="one per level"):
+        FeedbackEngine(model, W, H, scales=(1.0, 0.5))
 
 
 def test_the_oracle_test_reaches_the_banded_sampler(model, monkeypatch):
@@ -238,7 +267,8 @@ def test_nan_is_caught_and_never_shown(model):
 def test_saturation_is_recovered_within_patience(model):
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=3))
     phi = ParamStore(build_registry(model.levels)).frame(0)
-    phi.update({"bound": BOUNDS.index("clamp"), "drive": 4.0, "input.mix": 0.0})
+    phi.update({"bound": BOUNDS.index("clamp"), "drive": 4.0, "input.mix": 0.0,
+                "color.bound": float(COLOR_BOUNDS.index("rgb"))})  # each channel driven into its bound
     engine.states = [torch.sign(torch.randn_like(s)) for s in engine.states]  # fully saturated
     for _ in range(10):
         engine.step(phi)
@@ -293,3 +323,54 @@ def test_the_default_look_evolves_and_stays_alive():
 
 def test_map_spans_cover_every_mapped_quantity():
     assert set(map_spans()) == {"zoom", "rotate", "warp", "blur", "noise", "input.mix"}
+
+
+def test_a_frozen_picture_is_nudged_back_to_life_not_cut(model):
+    """A still input settles into a fixed point; the guard notices and nudges it: the picture moves again."""
+    engine = FeedbackEngine(model, W, H, guard=StabilityGuard(still_frames=10))
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update({f"l{lvl}.{name}": value for lvl in range(model.levels + 1)
+                for name, value in (("zoom", 1.0), ("rotate", 0.0), ("warp", 0.0), ("period", 1.0))})
+    phi.update({"input.mix": 0.3})  # no motion, a still source pulling it: a fixed point
+    source = torch.rand(1, 3, H, W) * 2 - 1
+    changes = []
+    for _ in range(40):
+        before = engine.states[0].clone()
+        engine.step(phi, source)
+        changes.append((engine.states[0] - before).abs().mean().item())
+    assert engine.guard.nudges >= 1 and engine.guard.recoveries == 0  # nudged, never re-seeded
+    assert max(changes[12:]) > 2 * engine.guard.still_change  # and it moved while nudged
+
+
+def test_a_loop_that_keeps_dying_backs_off_instead_of_pulsing(model):
+    """Nothing keeps the picture alive (no source, no self, no level above): the guard re-seeds it, then
+    waits longer each time; the crossfaded re-seeds and the back-off keep it from flashing by itself."""
+    from ffvj.engine.flashes import FlashTracker, max_flashes
+
+    engine = FeedbackEngine(model, W, H)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update({"input.mix": 0.0, "l0.gain_self": 0.0, "l0.gain_down": 0.0})
+    tracker, events = FlashTracker(30), []
+    for _ in range(600):
+        engine.step(phi, None)
+        events.append(tracker.add(engine.states[0])[0])
+    assert engine.guard.recoveries >= 2
+    assert engine.guard.patience > engine.guard.base_patience  # it backed off
+    assert max_flashes(events, 30) <= 3
+
+
+def test_the_picture_bounded_on_its_luminance_keeps_its_hues_and_its_gamut():
+    from ffvj.engine.delta import bound_picture
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16) * 2.4 - 1.2  # over the gamut here and there
+    out = bound_picture(x, "tanh", 3.0, "luma")
+    assert out.abs().max() <= 1 + 1e-6
+    luma = lambda t: (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)  # noqa: E731
+    chroma_in, chroma_out = x - luma(x), out - luma(out)
+    # The hue (the chroma's direction) is kept: the chroma is only ever shortened, never turned.
+    cos = (chroma_in * chroma_out).sum(1) / (chroma_in.norm(dim=1) * chroma_out.norm(dim=1)).clamp_min(1e-9)
+    assert ((cos > 0.9999) | (chroma_out.norm(dim=1) < 1e-6)).all()
+    assert (chroma_out.norm(dim=1) <= chroma_in.norm(dim=1) + 1e-6).all()
+    assert torch.allclose(luma(out), torch.tanh(3.0 * luma(x)), atol=1e-6)  # the bound is on the luminance
+    assert torch.equal(bound_picture(x, "tanh", 3.0, "rgb"), torch.tanh(3.0 * x))

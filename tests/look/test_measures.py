@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ffvj.engine.flashes import max_flashes
 from ffvj.look import measures
 from tests.helpers import smooth_picture
 
@@ -35,18 +36,18 @@ def test_a_screen_locked_lattice_is_measured_in_levels_and_a_picture_has_almost_
 def test_a_strobe_flashes_and_a_slow_fade_does_not():
     strobe = measures.FlashCounter(30)
     events = [strobe.add(np.full((H, W, 3), 255 * (i % 2), np.uint8))[0] for i in range(60)]
-    assert measures.max_flashes(events, 30) == 15.0 and strobe.flashes() == 15.0  # 15 Hz at 30 fps
+    assert max_flashes(events, 30) == 15.0 and strobe.flashes() == 15.0  # 15 Hz at 30 fps
     fade = measures.FlashCounter(30)
     events = [fade.add(np.full((H, W, 3), round(255 * i / 59), np.uint8))[0] for i in range(60)]
-    assert measures.max_flashes(events, 30) <= 1.0  # one slow rise: transitions, never a pair of opposing ones
+    assert max_flashes(events, 30) <= 1.0  # one slow rise: transitions, never a pair of opposing ones
     small = measures.FlashCounter(30)  # a strobe over a tenth of the frame is under the area rule
     frames = [np.zeros((H, W, 3), np.uint8) for _ in range(30)]
     for i, f in enumerate(frames):
         f[: H // 10] = 255 * (i % 2)
-    assert measures.max_flashes([small.add(f)[0] for f in frames], 30) == 0.0
+    assert max_flashes([small.add(f)[0] for f in frames], 30) == 0.0
     bright = measures.FlashCounter(30)  # both states brighter than 0.8 relative luminance: not a flash
     events = [bright.add(np.full((H, W, 3), 240 + 15 * (i % 2), np.uint8))[0] for i in range(30)]
-    assert measures.max_flashes(events, 30) == 0.0
+    assert max_flashes(events, 30) == 0.0
 
 
 def test_red_flashes_are_counted_on_their_own():
@@ -56,10 +57,10 @@ def test_red_flashes_are_counted_on_their_own():
     dark_red[..., 0] = 40  # a change in red (R − G − B)·320 ≫ 20, of saturated red both ways
     counter = measures.FlashCounter(30)
     pairs = [counter.add(red if i % 2 else dark_red) for i in range(30)]
-    assert measures.max_flashes([r for _, r in pairs], 30) > 3
+    assert max_flashes([r for _, r in pairs], 30) > 3
     grey = measures.FlashCounter(30)
     pairs = [grey.add(np.full((H, W, 3), 40 + 10 * (i % 2), np.uint8)) for i in range(30)]
-    assert measures.max_flashes([r for _, r in pairs], 30) == 0.0
+    assert max_flashes([r for _, r in pairs], 30) == 0.0
 
 
 def test_change_freeze_and_hue_share(photo):

@@ -12,6 +12,7 @@ def test_look_json_on_a_tiny_run(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert json.loads((out / "look.json").read_text()) == report
     assert [(r["input"], r["preset"]) for r in report["runs"]] == [("generator", "default"), ("generator", "drift")]
+    assert set(report["distinct"]) == {"generator"} and 0 <= report["distinct"]["generator"]["max_ssim"] <= 1
     for run in report["runs"]:
         assert run["frames"] == 10  # levels: 48×32 and 24×16 (8×6 is too small for the lattice)
         assert run["lattice"]["picture"] >= 0 and run["lattice"]["source"] >= 0 and len(run["lattice"]["levels"]) == 2

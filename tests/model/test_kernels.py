@@ -39,7 +39,7 @@ def test_layout_kernels_equal_torch(channels_last):
         assert torch.equal(kernels.pixel_shuffle2(z), F.pixel_shuffle(z, 2))
 
 
-@pytest.mark.parametrize("decoder", ["subpixel", "upconv"])
+@pytest.mark.parametrize("decoder", ["smooth", "subpixel", "upconv"])
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_fast_path_equals_the_model(pooling, decoder):
     """γ and γ⁻¹ of FastPath equal the model's own encode and decode (odd sizes too), in the engine's layouts."""
@@ -53,7 +53,7 @@ def test_fast_path_equals_the_model(pooling, decoder):
             size = tuple(states[lvl].shape[-2:])
             out = fast.decode(lvl, states[lvl + 1], size)
             assert torch.allclose(out, model.decode(lvl, states[lvl + 1], size), atol=1e-5)
-            if lvl == 0 and decoder == "subpixel":
+            if lvl == 0 and decoder != "upconv":
                 assert out.stride(-1) == 1  # the picture: plain (N, C, H, W) rows, as sources and sinks want it
 
 
@@ -75,3 +75,18 @@ def test_compiled_engine_matches_the_reference(caplog):
     fell_back = any("torch.compile of" in r.getMessage() for r in caplog.records)
     if fell_back:
         pytest.skip("inductor could not compile here; the eager fallback matched and said why")
+
+
+def test_the_smooth_decoders_filter_leaves_no_two_pixel_pattern():
+    torch.manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(16), torch.arange(24), indexing="ij")
+    checker = ((x + y) % 2 * 2 - 1).float()[None, None].expand(1, 3, -1, -1)
+    smooth = torch.rand(1, 3, 16, 24)
+    out = kernels.binomial3(smooth + checker)
+    assert torch.allclose(out[..., 1:-1, 1:-1], kernels.binomial3(smooth)[..., 1:-1, 1:-1], atol=1e-6)
+    plain = F.conv2d(F.pad(smooth, (1, 1, 1, 1), mode="replicate"),
+                     (torch.tensor([1.0, 2, 1])[:, None] * torch.tensor([1.0, 2, 1])[None] / 16).expand(3, 1, 3, 3),
+                     groups=3)
+    assert torch.allclose(kernels.binomial3(smooth), plain, atol=1e-6)  # the same filter as a convolution
+    cl = smooth.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(kernels.binomial3(cl), plain, atol=1e-6)

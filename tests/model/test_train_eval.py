@@ -38,8 +38,10 @@ def test_a_short_run_lowers_the_loss_and_writes_everything(picture_dir, tmp_path
     for suffix in (".json", ".safetensors", "-reconstructions.png", "-filters.png"):
         assert (stem.parent / (stem.name + suffix)).is_file(), suffix
     assert card["training"]["data"]["pictures"] >= 5
-    model, _ = checkpoint.load(card_path)
+    model, loaded = checkpoint.load(card_path)
     assert model.config == TINY
+    scales = checkpoint.scales(loaded)  # each level's natural scale, measured on the training crops
+    assert len(scales) == TINY.levels + 1 and scales[0] == 1.0 and all(0 < v <= 1 for v in scales[1:])
 
 
 def test_the_per_level_loss_falls_during_layerwise_training(picture_dir, tmp_path):
