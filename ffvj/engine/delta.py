@@ -65,15 +65,22 @@ def bound_picture(x: torch.Tensor, kind: str, drive: float, mode: str) -> torch.
     contrast and the loop burns toward fully saturated hues. ``luma``: ``bound`` on the luminance
     (Rec. 601 weights, as ``color_matrix``), and the chroma (the rest) kept as it is, only shortened
     where the gamut ends (the largest t ≤ 1 that keeps every channel in [−1, 1]): the hue never moves,
-    and saturation grows only if something asks for it (``color.saturation``, the source)."""
+    and saturation grows only if something asks for it (``color.saturation``, the source).
+
+    Per-pixel arithmetic on channel slices (a 1×1 convolution or a reduction over channels is 20× and
+    15× slower on a CPU at 640×360)."""
     if mode == "rgb":
         return bound(x, kind, drive)
-    luma = (x * constant((0.299, 0.587, 0.114), x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    luma = torch.add(r * 0.299, g, alpha=0.587).add_(b, alpha=0.114)
     chroma = x - luma
+    cr, cg, cb = chroma[:, 0:1], chroma[:, 1:2], chroma[:, 2:3]
+    top = torch.maximum(torch.maximum(cr, cg), cb).clamp_(min=1e-12)  # ≥ 0: the chroma's weighted mean is 0
+    bottom = torch.minimum(torch.minimum(cr, cg), cb).neg_().clamp_(min=1e-12)
     y = bound(luma, kind, drive)
-    room = torch.where(chroma > 0, (1 - y) / chroma, torch.where(chroma < 0, (-1 - y) / chroma,
-                                                                 torch.full_like(chroma, math.inf)))
-    return y + room.amin(1, keepdim=True).clamp_(0.0, 1.0) * chroma
+    # y + t·c stays in [−1, 1] for t ≤ (1 − y)/max(c) and t ≤ (1 + y)/(−min(c)); |y| ≤ 1, so t ≥ 0.
+    t = torch.minimum((1 - y).div_(top), (1 + y).div_(bottom)).clamp_(max=1.0)
+    return torch.addcmul(y, t, chroma)
 
 
 def color_matrix(hue_deg: float, saturation: float, perm: str, contrast: float) -> torch.Tensor:

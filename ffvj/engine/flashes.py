@@ -51,9 +51,10 @@ def max_flashes(signs: list[int], fps: float) -> float:
 class FlashTracker:
     """The per-pixel state the rules need, fed one picture (1, 3, H, W) in [−1, 1] at a time.
 
-    ``look(picture)`` says which transitions the picture *would* make after the last one ``add``ed,
-    without committing; ``add(picture)`` commits it. Both return ``(general, red)`` signs (+1 brighter
-    or redder, −1 darker or less red, 0 none). ``events`` holds the last second's."""
+    ``look(picture)`` says which transitions the picture *would* make after the last one added, without
+    committing: a ``(signs, state)`` pair, ``signs`` being ``(general, red)`` (+1 brighter or redder, −1
+    darker or less red, 0 none); ``commit`` that pair to add the picture; ``add(picture)`` does both and
+    returns the signs. ``events`` holds the last second's."""
 
     def __init__(self, fps: float, stride: int = 4):
         self.window = max(1, round(fps))
@@ -96,14 +97,18 @@ class FlashTracker:
             acc_r = torch.where(moved_r, torch.zeros_like(acc_r), acc_r)
         return (g, r), now, (acc_g, acc_r)
 
-    def look(self, picture: torch.Tensor) -> tuple[int, int]:
-        return self._step(picture)[0]
+    def look(self, picture: torch.Tensor) -> tuple[tuple[int, int], tuple]:
+        signs, now, acc = self._step(picture)
+        return signs, (now, acc)
 
-    def add(self, picture: torch.Tensor) -> tuple[int, int]:
-        signs, self._last, self._acc = self._step(picture)
+    def commit(self, looked: tuple[tuple[int, int], tuple]) -> tuple[int, int]:
+        signs, (self._last, self._acc) = looked
         self.events["general"].append(signs[0])
         self.events["red"].append(signs[1])
         return signs
+
+    def add(self, picture: torch.Tensor) -> tuple[int, int]:
+        return self.commit(self.look(picture))
 
     def within_budget(self, signs: tuple[int, int]) -> bool:
         """Whether one more frame with these transitions keeps the last second within the budget."""
@@ -127,17 +132,18 @@ class FlashLimiter:
     def limit(self, picture: torch.Tensor, enabled: bool = True) -> torch.Tensor:
         """What to show for ``picture``; with ``enabled`` False it is shown as it is (and still followed,
         so turning the limiter on again counts the second that went before)."""
-        signs = self.tracker.look(picture)
+        looked = self.tracker.look(picture)
         shown = picture
-        if enabled and self._shown is not None and not self.tracker.within_budget(signs):
+        if enabled and self._shown is not None and not self.tracker.within_budget(looked[0]):
             for keep in self.BLENDS:
                 shown = torch.lerp(self._shown, picture, keep) if keep else self._shown
-                if keep == 0.0 or self.tracker.within_budget(self.tracker.look(shown)):
+                looked = self.tracker.look(shown)
+                if keep == 0.0 or self.tracker.within_budget(looked[0]):
                     break
             self.limited += 1
             self._warn.warning("limit", "flash limiter: a frame would have made more than %d flashes in a "
                                         "second; shown softened (%d frames so far)", BUDGET, self.limited)
-        self.tracker.add(shown)
+        self.tracker.commit(looked)
         # A reference, not a copy: the engine makes a new picture every frame and never writes an old one.
         self._shown = shown
         return shown
