@@ -64,7 +64,10 @@ class FlashTracker:
         self.events = {"general": collections.deque(maxlen=self.window), "red": collections.deque(maxlen=self.window)}
 
     def _measure(self, picture: torch.Tensor):
-        srgb = ((picture[0, :, ::self.stride, ::self.stride].float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+        # The 8-bit codes the sinks get (readback's rounding), so the limiter counts exactly what a viewer
+        # of the output would: near the thresholds, rounding alone decides whether a frame is a transition.
+        codes = torch.add(picture[0, :, ::self.stride, ::self.stride].float(), 1.0).mul_(127.5).add_(0.5)
+        srgb = codes.clamp_(0.0, 255.0).floor_().div_(255.0)
         linear = torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
         r, g, b = linear
         luminance = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b

@@ -234,7 +234,8 @@ def _contact_sheet(m: _Run, path: Path, label: str, fps: float) -> Path:
     top = [_tile(m.sheet[s][0], f"source {s / fps:.1f} s") for s in slots]
     bottom = [_tile(m.sheet[s][1], f"{label} {s / fps:.1f} s") for s in slots]
     sheet = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    options = [cv2.IMWRITE_JPEG_QUALITY, 88] if path.suffix == ".jpg" else []
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), options)
     return path
 
 

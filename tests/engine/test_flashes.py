@@ -75,3 +75,31 @@ def test_the_sine_bounds_period_doubling_reaches_the_audience_tamed():
     general, red, limiter = shown_flashes(frames)
     assert raw > BUDGET  # the loop itself strobes
     assert general <= BUDGET and red <= BUDGET and limiter.limited > 0
+
+
+def test_what_the_sinks_get_is_counted_by_the_same_rules_as_the_limiter():
+    """A chaotic picture whose changes sit at the thresholds: the limiter decides on the 8-bit codes the
+    sinks receive, so a viewer counting those codes (as ``ffvj look`` does) finds the budget kept."""
+    from ffvj.engine import pixfmt
+    from ffvj.look.measures import FlashCounter
+
+    rng = torch.Generator().manual_seed(1)
+    # Half the pixels (52 %) blink up and down every frame by about the general step (ΔL = 0.1 from mid-grey is
+    # +0.19 here), each by its own amount: about a quarter of the frame makes the step, give or take
+    # rounding.
+    blinking = torch.rand(1, 1, H, W, generator=rng) < 0.52
+    bright = 0.19 + 0.01 * torch.randn(1, 1, H, W, generator=rng)
+    frames = []
+    for k in range(150):
+        level = torch.where(blinking & (k % 2 == 1), bright, torch.zeros_like(bright))
+        frames.append((level + 0.003 * torch.randn(1, 1, H, W, generator=rng)).expand(1, 3, H, W).clone())
+    limiter, viewer, general = FlashLimiter(30), FlashCounter(30), []
+    for picture in frames:
+        codes = pixfmt.convert(limiter.limit(picture), pixfmt.RGB24).numpy()
+        general.append(viewer.add(codes)[0])
+    raw = []
+    unlimited = FlashCounter(30)
+    for picture in frames:
+        raw.append(unlimited.add(pixfmt.convert(picture, pixfmt.RGB24).numpy())[0])
+    assert max_flashes(raw, 30) > BUDGET  # the input does flash
+    assert max_flashes(general, 30) <= BUDGET
