@@ -101,13 +101,21 @@ def format_preset(values: Mapping[str, float], registry: Mapping[str, Param], na
     return "# ffvj preset: [params] holds parameter targets by name (enums by choice name).\n" + tomli_w.dumps(doc)
 
 
+OUTPUT_PREFIX = "output."  # parameters of the output, not of the look: a base preset leaves them alone
+
+
 def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, float], list[str]]:
     """Parse a preset file into ``{name: value in native units}`` for ``registry``, plus notes on what
     was ignored: names this registry lacks (a model with more levels, a newer ffvj), enum choices it
     lacks (an LFO target on such a level), and values clamped into range.
 
+    With ``base = "default"`` in ``[meta]`` (as every factory preset has) the preset is a whole look: every
+    parameter it leaves out is given its default, except the output's own (``output.*``, such as the
+    flash limiter). Without it, what the preset leaves out keeps its value when it is recalled.
+
     Raises PresetError naming the file for anything malformed: unreadable, not TOML, no ``[params]``
-    table, a value that is not a number, bool or (for an enum) a choice name, a non-finite number.
+    table, a value that is not a number, bool or (for an enum) a choice name, a non-finite number, a
+    ``base`` other than "default".
     """
     path = Path(path)
     try:
@@ -119,8 +127,13 @@ def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, fl
     table = data.get("params")
     if not isinstance(table, dict):
         raise PresetError(f"preset file {path} has no [params] table")
-    if "meta" in data and not isinstance(data["meta"], dict):
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict):
         raise PresetError(f"preset file {path}: meta must be a table")
+    base = meta.get("base")
+    if base not in (None, "default"):
+        raise PresetError(f"preset file {path}: meta.base = {base!r}: the one base is \"default\" (what the "
+                          f"preset leaves out goes to its default); leave base out to keep those values as they are")
     values: dict[str, float] = {}
     unknown, bad_choice, clamped = [], [], []
     for name, raw in table.items():
@@ -144,6 +157,10 @@ def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, fl
         if param.clamp(value) != value and param.kind == "float":
             clamped.append(f"{name}={value:g}")
         values[name] = param.clamp(value)
+    if base == "default":  # a complete look: recalled after another, it leaves nothing of that one behind
+        for name, param in registry.items():
+            if not name.startswith(OUTPUT_PREFIX):  # how the output is kept safe is not part of a look
+                values.setdefault(name, param.default)
     notes = []
     if unknown:
         notes.append(f"ignored {len(unknown)} parameter(s) unknown here: {', '.join(unknown)}")

@@ -166,7 +166,8 @@ def _distinct(settled: dict[str, dict[str, np.ndarray]]) -> dict:
         pairs = [(measures.ssim(frames[a], frames[b]), a, b) for i, a in enumerate(looks) for b in looks[i + 1:]]
         if pairs:
             value, a, b = max(pairs)
-            out[name] = {"max_ssim": value, "pair": [a, b], "ok": value < DISTINCT}
+            alike = [[x, y, round(v, 3)] for v, x, y in sorted(pairs, reverse=True) if v >= DISTINCT]
+            out[name] = {"max_ssim": value, "pair": [a, b], "ok": value < DISTINCT, "alike": alike}
     return out
 
 
@@ -260,8 +261,9 @@ def format_report(report: dict) -> str:
             f"{r['flashes']['general']:>5.1f} {r['flashes']['red']:>4.1f} {_fmt(r['hue_share']['picture']):>5} "
             f"{_fmt(r['hue_share']['source']):>5}  {'ok' if not failed else 'FAIL: ' + ', '.join(failed)}")
     for name, d in report.get("distinct", {}).items():
+        also = "".join(f", {x} and {y} {v:.2f}" for x, y, v in d.get("alike", [])[1:])
         lines.append(f"distinct looks on {name}: the most alike pair, {d['pair'][0]} and {d['pair'][1]}, SSIM "
-                     f"{d['max_ssim']:.2f} ({'ok' if d['ok'] else 'FAIL'}: < {DISTINCT})")
+                     f"{d['max_ssim']:.2f} ({'ok' if d['ok'] else 'FAIL'}: < {DISTINCT}{also and '; also alike' + also})")
     lines.append("lattice: the excess on the 1/8-cycle lattice in 8-bit levels, settled (levels: each level's state); "
                  "ssim: to the source over 0.3–2 s; change: levels a frame; freeze: the longest still stretch; "
                  "flash, red: the most in any second; hue: the largest hue's share of the picture")

@@ -11,6 +11,7 @@ from ffvj.control.presets import PresetBank, PresetError, format_preset, read_pr
 from tests.helpers import REPO
 
 FACTORY = REPO / "presets"
+FACTORY_LOOKS = sorted(p.stem for p in FACTORY.glob("*.toml"))
 
 
 @pytest.fixture
@@ -62,17 +63,30 @@ def test_written_text_escapes_strings_and_keeps_float_precision():
 
 def test_names_lists_user_and_factory_presets_and_user_shadows_factory(store, tmp_path):
     bank = PresetBank(store, tmp_path / "mine", factory=FACTORY)
-    assert {"drift", "pulse"} <= set(bank.names())
+    assert len(FACTORY_LOOKS) >= 8 and set(FACTORY_LOOKS) <= set(bank.names())
     assert bank.path("drift") == FACTORY / "drift.toml"
     store.set("l0.zoom", 0.9)
     bank.save("drift")
     assert bank.path("drift") == tmp_path / "mine" / "drift.toml" and bank.load("drift")["l0.zoom"] == 0.9
 
 
-@pytest.mark.parametrize("name", ["drift", "pulse"])
-def test_factory_presets_are_valid_for_the_default_model(name):
-    values, notes = read_preset(FACTORY / f"{name}.toml", build_registry(3))
-    assert values and notes == []
+@pytest.mark.parametrize("name", FACTORY_LOOKS)
+def test_factory_presets_are_whole_looks_valid_for_the_default_model(name):
+    registry = build_registry(3)
+    values, notes = read_preset(FACTORY / f"{name}.toml", registry)
+    assert notes == []
+    assert set(values) == {n for n in registry if not n.startswith("output.")}  # base = "default"
+
+
+def test_a_whole_look_leaves_nothing_of_the_last_one_behind_but_the_output_settings(store, bank):
+    write(bank.directory / "whole.toml", '[meta]\nbase = "default"\n[params]\n"l0.rotate" = -3.5\n')
+    store.set("drive", 2.0)
+    store.set("map.kind", "radial")
+    store.set("output.flash_limit", False)
+    assert bank.recall("whole")
+    assert store.get("l0.rotate") == -3.5
+    assert store.get("drive") == store.registry["drive"].default and store.get("map.kind") == 0
+    assert store.get("output.flash_limit") == 0.0  # the performer's choice, not the look's
 
 
 def test_bad_names_are_refused(bank):
@@ -89,6 +103,7 @@ def test_malformed_files_fail_naming_the_file(bank):
         "string": ('[params]\n"l0.zoom" = "big"\n', "should be a number"),
         "nan": ('[params]\n"l0.zoom" = nan\n', "not finite"),
         "meta": ('meta = 3\n[params]\n', "meta must be a table"),
+        "base": ('[meta]\nbase = "drift"\n[params]\n', "the one base is"),
     }
     for name, (text, what) in cases.items():
         path = write(bank.directory / f"{name}.toml", text)
