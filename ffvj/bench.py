@@ -142,11 +142,13 @@ def bench(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    model, _ = checkpoint.load(cfg.model, device)
+    model, card = checkpoint.load(cfg.model, device)
+    scales = checkpoint.scales(card)  # as a show bounds its levels
     phi = ParamStore(build_registry(model.levels)).frame(0)
     source = torch.rand(1, 3, cfg.height, cfg.width, device=device) * 2 - 1
     t = time.perf_counter()
-    engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile, precision=cfg.precision)
+    engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile, precision=cfg.precision,
+                            scales=scales)
     startup_s = time.perf_counter() - t
 
     def engine_step():
@@ -163,7 +165,8 @@ def bench(cfg: BenchConfig) -> dict:
 
     def reference():
         nonlocal ref_states
-        ref_states = reference_step(model, ref_states, StepInputs(phi, source, None, frame["i"], noise))
+        ref_states = reference_step(model, ref_states, StepInputs(phi, source, None, frame["i"], noise,
+                                                                    scales=scales))
         ref_states[0].add(1).mul(127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
         frame["i"] += 1
 

@@ -29,3 +29,14 @@ def test_the_report_times_the_engines_own_decoders_and_marks_the_top_level(capsy
     report = capsys.readouterr().out
     top = next(line for line in report.splitlines() if line.lstrip().startswith("3  "))
     assert "nan" not in report and "—" in top  # the top level has no encoder or decoder above it
+
+
+def test_threads_sets_the_engines_cpu_threads_and_the_report_says_so(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["bench", "--size", "64x48", "--frames", "3", "--no-end-to-end", "--json", "--threads", "1"]) == 0
+        assert json.loads(capsys.readouterr().out)["threads"] == 1
+    finally:
+        torch.set_num_threads(before)

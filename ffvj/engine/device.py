@@ -29,6 +29,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_cpu_threads(threads: int | None) -> int:
+    """Run the engine's CPU arithmetic on ``threads`` threads (None: torch's default, one per core);
+    returns the number in force. Beside another busy program (OBS encoding, a browser), fewer threads
+    than cores is faster: torch's threads wait for one another at every operation, so one that shares
+    its core with another program holds up the rest. On the 2-core development machine with one core
+    kept busy, the engine ran at 26 fps with a 184 ms p99 on 2 threads and at 64 fps with a 24 ms p99
+    on 1 (docs/PERFORMANCE.md). Process-wide, like ``keep_freed_host_memory``: the command line's call."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
