@@ -41,7 +41,8 @@ def _periodic_spectrum(x: np.ndarray) -> np.ndarray:
     bins included: a high-contrast picture read as a lattice that was never there. Moisan's periodic plus
     smooth decomposition (J. Math. Imaging Vis. 2011) takes out the smooth part that carries those steps
     (a harmonic image set by the edges' differences) and keeps the periodic part, whose spectrum is the
-    picture's own. Numpy has no such function; it is seven lines."""
+    picture's own. Neither numpy nor OpenCV has it; written here (a Poisson solve in the
+    DFT basis, a dozen lines)."""
     h, w = x.shape
     edges = np.zeros_like(x)
     edges[0, :] = x[-1, :] - x[0, :]

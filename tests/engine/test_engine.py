@@ -34,6 +34,25 @@ def random_phi(model, rng: np.random.Generator, **fixed) -> dict:
     return phi
 
 
+def steps_match_the_oracle(model, engine, rng, seed, scales=None, frames=4):
+    """Seeded from a random source (the step then does not re-seed), the engine's steps on random φ, a
+    source every other frame, equal ``reference_step``'s at every level."""
+    height, width = engine.states[0].shape[-2:]
+    engine.reset(torch.rand(1, 3, height, width) * 2 - 1)
+    engine.guard.patience = 10**9  # the oracle has no guard; random φ may well saturate
+    ref_states = [s.clone() for s in engine.states]
+    ref_noise = torch.Generator().manual_seed(seed)
+    engine.noise.manual_seed(seed)
+    for frame in range(frames):
+        phi = random_phi(model, rng)
+        source = torch.rand(1, 3, height, width) * 2 - 1 if frame % 2 == 0 else None
+        ref_states = reference_step(model, ref_states, StepInputs(phi, source, engine.map_image, engine.frame_index,
+                                                                  ref_noise, scales=scales))
+        engine.step(phi, source)
+        for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
+
+
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("width, height, threads", [(W, H, None), (48, 32, 2)])
 def test_engine_step_matches_the_plain_formula(model, seed, width, height, threads):
@@ -46,19 +65,7 @@ def test_engine_step_matches_the_plain_formula(model, seed, width, height, threa
         torch.set_num_threads(threads)
     try:
         engine = FeedbackEngine(model, width, height, seed=seed, map_image=torch.rand(1, 1, 13, 17))
-        engine.reset(torch.rand(1, 3, height, width) * 2 - 1)  # seeded from a source: the step does not re-seed
-        ref_states = [s.clone() for s in engine.states]
-        ref_noise = torch.Generator().manual_seed(seed)
-        engine.noise.manual_seed(seed)
-        for frame in range(4):
-            phi = random_phi(model, rng)
-            source = torch.rand(1, 3, height, width) * 2 - 1 if frame % 2 == 0 else None
-            ref_states = reference_step(model, ref_states, StepInputs(phi, source, engine.map_image,
-                                                                      engine.frame_index, ref_noise))
-            engine.guard.patience = 10**9  # the oracle has no guard; random φ may well saturate
-            engine.step(phi, source)
-            for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
-                assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
+        steps_match_the_oracle(model, engine, rng, seed)
     finally:
         torch.set_num_threads(before)
 
@@ -69,19 +76,7 @@ def test_levels_bounded_to_their_own_scale_match_the_plain_formula(model, seed):
     rng = np.random.default_rng(200 + seed)
     scales = (1.0, 0.4, 0.3, 0.2)
     engine = FeedbackEngine(model, W, H, seed=seed, scales=scales)
-    engine.reset(torch.rand(1, 3, H, W) * 2 - 1)
-    engine.guard.patience = 10**9
-    ref_states = [s.clone() for s in engine.states]
-    ref_noise = torch.Generator().manual_seed(seed)
-    engine.noise.manual_seed(seed)
-    for frame in range(4):
-        phi = random_phi(model, rng)
-        source = torch.rand(1, 3, H, W) * 2 - 1 if frame % 2 == 0 else None
-        ref_states = reference_step(model, ref_states, StepInputs(phi, source, None, engine.frame_index, ref_noise,
-                                                                  scales=scales))
-        engine.step(phi, source)
-        for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
-            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
+    steps_match_the_oracle(model, engine, rng, seed, scales)
     # Every level updating, no temporal blur: each state is within its own range.
     phi = dict(ParamStore(build_registry(model.levels)).frame(0), drive=4.0,
                **{f"l{lvl}.period": 1.0 for lvl in range(model.levels + 1)})
