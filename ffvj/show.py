@@ -17,8 +17,9 @@ caught up, not accumulated. Two modes:
   frame wins), so a slow sink drops frames instead of stalling the show.
 * ``offline``: as fast as possible, every frame handed to every sink in order (a render to a file).
 
-What the sinks get passes the flash limiter first (``engine.flashes``, on by default:
-``output.flash_limit``), which keeps the output within 3 flashes in any second.
+What the sinks get is colour-graded (``engine.grade``, off by default: ``grade.mix``), then passes
+the flash limiter (``engine.flashes``, on by default: ``output.flash_limit``), which keeps the output
+within 3 flashes in any second.
 
 ``auto`` picks realtime when the source is a camera or any sink is live (virtual camera, NDI, a
 window, Syphon, Spout), offline otherwise.
@@ -48,6 +49,7 @@ from .control.params import MAP_KINDS, build_registry
 from .control.presets import PresetError
 from .control.service import Service
 from .engine import pixfmt
+from .engine.grade import grade
 from .engine.device import resolve_device
 from .engine.engine import FeedbackEngine
 from .engine.flashes import FlashLimiter
@@ -268,7 +270,7 @@ class _Show:
 
             t0 = time.perf_counter()
             engine.step(phi, source_tensor, dt)
-            shown = limiter.limit(engine.states[0], phi["output.flash_limit"] >= 0.5)
+            shown = limiter.limit(grade(engine.states[0], phi), phi["output.flash_limit"] >= 0.5)
             pictures = {fmt: engine.readback(fmt, shown) for fmt in formats}  # one conversion + copy per format
             stats.flash_limited = limiter.limited
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)

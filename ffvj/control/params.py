@@ -146,6 +146,11 @@ GLOBAL_PARAMS: tuple[Param, ...] = (
     _p("color.bound", 0, 0, len(COLOR_BOUNDS) - 1, "how the picture is bounded: luma (its brightness, by the bound "
        "and drive; its colour kept as it is, within the gamut: no hue takes over by itself) or rgb (each "
        "channel on its own: drive saturates colour too)", kind="enum", choices=COLOR_BOUNDS, smoothing=0),
+    _p("grade.mix", 0, 0, 1, "colour grade of the output (a gradient map: black, then the shadow colour at mid-grey, "
+       "then the highlight colour at white) blended over the picture; never fed back, so it cannot burn; 0: off"),
+    _p("grade.shadows", 240, 0, 360, "hue of the grade's deep shadow colour", unit="deg"),
+    _p("grade.highlights", 45, 0, 360, "hue of the grade's light highlight colour", unit="deg"),
+    _p("grade.invert", 0, 0, 1, "grade a negative: bright parts take the shadow colour", kind="bool", smoothing=0),
     _p("map.kind", 0, 0, len(MAP_KINDS) - 1, "modulation map over the picture: none, radial (centre 0, corners "
        "1), linear (along map.angle), luma (the source's luminance), image (--map-image)",
        kind="enum", choices=MAP_KINDS, smoothing=0),

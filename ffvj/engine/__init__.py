@@ -4,6 +4,7 @@
               the formula computed plainly: the oracle
     engine    FeedbackEngine (step, readback, reset, set_states) and its StabilityGuard
     kernels   the engine's own hot loops (banded grid sampling, cached constants)
+    grade     the output's colour grade (a gradient map), never fed back
     pixfmt    picture formats: RGB, I420, NV12 made on the engine's device; from_rgb24 for sources
     device    resolve_device("auto" | "cpu" | "cuda" | "mps"), keep_freed_host_memory(), use_cpu_threads(n)
 """

@@ -12,7 +12,11 @@ Checks, per run (what issue "the picture" asks of every look):
     input     input SSIM over 0.3–2 s ≥ 0.45 (the default look on the pan: the input shows at once)
     freeze    a still input never freezes the picture for more than 5 s
     flashes   never more than 3 general or red flashes in any second
-    colour    the most common hue's share, settled, ≤ 2× the source's + 0.1
+    colour    the most common hue's share of the loop's own picture, settled, ≤ 2× the source's + 0.1
+              (before the output's grade: a burn is the loop's doing, a grade the performer's choice;
+              the JSON has the output's share too)
+
+Every measure but colour is of what the sinks get: graded, flash-limited.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class _Run:
     general: list = field(default_factory=list)
     red: list = field(default_factory=list)
     hue: list = field(default_factory=list)
+    output_hue: list = field(default_factory=list)
     source_hue: list = field(default_factory=list)
     sampled: list = field(default_factory=list)  # (t, lattice, source lattice, level lattices, ssim)
     sheet: dict = field(default_factory=dict)  # frame index → (source, picture)
@@ -75,7 +80,10 @@ class _Run:
         if self._previous is not None:
             self.change.append(measures.change(picture, self._previous))
         self._previous = picture.copy()
-        self.hue.append(measures.hue_share(picture))
+        # Colour balance is the loop's own (engine.states[0]: before the output's grade and the
+        # limiter): the burn it checks for is the feedback's; a grade is colour set on purpose.
+        self.hue.append(measures.hue_share(engine.readback()))
+        self.output_hue.append(measures.hue_share(picture))
         if source is not None:
             self.source_hue.append(measures.hue_share(source))
         if slot % self.sample == 0:
@@ -198,7 +206,8 @@ def _summarise(m: _Run, name: str, preset: str, cfg: LookConfig) -> dict:
         "change": {"mean": _mean(m.change), "longest_freeze_s": measures.longest_run(
             [c < measures.FROZEN for c in m.change], cfg.fps)},
         "flashes": {"general": max_flashes(m.general, cfg.fps), "red": max_flashes(m.red, cfg.fps)},
-        "hue_share": {"picture": _mean(m.hue[tail]), "source": _mean(m.source_hue[tail])},
+        "hue_share": {"picture": _mean(m.hue[tail]), "source": _mean(m.source_hue[tail]),
+                      "output": _mean(m.output_hue[tail])},
     }
     row["checks"] = _checks(row, name, preset)
     return row
@@ -266,7 +275,7 @@ def format_report(report: dict) -> str:
                      f"{d['max_ssim']:.2f} ({'ok' if d['ok'] else 'FAIL'}: < {DISTINCT}{also and '; also alike' + also})")
     lines.append("lattice: the excess on the 1/8-cycle lattice in 8-bit levels, settled (levels: each level's state); "
                  "ssim: to the source over 0.3–2 s; change: levels a frame; freeze: the longest still stretch; "
-                 "flash, red: the most in any second; hue: the largest hue's share of the picture")
+                 "flash, red: the most in any second; hue: the largest hue's share of the loop's picture (before the grade)")
     return "\n".join(lines)
 
 

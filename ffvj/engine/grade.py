@@ -1,0 +1,50 @@
+"""The output's colour grade: a gradient map, as VJ mixers' "colorize" / "duotone" effects do it.
+
+``grade(picture, phi)`` recolours the picture (C=3, values in [-1, 1]) by its luminance: black →
+the shadow colour (a full, deep colour of hue ``grade.shadows``) at mid-grey → the highlight colour
+(a light colour of hue ``grade.highlights``) at white; ``grade.invert`` reads the luminance the other
+way round (a negative); ``grade.mix`` blends the map over the picture (0: off, the picture as it is).
+
+It grades what the sinks get, never the feedback: a colour change inside the loop compounds every
+frame and burns to one hue, where one applied at the output stays exactly what the performer set.
+At ``grade.mix`` 0 it costs nothing; otherwise a few passes over the picture.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import torch
+
+from .delta import luminance01
+
+SHADOW_SATURATION, SHADOW_VALUE = 1.0, 0.75  # a deep, full colour at mid-grey
+HIGHLIGHT_SATURATION, HIGHLIGHT_VALUE = 0.8, 1.0  # a light colour at white
+
+
+def stop_color(hue_deg: float, saturation: float, value: float) -> tuple[float, float, float]:
+    """One colour of the map, RGB in [0, 1]."""
+    return colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, saturation, value)
+
+
+def gradient_map(picture: torch.Tensor, shadows_deg: float, highlights_deg: float, invert: bool,
+                 mix: float) -> torch.Tensor:
+    """The picture recoloured by its luminance (see the module docstring); a new tensor."""
+    lum = luminance01(picture)  # (N, 1, H, W) in [0, 1]
+    if invert:
+        lum = 1.0 - lum
+    shape = (1, 3, 1, 1)
+    dark = picture.new_tensor(stop_color(shadows_deg, SHADOW_SATURATION, SHADOW_VALUE)).view(shape)
+    light = picture.new_tensor(stop_color(highlights_deg, HIGHLIGHT_SATURATION, HIGHLIGHT_VALUE)).view(shape)
+    low = (2 * lum).clamp(max=1.0)  # 0 → 1 over black .. mid-grey
+    high = (2 * lum - 1).clamp(min=0.0)  # 0 → 1 over mid-grey .. white
+    mapped = dark * low + (light - dark) * high  # in [0, 1]
+    return picture.lerp(mapped.mul(2).sub(1), mix)
+
+
+def grade(picture: torch.Tensor, phi: dict) -> torch.Tensor:
+    """What the output shows of the picture under φ's ``grade.*``: the picture itself when off."""
+    mix = float(phi.get("grade.mix", 0.0))
+    if mix <= 0:
+        return picture
+    return gradient_map(picture, phi["grade.shadows"], phi["grade.highlights"], phi["grade.invert"] >= 0.5, mix)
