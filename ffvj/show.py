@@ -211,6 +211,8 @@ class _Show:
         if self.pace == "realtime":
             self.source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
         self.services = [stack.enter_context(svc) for svc in services]
+        # The sinks close first, whatever a service does while closing: a recording is finalised.
+        stack.callback(self.outputs.__exit__, None, None, None)
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
 

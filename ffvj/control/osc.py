@@ -54,13 +54,12 @@ subscribers_dropped and errors (a handler bug caught by socketserver's last reso
 
 from __future__ import annotations
 
-import functools
+import collections
 import heapq
 import ipaddress
 import itertools
 import logging
 import math
-import re
 import socket
 import socketserver
 import struct
@@ -69,14 +68,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pythonosc import osc_bundle, osc_message, osc_server, slip
+from pythonosc import osc_message, osc_server, slip
 from pythonosc.osc_message_builder import build_msg
 from pythonosc.parsing import osc_types
 
 from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, Action, Arg
+from .osc_pattern import compile_pattern, is_pattern
 from .params import Param
-from .service import LatestValueSender, Service
+from .service import LatestValueSender, LimitedConnections, Service, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -102,73 +102,22 @@ _PYTHONOSC_REPORTS = _PythonOscReports()
 NORM_SUFFIX = "/norm"
 STAT_KEYS = ("packets", "messages", "applied", "triggers", "unknown_address", "bad_args", "bad_value",
              "rejected", "malformed", "denied", "scheduled", "schedule_full", "timetag_skew",
-             "feedback_sent", "feedback_errors", "subscribers_dropped", "errors")
+             "feedback_sent", "feedback_errors", "subscribers_dropped", "over_budget", "errors")
 MAX_UDP_PACKET = 65507
-MAX_TCP_FRAME = 1 << 20  # a SLIP frame larger than this is not OSC from a controller: drop the link
-_PATTERN_CHARS = frozenset("*?[]{}")
-
-
-# -- OSC 1.0 address patterns ---------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=256)
-def pattern_regex(pattern: str) -> re.Pattern:
-    """An OSC 1.0 address pattern as a regular expression matching whole addresses.
-
-    ``?`` is one character and ``*`` any run of characters within one part (never ``/``);
-    ``[a-c]`` / ``[!a-c]`` a character (not) in the set; ``{foo,bar}`` one of the strings.
-    Raises ValueError for a malformed pattern (an unclosed bracket or brace, an empty set).
-    Cached (bounded), because surfaces repeat the same few patterns.
-    """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '[' in {pattern!r}")
-            body = pattern[i + 1:end]
-            negate = body.startswith("!")
-            if negate:
-                body = body[1:]
-            if not body or "/" in body:
-                raise ValueError(f"bad character set [{pattern[i + 1:end]}] in {pattern!r}")
-            parts, k = [], 0
-            while k < len(body):
-                if k + 2 < len(body) and body[k + 1] == "-":
-                    lo, hi = body[k], body[k + 2]
-                    if lo > hi:
-                        raise ValueError(f"bad range {lo}-{hi} in {pattern!r}")
-                    parts.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                    k += 3
-                else:
-                    parts.append(re.escape(body[k]))
-                    k += 1
-            out.append(("[^/" if negate else "[") + "".join(parts) + "]")
-            i = end
-        elif c == "{":
-            end = pattern.find("}", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '{{' in {pattern!r}")
-            alternatives = pattern[i + 1:end].split(",")
-            if any("/" in a or "{" in a for a in alternatives):
-                raise ValueError(f"bad alternatives {{{pattern[i + 1:end]}}} in {pattern!r}")
-            out.append("(?:" + "|".join(re.escape(a) for a in alternatives) + ")")
-            i = end
-        elif c in "]}":
-            raise ValueError(f"unbalanced {c!r} in {pattern!r}")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out))
-
-
-def is_pattern(address: str) -> bool:
-    return not _PATTERN_CHARS.isdisjoint(address)
+MAX_TCP_FRAME = MAX_UDP_PACKET  # a SLIP frame larger than any datagram is not from a controller: drop the link
+# OSC over TCP: connections at once and how long one may sit silent (a tablet between touches).
+# With the frame cap, what the links can buffer is bounded too: 16 × (64 KiB + one 64 KiB read).
+MAX_TCP_CONNECTIONS = 16
+TCP_IDLE_SECONDS = 120.0
+BUNDLE_PREFIX = b"#bundle\0"
+MAX_BUNDLE_DEPTH = 8  # bundles in bundles: a controller nests one or two
+# What one packet may cost the OSC thread (each beyond is counted over_budget and skipped): a
+# controller sends a handful of messages a packet; a 65 KB bundle of 2,728 "/ffvj/*/*" once made
+# 253,704 parameter sets and 2.2 s of OSC-thread time, starving the render loop of the GIL.
+MAX_MESSAGES_PER_PACKET = 512
+MAX_PATTERN_SETS_PER_PACKET = 1024  # parameter sets reached through patterns
+MAX_NEW_PATTERNS_PER_PACKET = 16  # patterns not yet in the cache, each matched over every address
+MAX_CACHED_PATTERNS = 128  # the patterns' matches, kept: surfaces repeat the same few
 
 
 # -- setup helpers --------------------------------------------------------------------------------
@@ -238,6 +187,52 @@ class _Client:
         return f"osc {self.address[0]}:{self.address[1]}"
 
 
+# -- packets --------------------------------------------------------------------------------------
+
+class _Malformed(Exception):
+    """A packet that is not well-formed OSC; its text says why."""
+
+
+@dataclass
+class _Budget:
+    """What is left of one packet's allowance (see MAX_*_PER_PACKET)."""
+    messages: int = MAX_MESSAGES_PER_PACKET
+    sets: int = MAX_PATTERN_SETS_PER_PACKET
+    new_patterns: int = MAX_NEW_PATTERNS_PER_PACKET
+
+
+def _bundle_items(data: bytes, depth: int = 1) -> list[tuple[float, osc_message.OscMessage]]:
+    """Every message of a bundle (and of the bundles inside it) with its timetag, checked whole.
+
+    Parsed here rather than by python-osc, whose parser loops for ever on an element size of -4 (a
+    20-byte packet froze the OSC thread and the show's shutdown with it): every size must be positive,
+    a multiple of 4 and inside the packet, and bundles nest at most MAX_BUNDLE_DEPTH deep."""
+    if depth > MAX_BUNDLE_DEPTH:
+        raise _Malformed(f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
+    if len(data) < 16:
+        raise _Malformed(f"a bundle of {len(data)} bytes is shorter than its header")
+    due, index = osc_types.get_date(data, len(BUNDLE_PREFIX))
+    items: list[tuple[float, osc_message.OscMessage]] = []
+    while index < len(data):
+        if index + 4 > len(data):
+            raise _Malformed("a bundle element's size is cut off")
+        (size,) = struct.unpack_from(">i", data, index)
+        index += 4
+        if size <= 0 or size % 4 or index + size > len(data):
+            raise _Malformed(f"a bundle element of {size} bytes at byte {index - 4} of {len(data)}")
+        element = data[index:index + size]
+        index += size
+        if element.startswith(BUNDLE_PREFIX):
+            items += _bundle_items(element, depth + 1)
+        elif element[:1] == b"/":
+            items.append((due, osc_message.OscMessage(element)))
+        else:
+            raise _Malformed("a bundle element that is neither a message nor a bundle")
+        if len(items) > MAX_MESSAGES_PER_PACKET:
+            raise _Malformed(f"more than {MAX_MESSAGES_PER_PACKET} messages in one bundle")
+    return items
+
+
 # -- the socket servers (python-osc's UDP server; a small SLIP server on socketserver) --------------
 
 class _UdpServer(osc_server.BlockingOSCUDPServer):
@@ -294,10 +289,12 @@ class _SlipHandler(socketserver.BaseRequestHandler):
             server.track(sock, False)
 
 
-class _TcpServer(socketserver.ThreadingTCPServer):
+class _TcpServer(LimitedConnections, socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    max_connections = MAX_TCP_CONNECTIONS
+    idle_timeout = TCP_IDLE_SECONDS
 
     def __init__(self, address: tuple[str, int], owner: OscServer):
         self.owner = owner
@@ -307,10 +304,10 @@ class _TcpServer(socketserver.ThreadingTCPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _SlipHandler)
 
-    def verify_request(self, request, client_address) -> bool:
+    def admit(self, client_address) -> bool:
         return self.owner._admit(client_address)
 
-    def handle_error(self, request, client_address) -> None:
+    def handler_failed(self, request, client_address) -> None:
         self.owner._handler_failed(client_address)
 
     def track(self, sock: socket.socket, is_open: bool) -> None:
@@ -356,6 +353,8 @@ class OscServer(Service):
         self._by_name = {p.name: p for p in self.params.values()}
         self.commands: dict[str, Action] = {a.address: a for a in (*ACTIONS.values(), *OSC_COMMANDS.values())}
 
+        self._pattern_cache: collections.OrderedDict[str, tuple] = collections.OrderedDict()
+        self._pattern_lock = threading.Lock()
         self._counts = Counts(*STAT_KEYS)
         self._warn = RateLimitedLog(log)
 
@@ -413,11 +412,11 @@ class OscServer(Service):
         if self._feedback is not None:
             self._feedback.close()
         for srv in self._serving:  # shutdown() waits for serve_forever: only where it runs
-            srv.shutdown()
+            stop_server(srv, 2.0, "the OSC server")
         if self._tcp is not None:
             self._tcp.close_connections()
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=2)
         for srv in (self._udp, self._tcp):
             if srv is not None:
                 srv.server_close()
@@ -506,33 +505,31 @@ class OscServer(Service):
         replies: list[tuple] = []
         _parsing.current = (self, client)
         try:
-            if osc_bundle.OscBundle.dgram_is_bundle(data):
-                self._bundle(osc_bundle.OscBundle(data), client, replies, self.clock())
-            elif osc_message.OscMessage.dgram_is_message(data):
-                replies += self._dispatch(osc_message.OscMessage(data), client)
+            if data.startswith(BUNDLE_PREFIX):
+                items = _bundle_items(data)  # the whole bundle checked before any of it applies
+                budget = _Budget()
+                now = self.clock()
+                for due, msg in items:
+                    if due == osc_types.IMMEDIATELY or due <= now:
+                        replies += self._dispatch(msg, client, budget)
+                    elif due - now > self.max_ahead:
+                        self._problem("timetag_skew", client, "timetag %.1f s ahead: is the client's clock "
+                                      "wrong? applied now", due - now)
+                        replies += self._dispatch(msg, client, budget)
+                    else:
+                        self._schedule(due, msg, client)
+            elif data[:1] == b"/":
+                replies += self._dispatch(osc_message.OscMessage(data), client, _Budget())
             else:
                 self._malformed(client, "neither an OSC message nor a bundle")
-        except (osc_bundle.ParseError, osc_message.ParseError, osc_types.ParseError, ValueError, IndexError,
-                struct.error) as exc:
+        except _Malformed as exc:
+            self._malformed(client, str(exc))
+        except (osc_message.ParseError, osc_types.ParseError, ValueError, IndexError, struct.error) as exc:
             # ValueError covers undecodable UTF-8 in an address or string argument.
             self._malformed(client, type(exc).__name__)
         finally:
             _parsing.current = None
         return replies
-
-    def _bundle(self, bundle, client: _Client, replies: list, now: float) -> None:
-        due = bundle.timestamp
-        for item in bundle:
-            if isinstance(item, osc_bundle.OscBundle):
-                self._bundle(item, client, replies, now)
-            elif due == osc_types.IMMEDIATELY or due <= now:
-                replies += self._dispatch(item, client)
-            elif due - now > self.max_ahead:
-                self._problem("timetag_skew", client, "timetag %.1f s ahead: is the client's clock wrong? "
-                              "applied now", due - now)
-                replies += self._dispatch(item, client)
-            else:
-                self._schedule(due, item, client)
 
     def _schedule(self, due: float, msg, client: _Client) -> None:
         with self._sched_lock:
@@ -547,9 +544,16 @@ class OscServer(Service):
         else:
             self._count("scheduled")
 
-    def _dispatch(self, msg, client: _Client) -> list[tuple]:
-        """One message: a trigger, a parameter, or a pattern over parameters."""
+    def _dispatch(self, msg, client: _Client, budget: _Budget | None = None) -> list[tuple]:
+        """One message: a trigger, a parameter, or a pattern over parameters; ``budget`` is what is
+        left of its packet's (a scheduled message, alone by then, gets a fresh one)."""
+        budget = budget or _Budget()
         self._count("messages")
+        budget.messages -= 1
+        if budget.messages < 0:
+            self._problem("over_budget", client, "more than %d messages in one packet; the rest skipped",
+                          MAX_MESSAGES_PER_PACKET)
+            return []
         address, args = msg.address, msg.params
         command = self.commands.get(address)
         if command is not None:
@@ -559,18 +563,46 @@ class OscServer(Service):
             self._set(target[0], target[1], args, client)
             return []
         if is_pattern(address):
-            try:
-                rx = pattern_regex(address)
-            except (ValueError, re.error) as exc:
-                self._problem("bad_args", client, "bad address pattern %s: %s", address, exc)
+            matches = self._pattern_targets(address, client, budget)
+            if matches is None:
                 return []
-            matches = [t for a, t in self._targets.items() if rx.fullmatch(a)]
+            if len(matches) > budget.sets:
+                self._problem("over_budget", client, "patterns in one packet reach more than %d parameters; "
+                              "%s skipped", MAX_PATTERN_SETS_PER_PACKET, address[:64])
+                budget.sets = 0
+                return []
+            budget.sets -= len(matches)
             for param, normalized in matches:
                 self._set(param, normalized, args, client)
             if matches:
                 return []
-        self._problem("unknown_address", client, "unknown address %s", address)
+        self._problem("unknown_address", client, "unknown address %s", address[:64])
         return []
+
+    def _pattern_targets(self, pattern: str, client: _Client, budget: _Budget) -> tuple | None:
+        """The parameters a pattern reaches, from the bounded cache or matched now (linear time:
+        ``osc_pattern``); None when malformed or over the packet's budget (counted)."""
+        with self._pattern_lock:
+            hit = self._pattern_cache.get(pattern)
+            if hit is not None:
+                self._pattern_cache.move_to_end(pattern)
+                return hit
+        if budget.new_patterns <= 0:
+            self._problem("over_budget", client, "more than %d new patterns in one packet; %s skipped",
+                          MAX_NEW_PATTERNS_PER_PACKET, pattern[:64])
+            return None
+        budget.new_patterns -= 1
+        try:
+            compiled = compile_pattern(pattern)
+        except ValueError as exc:
+            self._problem("bad_args", client, "bad address pattern %s: %s", pattern[:64], exc)
+            return None
+        hit = tuple(t for a, t in self._targets.items() if compiled.matches(a))
+        with self._pattern_lock:
+            self._pattern_cache[pattern] = hit
+            while len(self._pattern_cache) > MAX_CACHED_PATTERNS:
+                self._pattern_cache.popitem(last=False)
+        return hit
 
     def _set(self, param: Param, normalized: bool, args: list, client: _Client) -> None:
         where = param.address + (NORM_SUFFIX if normalized else "")

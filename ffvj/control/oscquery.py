@@ -34,13 +34,15 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 import urllib.parse
 
 from .actions import Action
 from .osc import OscServer
 from .params import ADDRESS_PREFIX, Param
-from .service import Service
+from ..tally import RateLimitedLog
+from .service import LimitedConnections, Service, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ class OscQueryServer(Service):
                             "over mDNS (pip install 'ffvj[oscquery]')")
         handler = type("Handler", (_Handler,), {"owner": self})
         try:
-            self._http = _HttpServer((self.host, self._port), handler)
+            self._http = _HttpServer((self.host, self._port), handler, self)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot serve OSCQuery on http {self.host}:{self._port}: {exc.strerror}; "
                                      "choose another --oscquery-port") from exc
@@ -111,7 +113,7 @@ class OscQueryServer(Service):
             zc.close()
         if self._http is not None:
             if self._thread is not None:  # shutdown() waits for serve_forever: only where it runs
-                self._http.shutdown()
+                stop_server(self._http, 2.0, "the OSCQuery server")
             self._http.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -234,19 +236,42 @@ def _action_node(action: Action, controls) -> dict:
     return node
 
 
-class _HttpServer(http.server.ThreadingHTTPServer):
+class _HttpServer(LimitedConnections, http.server.ThreadingHTTPServer):
+    """At most 32 clients at once, the oldest closed to make room for a new one, 5 s each to send a
+    request (see ``LimitedConnections``); the OSC server's ``--osc-allow`` decides who may ask; a
+    client that hangs up early is not an error."""
+
     daemon_threads = True
     block_on_close = False
+    max_connections = 32
+    idle_timeout = 5.0
+    when_full = "evict"
+    request_queue_size = 64
 
-    def __init__(self, address, handler):
+    def __init__(self, address, handler, owner: OscQueryServer):
+        self.owner = owner
+        self._warn = RateLimitedLog(log)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
+
+    def admit(self, client_address) -> bool:
+        return self.owner.osc._admit(client_address)
+
+    def handler_failed(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client went away or said nothing
+            log.debug("OSCQuery client %s: %s", client_address[0], exc)
+            return
+        log.debug("OSCQuery request from %s failed", client_address[0], exc_info=True)
+        self._warn.warning("handler", "OSCQuery request from %s failed (%s: %s)", client_address[0],
+                           type(exc).__name__, exc)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     owner: OscQueryServer
     server_version = "ffvj-oscquery"
+    timeout = _HttpServer.idle_timeout  # StreamRequestHandler sets it on the socket
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)

@@ -9,17 +9,103 @@ change announced it), and ``status()`` for the status line.
 ``LatestValueSender`` is how a service talks back without ever making the talker wait: the latest
 value per key, sent from a thread of its own, each key at most once per ``interval``; a key's last
 value always goes out. The OSC feedback and the MIDI LED echo are both one.
+
+``stop_server(server, timeout)`` stops a ``socketserver`` server's ``serve_forever`` without waiting
+for ever: socketserver's own ``shutdown()`` waits with no timeout for a handler that may be stuck.
+``LimitedConnections`` bounds a threading ``socketserver`` (the OSC TCP server, OSCQuery's HTTP):
+connections at once, idle time, the listen backlog, and who may connect.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Hashable
 
 log = logging.getLogger(__name__)
+
+
+def stop_server(server, timeout: float = 2.0, what: str = "server") -> bool:
+    """``server.shutdown()`` bounded by ``timeout`` seconds; False (and logged) if it did not return:
+    a handler is stuck, and the server's threads are daemons that end with the process."""
+    stopper = threading.Thread(target=server.shutdown, name=f"stop {what}", daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+    if stopper.is_alive():
+        log.error("%s did not stop within %.0f s (a handler is stuck); closing it anyway", what, timeout)
+        return False
+    return True
+
+
+class LimitedConnections:
+    """A mixin for ``socketserver.ThreadingMixIn`` servers: at most ``max_connections`` at once (one
+    thread each), each closed after ``idle_timeout`` seconds without a byte, a listen backlog of
+    ``request_queue_size``, and only clients ``admit(client_address)`` lets in. When full, a new
+    connection is refused (``when_full = "refuse"``: long-lived controllers keep their links) or
+    the oldest one is closed to make room (``"evict"``: short requests, so a flood of idle
+    connections can never keep a real client out); either is counted in ``turned_away``.
+
+    Without these, 1,029 idle connections exhausted the show's file descriptors (the video source
+    froze, preset saves failed) and 3,000 were all accepted. A handler's failure goes to
+    ``handler_failed``."""
+
+    max_connections = 16
+    idle_timeout = 10.0
+    request_queue_size = 16
+    when_full = "refuse"
+
+    def admit(self, client_address) -> bool:
+        return True
+
+    def handler_failed(self, request, client_address) -> None:
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
+    def _links(self) -> tuple[threading.Lock, dict]:
+        if "_links_state" not in self.__dict__:
+            self._links_state = (threading.Lock(), {})  # socket → None, oldest first
+            self.turned_away = 0
+        return self._links_state
+
+    @property
+    def connections(self) -> int:
+        lock, links = self._links()
+        with lock:
+            return len(links)
+
+    def verify_request(self, request, client_address) -> bool:
+        if not self.admit(client_address):
+            return False
+        lock, links = self._links()
+        evicted = None
+        with lock:
+            if len(links) >= self.max_connections:
+                self.turned_away += 1
+                if self.when_full != "evict":
+                    return False
+                evicted = next(iter(links))
+                del links[evicted]
+            links[request] = None
+        if evicted is not None:
+            try:
+                evicted.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once; the thread closes it
+            except OSError:
+                pass  # already gone
+        request.settimeout(self.idle_timeout)
+        return True
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            lock, links = self._links()
+            with lock:
+                links.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        self.handler_failed(request, client_address)
 
 
 class Service:

@@ -149,6 +149,21 @@ def test_the_queue_is_bounded():
     assert [args["slot"] for _, args in queue.drain()] == [2, 3, 4, 5] and queue.dropped == 2
 
 
+def test_resets_fired_before_a_frame_are_one_reset():
+    """B7: 200 panics a second were 200 re-seeds (20 → 6 fps); before one frame they are one."""
+    queue = ActionQueue()
+    for _ in range(50):
+        queue.post(ACTIONS["reset"], {})
+    queue.post(ACTIONS["snapshot.store"], {"slot": 1})
+    for slot in (2, 3):
+        queue.post(ACTIONS["snapshot.recall"], {"slot": slot, "seconds": 1.0})
+    assert [(a.name, args) for a, args in queue.drain()] == [
+        ("reset", {}), ("snapshot.store", {"slot": 1}), ("snapshot.recall", {"slot": 3, "seconds": 1.0})]
+    assert queue.coalesced == 50 and queue.dropped == 0
+    queue.post(ACTIONS["reset"], {})  # the next frame gets its own
+    assert len(queue.drain()) == 1
+
+
 def test_threads_are_as_documented():
     assert {a.name for a in ACTIONS.values() if a.thread == NOW} == {"tap", "bpm", "learn"}
     assert {a.name for a in ACTIONS.values() if a.thread == LOOP} == {"reset", "snapshot.store", "snapshot.recall"}

@@ -13,6 +13,7 @@ import random
 import shutil
 import logging
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -24,7 +25,8 @@ from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
 from ffvj.control.controls import Controls
-from ffvj.control.osc import NORM_SUFFIX, OscConfig, OscServer, parse_host_port, pattern_regex
+from ffvj.control.osc import NORM_SUFFIX, OscConfig, OscServer, parse_host_port
+from ffvj.control.osc_pattern import MAX_PATTERN, compile_pattern
 from ffvj.control.params import ParamStore, build_registry
 from tests.helpers import free_udp_port, wait_until
 
@@ -32,8 +34,8 @@ TIMEOUT = 15.0
 
 
 def match(pattern: str, addresses) -> list[str]:
-    rx = pattern_regex(pattern)
-    return [a for a in addresses if rx.fullmatch(a)]
+    compiled = compile_pattern(pattern)
+    return [a for a in addresses if compiled.matches(a)]
 
 
 def queued(controls: Controls) -> list[tuple[str, dict]]:
@@ -191,7 +193,7 @@ def test_enum_by_name_index_and_bool(server, store):
     assert server.stats["rejected"] == 1
 
 
-def test_pattern_regex_follows_osc_1_0():
+def test_patterns_follow_osc_1_0():
     addresses = [f"/ffvj/l{i}/{n}" for i in range(4) for n in ("zoom", "rotate", "gain_self")]
     assert match("/ffvj/l*/zoom", addresses) == [f"/ffvj/l{i}/zoom" for i in range(4)]
     assert match("/ffvj/l[0-2]/gain_self", addresses) == [f"/ffvj/l{i}/gain_self" for i in range(3)]
@@ -200,9 +202,25 @@ def test_pattern_regex_follows_osc_1_0():
         a for a in addresses if not a.endswith("gain_self")]
     assert match("/ffvj/*", addresses) == []  # * never crosses a /
     assert match("/ffvj/l1/*o*", addresses) == ["/ffvj/l1/zoom", "/ffvj/l1/rotate"]
-    for bad in ("/ffvj/l[0-2/zoom", "/ffvj/l{0,1/zoom", "/ffvj/l]/zoom", "/ffvj/l[]/zoom", "/ffvj/l[2-0]/x"):
+    assert match("/ffvj/l**1/*", addresses) == [a for a in addresses if a.startswith("/ffvj/l1/")]
+    assert match("/ffvj/l{1,2}/z{o,oo}m", addresses) == ["/ffvj/l1/zoom", "/ffvj/l2/zoom"]
+    assert match("/ffvj/l?/z?", addresses) == []
+    for bad in ("/ffvj/l[0-2/zoom", "/ffvj/l{0,1/zoom", "/ffvj/l]/zoom", "/ffvj/l[]/zoom", "/ffvj/l[2-0]/x",
+                "/ffvj/l{0/1}/x", "/ffvj/" + "*" * MAX_PATTERN):
         with pytest.raises(ValueError):
-            pattern_regex(bad)
+            compile_pattern(bad)
+
+
+@pytest.mark.parametrize("pattern", ["/ffvj/*/" + "*" * 26 + "!", "/ffvj/*/" + "*a" * 60 + "!",
+                                     "/ffvj/" + "{,}*" * 60 + "!", "/" + "?*" * 120 + "!"])
+def test_patterns_that_backtrack_a_regex_match_in_linear_time(pattern):
+    """B2: a regex of 26 stars backtracks for hours holding the GIL; the segment matcher is linear."""
+    compiled = compile_pattern(pattern)
+    address = "/ffvj/l0/" + "a" * 40
+    start = time.process_time()
+    for _ in range(20):
+        assert not compiled.matches(address)
+    assert time.process_time() - start < 1.0  # 20 matches; a backtracking regex takes minutes for one
 
 
 def test_wildcards_dispatch_to_every_match(server, store, controls):
@@ -357,8 +375,7 @@ def test_actions(server, store, controls, tempo):
     assert queued(controls) == [
         ("reset", {}),
         ("snapshot.store", {"slot": 3}),
-        ("snapshot.recall", {"slot": 3, "seconds": 2.5}),
-        ("snapshot.recall", {"slot": 1, "seconds": 0.0}),
+        ("snapshot.recall", {"slot": 1, "seconds": 0.0}),  # two recalls before a frame: the latest wins
     ]
     assert tempo.bpm == 128.0
     assert server.stats["bad_args"] == 1
@@ -508,3 +525,87 @@ def test_extra_arguments_to_actions_and_commands_are_ignored_and_counts_are_hone
     stats = srv.stats
     assert stats["triggers"] == 2 and stats["bad_args"] == 1
     srv.close()
+
+
+def test_a_bundle_element_of_negative_size_is_malformed_not_an_endless_loop(server, store):
+    """B1: python-osc's bundle parser loops for ever on an element size of -4 (20 bytes froze the show)."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bad = [b"#bundle\0" + b"\0" * 7 + b"\1" + struct.pack(">i", -4),
+           b"#bundle\0" + b"\0" * 7 + b"\1" + struct.pack(">i", 0),
+           b"#bundle\0" + b"\0" * 7 + b"\1" + struct.pack(">i", 6) + b"/a\0\0,\0",  # not a multiple of 4
+           b"#bundle\0" + b"\0" * 7 + b"\1" + struct.pack(">i", 1 << 30)]
+    for data in bad:
+        raw.sendto(data, ("127.0.0.1", server.port))
+    raw.close()
+    sync(server, store)  # the OSC thread is alive and answers
+    assert server.stats["malformed"] == len(bad)
+
+
+def _nested(depth: int) -> bytes:
+    inner = build_msg("/ffvj/l0/zoom", [1.1]).dgram
+    for _ in range(depth):
+        inner = b"#bundle\0" + b"\0" * 7 + b"\1" + struct.pack(">i", len(inner)) + inner
+    return inner
+
+
+def test_bundles_nest_a_few_deep_and_no_deeper(controls, store):
+    srv = OscServer(controls, OscConfig(port=0))  # the handler alone
+    srv.call_handlers_for_packet(_nested(3), ("127.0.0.1", 1))
+    assert store.get("l0.zoom") == pytest.approx(1.1)
+    srv.call_handlers_for_packet(_nested(500), ("127.0.0.1", 1))
+    assert srv.stats["malformed"] == 1 and srv.stats["errors"] == 0
+
+
+def test_a_packets_wildcard_fan_out_is_bounded(controls, store):
+    """B6: one bundle of 2,728 "/ffvj/*/*" once made 253,704 parameter sets."""
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+
+    from ffvj.control.osc import MAX_CACHED_PATTERNS, MAX_PATTERN_SETS_PER_PACKET
+
+    srv = OscServer(controls, OscConfig(port=0))
+    bundle = OscBundleBuilder(IMMEDIATELY)
+    for _ in range(500):
+        bundle.add_content(build_msg("/ffvj/*/*", [0.5]))
+    srv.call_handlers_for_packet(bundle.build().dgram, ("127.0.0.1", 1))
+    st = srv.stats
+    assert 0 < st["applied"] + st["rejected"] + st["bad_args"] <= MAX_PATTERN_SETS_PER_PACKET
+    assert st["over_budget"] > 0 and st["errors"] == 0
+    # Many distinct patterns: a few new ones per packet, and the cache stays bounded.
+    for k in range(40):
+        many = OscBundleBuilder(IMMEDIATELY)
+        for j in range(50):
+            many.add_content(build_msg(f"/ffvj/l[0-3]/zoom{'*' * (k % 7)}{{,x{k}_{j}}}", [1.0]))
+        srv.call_handlers_for_packet(many.build().dgram, ("127.0.0.1", 1))
+    assert len(srv._pattern_cache) <= MAX_CACHED_PATTERNS
+    assert store.get("l0.zoom") == pytest.approx(1.0)  # the patterns that were matched did apply
+
+
+def test_tcp_links_are_capped_bounded_and_time_out(controls, store, monkeypatch):
+    """B4: 3,000 idle TCP connections were all accepted, and 300 each holding 1 MiB kept 302 MB."""
+    from ffvj.control import osc as osc_module
+
+    cap = osc_module.MAX_TCP_CONNECTIONS
+    with OscServer(controls, OscConfig(port=0, tcp_port=0)) as srv:
+        links = [socket.create_connection(("127.0.0.1", srv.tcp_port), timeout=TIMEOUT) for _ in range(40)]
+        try:
+            wait_until(lambda: srv._tcp.connections + srv._tcp.turned_away >= 40, what="every link answered")
+            assert srv._tcp.connections == cap and srv._tcp.turned_away == 40 - cap
+            # A frame without an END byte larger than any datagram: that link is dropped.
+            try:
+                links[0].sendall(b"\x01" * (osc_module.MAX_TCP_FRAME + 70000))
+            except OSError:
+                pass  # the server may already have closed it
+            wait_until(lambda: srv.stats["malformed"] == 1 and srv._tcp.connections == cap - 1,
+                       what="the oversized frame's link closed")
+        finally:
+            for link in links:
+                link.close()
+    # A link that stays silent is closed after the idle time.
+    monkeypatch.setattr(osc_module._TcpServer, "idle_timeout", 0.5)
+    with OscServer(controls, OscConfig(port=0, tcp_port=0)) as srv:
+        with socket.create_connection(("127.0.0.1", srv.tcp_port), timeout=TIMEOUT) as sock:
+            assert sock.recv(10) == b""  # closed by the server, not by the test's timeout
+            assert srv.stats["errors"] == 0
+        with socket.create_connection(("127.0.0.1", srv.tcp_port), timeout=TIMEOUT) as sock:
+            sock.sendall(build_msg("/ffvj/l1/rotate", [3.0]).dgram + slip.END)
+            wait_until(lambda: store.get("l1.rotate") == 3.0, what="a link that talks")

@@ -211,3 +211,56 @@ def test_mdns_announcement_inside_a_network_namespace():
     assert name == "ffvj-test._oscjson._tcp.local." and address == "127.0.0.1"
     assert result["_osc._udp.local."][2] == result["osc_port"]
     assert result["host_info"]["OSC_PORT"] == result["osc_port"]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_idle_connections_cannot_exhaust_descriptors_or_keep_a_client_out(query, caplog):
+    """B5: 1,029 idle connections once exhausted the show's descriptors. Now at most 32 are held
+    (the oldest closed to make room), and a real request is still answered at once."""
+    import socket
+
+    before = _open_fds()
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", query.port), timeout=5))
+        deadline = time.monotonic() + 10
+        while query._http.connections > 32 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The test's own 300 sockets, plus what the server holds: at most 32 and a few in flight.
+        assert _open_fds() - before - len(idle) < 64
+        start = time.monotonic()
+        status, body = get(query, "/?HOST_INFO")
+        assert status == 200 and body["NAME"] == "ffvj" and time.monotonic() - start < 2.0
+        assert query._http.turned_away >= 300 - 32
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_http_0_9_and_clients_that_hang_up_early_are_answered_or_dropped_quietly(query, capsys, caplog):
+    import socket
+
+    with caplog.at_level(logging.DEBUG, logger="ffvj.control.oscquery"):
+        with socket.create_connection(("127.0.0.1", query.port), timeout=15) as s:
+            s.sendall(b"GET /\r\n")  # HTTP/0.9: no version, no headers (http.server waits for some)
+            answer = s.recv(1 << 16)  # then the idle timeout closes it
+        assert b"FULL_PATH" in answer or answer == b""
+        for request in (b"GET /?HOST_INFO HTTP/1.1\r\n", b"\x16\x03\x01garbage\r\n\r\n", b""):
+            with socket.create_connection(("127.0.0.1", query.port), timeout=5) as s:
+                s.sendall(request)  # then hang up before the answer (or before asking at all)
+        assert get(query, "/?HOST_INFO")[0] == 200
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_osc_allow_covers_oscquery(controls):
+    with OscServer(controls, OscConfig(port=0, allow=("10.9.8.7",))) as osc, \
+            OscQueryServer(osc, port=0, mdns=False) as q:
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{q.port}/?HOST_INFO", timeout=5).read()
+        assert osc.stats["denied"] >= 1

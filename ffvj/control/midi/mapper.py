@@ -219,7 +219,14 @@ class MidiMapper:
             with self._lock:
                 prev = self._last_x.get(e.source)
                 self._last_x[e.source] = x_e
-                if e.takeover == "soft" and not self._engaged.get(e.source, True):
+                # A control's first move: where the knob sits is unknown. If the value was set
+                # before it connected (a start-up preset, OSC, another controller), it waits for the
+                # crossing too instead of jumping (CC16=127 took l0.zoom from 1.004 to 1.25); a
+                # parameter still at its default has nothing to protect.
+                engaged = self._engaged.get(e.source)
+                if engaged is None:
+                    engaged = self.store.get(e.param.name) == e.param.default
+                if e.takeover == "soft" and not engaged:
                     cur = e.to_x(self.store.get(e.param.name))
                     crossed = prev is not None and (prev - cur) * (x_e - cur) <= 0
                     if abs(x_e - cur) > TAKEOVER_TOLERANCE and not crossed:

@@ -140,6 +140,19 @@ def test_pitchbend(rig):
 
 # ------------------------------------------------------------------------------------- soft takeover
 
+def test_soft_takeover_protects_a_value_set_before_the_controller_moved(rig):
+    """A start-up preset set l0.zoom to 1.004; the first CC16=127 jumped it to 1.25."""
+    store = rig.store
+    store.set("l0.zoom", 1.004, source="preset")
+    m = make(rig, {"param": "l0.zoom", "type": "cc", "number": 16})
+    m.handle(cc(16, 127))
+    assert store.get("l0.zoom") == pytest.approx(1.004) and m.stats()["takeover_held"] == 1
+    x = m.mappings[0].entries[0].to_x(1.004) * 127
+    m.handle(cc(16, int(x) - 3))  # comes down through the value: engaged
+    m.handle(cc(16, int(x) - 4))
+    assert store.get("l0.zoom") != pytest.approx(1.004)
+
+
 def test_soft_takeover(rig):
     store = rig.store
     m = make(rig, {"param": "input.mix", "type": "cc", "number": 1, "curve": "linear"},

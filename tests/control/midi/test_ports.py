@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -23,6 +20,8 @@ import pytest
 from ffvj.control.midi.learn import learn_session
 from ffvj.control.midi.mapping import load_mapping
 from ffvj.control.midi.ports import MidiError, MidiInput
+
+from tests.jack import FIND_AND_SEND, JACK_BACKEND, jack_server, peer, stop_peer  # noqa: F401 (a fixture)
 
 from .rig import MAPPINGS, REG, FakePort, cc, mapping, wait_until
 
@@ -126,9 +125,12 @@ def test_hot_plug_reconnects_an_unplugged_controller_under_its_new_name(rig, cap
         midi.rescan()
         again = b.opened["nanoKONTROL2:nanoKONTROL2 MIDI 1 24:0"]
         assert not again.closed and midi.connected == ["ffvj", again.name]
-        again.callback(cc(4, 0))
+        again.callback(cc(4, 0))  # soft takeover: the value was set before this link: held
+        assert store.get("input.mix") == pytest.approx(1.0)
+        again.callback(cc(4, 127))  # picked up where the value is,
+        again.callback(cc(4, 0))  # then it follows
         assert store.get("input.mix") == pytest.approx(0.0)
-        assert midi.stats()["messages"] == 2  # the unplugged port's count is kept
+        assert midi.stats()["messages"] == 4  # the unplugged port's count is kept
         midi.rescan()  # nothing changed: nothing reopened
         assert b.opened[again.name] is again
     assert again.closed
@@ -224,121 +226,6 @@ def test_no_midi_api_runs_on_with_one_warning(rig, caplog, monkeypatch):
 
 # --------------------------------------------------------------------------------- real JACK server
 
-JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
-
-
-def _jack_api_available() -> bool:
-    try:
-        import rtmidi
-    except ImportError:
-        return False
-    return rtmidi.API_UNIX_JACK in rtmidi.get_compiled_api()
-
-
-@pytest.fixture(scope="module")
-def jack_server(tmp_path_factory):
-    """A JACK server (dummy driver, no sound card needed) under a name unique to this run."""
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        pytest.skip("jackd not installed (Debian: apt-get install jackd2)")
-    if not _jack_api_available():
-        pytest.skip("python-rtmidi was built without JACK support")
-    name = f"ffvj-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
-    logfile = tmp_path_factory.mktemp("jack") / "jackd.log"
-    with open(logfile, "w") as log_out:
-        # -t: a generous client timeout, so a client starved of CPU on a busy machine is not dropped.
-        proc = subprocess.Popen([jackd, "-n", name, "--no-realtime", "-t", "10000", "-d", "dummy", "-r", "48000",
-                                 "-p", "256"],
-                                env=env, stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        up = False
-        if shutil.which("jack_wait"):
-            # jack_wait -w blocks until the server answers (-t: give up after that many seconds).
-            r = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "20"], env=env, capture_output=True, text=True,
-                               timeout=30)
-            up = r.returncode == 0 and "available" in r.stdout
-        else:
-            up = wait_until(lambda: proc.poll() is None and "JACK server starting" in logfile.read_text(), 20)
-        if not up or proc.poll() is not None:
-            pytest.skip(f"jackd did not come up: {logfile.read_text()[-500:]}")
-        old = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-        os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-        yield env
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-PEER_PREAMBLE = """
-import json, sys, time, mido
-b = mido.Backend(%r, load=True)
-
-
-def retry(fn, *args, **kwargs):
-    # A JACK server starved of CPU by other tests can refuse a new client for a while.
-    for attempt in range(10):
-        try:
-            return fn(*args, **kwargs)
-        except OSError:
-            if attempt == 9:
-                raise
-            time.sleep(0.5)
-"""
-
-
-def peer(env, script: str, *args) -> subprocess.Popen:
-    """Another process speaking MIDI over the same JACK server."""
-    code = PEER_PREAMBLE % JACK_BACKEND + textwrap.dedent(script)
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-# The peer finds ffvj's port by its JACK client name and sends the messages again every 0.2 s until
-# the test says "stop" on stdin: JACK delivers in a later cycle and a fresh connection may miss the
-# first one on a loaded machine, so the messages are idempotent and the test waits for their effect.
-FIND_AND_SEND = """
-    import threading
-    want, msgs = sys.argv[1], [mido.Message(**spec) for spec in json.loads(sys.argv[2])]
-    deadline = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 20)
-    while True:
-        names = [n for n in retry(b.get_output_names) if n.split(":")[0] == want]
-        if names or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    if not names:
-        sys.exit("no port %r among %r" % (want, b.get_output_names()))
-    print(names[0], flush=True)
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
-    with retry(b.open_output, names[0]) as out:
-        while not stop.is_set() and time.monotonic() < deadline:
-            for msg in msgs:
-                out.send(msg)
-                time.sleep(0.01)
-            stop.wait(0.2)
-"""
-
-
-def stop_peer(proc) -> tuple[str, str]:
-    try:
-        out, err = proc.communicate("stop\n", timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return out, err
-
-
 def start_midi(expected: list[str], *args, **kwargs) -> MidiInput:
     """MidiInput on the test's JACK server. A JACK server starved of CPU by other tests can refuse a
     new client for seconds ("Cannot create new client"); that is the machine, not ffvj: retry."""
@@ -417,16 +304,21 @@ def test_jack_hot_plug(jack_server, rig):
     store = rig.store
     client = f"hot{uuid.uuid4().hex[:6]}"
     controller = """
-        client, value = sys.argv[1], int(sys.argv[2])
+        client, values = sys.argv[1], [int(v) for v in sys.argv[2].split(",")]
         with retry(b.open_output, "out", virtual=True, client_name=client) as out:
             print("ready", flush=True)
             while not sys.stdin.readline().startswith("stop"):  # "send": once more; "stop": unplug
-                out.send(mido.Message("control_change", control=9, value=value))
+                for value in values:
+                    out.send(mido.Message("control_change", control=9, value=value))
+                    time.sleep(0.01)
     """
     m = mapping({"param": "input.mix", "type": "cc", "number": 9}, match=client)
     with start_midi([], rig, [m], virtual_name=None, rescan_s=0.2) as midi:
-        for value in (127, 0):  # plug in, move the fader, unplug; twice
-            proc = peer(jack_server, controller, client, str(value))
+        # Plug in, move the fader, unplug; twice. The second time the value was set before the link
+        # (by the first): soft takeover holds the fader until it passes the value (127), then follows.
+        for moves in ("127", "127,0"):
+            value = int(moves.split(",")[-1])
+            proc = peer(jack_server, controller, client, moves)
             try:
                 assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
                 assert wait_until(lambda: midi.connected == [f"{client}:out"], 30), midi.connected
