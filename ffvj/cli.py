@@ -294,8 +294,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="the engine's precision: fp16/bf16 halve its memory traffic on GPUs (slower on most CPUs); "
                         "sampling grids stay fp32 (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads for the engine (default: one per core). Beside OBS or another busy program "
-                        "use fewer than the cores: on 2 cores with one kept busy, 1 thread ran at 64 fps and 2 at 26")
+                   help="fix the engine's CPU threads (default: a live show finds the fastest count as it runs, "
+                        "trying one per core and 1: beside OBS on 2 cores, 1 thread renders 55 fps and 2 only 23)")
     p.add_argument("--device-formats", choices=("on", "off"), default=d.device_formats,
                    help="on: make each sink's own picture format (4:2:0 for files and virtual cameras) on the "
                         "engine's device; off: RGB to every sink, which converts it itself on the CPU "
@@ -345,7 +345,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .control.midi.ports import MidiConfig
     from .control.osc import OscConfig
-    from .engine.device import keep_freed_host_memory, use_cpu_threads
+    from .engine.device import keep_freed_host_memory
     from .show import DEFAULT_SINK, RunConfig, StartupError, run
 
     source_options = {}
@@ -368,7 +368,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     settings={**dict(map(_parse_setting, args.set)),
                               **({"output.flash_limit": args.flash_limit == "on"} if args.flash_limit else {})},
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
-                    osc=osc, midi=midi)
+                    threads=args.threads, osc=osc, midi=midi)
     stop = threading.Event()
 
     def _stop(signum, _frame):
@@ -378,12 +378,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     keep_freed_host_memory()  # this process renders frames: reuse freed pages (13-15% on CPUs)
-    use_cpu_threads(args.threads)
     try:
         stats = run(cfg, stop=stop)
     except StartupError as exc:  # a problem of the setup: one line; anything later says what it is
         raise CliError(str(exc)) from exc
     print(stats.summary())
+    if stats.sinks_failed:  # said last, and not a success: the show lost an output on the way
+        for failure in stats.sinks_failed:
+            log.error("sink dropped during the show: %s", failure)
+        return 1
     return 0
 
 
@@ -595,6 +598,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads for the engine (default: one per core). Beside OBS or another busy program "
                         "use fewer than the cores: on 2 cores with one kept busy, 1 thread ran at 64 fps and 2 at 26")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the show's (source → sink) runs")
+    p.add_argument("--no-contended", action="store_true",
+                   help="skip the run beside a competing encoder (one x264 thread, as OBS runs during a show)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -607,7 +612,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(width=args.size[0], height=args.size[1], device=args.device, model=args.model,
                       frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end,
-                      precision=args.precision, fps=args.fps)
+                      precision=args.precision, fps=args.fps, contended=not args.no_contended)
     logging.getLogger("ffvj.show").setLevel(logging.WARNING)  # the end-to-end runs' status lines
     keep_freed_host_memory()  # as ffvj run does: the bench measures what a show gets
     use_cpu_threads(args.threads)

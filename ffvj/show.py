@@ -50,7 +50,7 @@ from .control.presets import PresetError
 from .control.service import Service
 from .engine import pixfmt
 from .engine.grade import grade
-from .engine.device import resolve_device
+from .engine.device import ThreadTuner, resolve_device, use_cpu_threads
 from .engine.engine import FeedbackEngine
 from .engine.flashes import FlashLimiter
 from .media.base import SinkError, SinkUnavailable, SourceError
@@ -93,6 +93,10 @@ class RunConfig:
     # it is still 0.75 ms a frame cheaper than RGB plus libswscale (docs/PERFORMANCE.md).
     device_formats: str = "on"
     precision: str = "fp32"  # the engine's: fp32, or fp16 / bf16 (for GPUs; see engine.PRECISIONS)
+    # CPU threads: a number fixes them; None lets a live show on the CPU find the fastest count as it
+    # runs (engine.device.ThreadTuner: beside OBS, fewer threads than cores are faster). Offline
+    # renders keep torch's count, so they stay repeatable frame for frame.
+    threads: int | None = None
     osc: OscConfig | None = None  # None: no OSC (and no OSCQuery)
     midi: MidiConfig | None = None  # None: no MIDI
     status_interval: float = 2.0
@@ -119,6 +123,8 @@ class RunStats:
     seconds: float = 0.0
     # The last few hundred frames only: a show runs for hours.
     engine_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+    threads: int | None = None  # the CPU threads a live show's tuner chose
+    sinks_failed: list = field(default_factory=list)  # "spec: why" of each sink dropped mid-show
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
 
     @property
@@ -131,7 +137,8 @@ class RunStats:
         return (f"frame {self.frames} | {self.fps:.1f} fps | engine {np.median(eng):.1f} ms "
                 f"(p99 {np.percentile(eng, 99):.1f}) | late {self.late} of {self.slots} slots | "
                 f"sink drops {self.sink_dropped} | latency {np.median(lat):.0f} ms | reseeds {self.reseeds}, "
-                f"nudges {self.nudges} | flash-limited {self.flash_limited}")
+                f"nudges {self.nudges} | flash-limited {self.flash_limited}"
+                + (f" | threads {self.threads}" if self.threads is not None else ""))
 
 
 def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,
@@ -182,6 +189,7 @@ class _Show:
     def __init__(self, cfg: RunConfig, controls: Controls | None, services: list[Service], stack: ExitStack):
         self.cfg = cfg
         device = resolve_device(cfg.device)
+        use_cpu_threads(cfg.threads)
         model, card = checkpoint.load(cfg.model, device)  # the card is read here, once
         self.controls = controls = controls or Controls.for_levels(model.levels, cfg.presets_dir, cfg.seed)
         _check_fit(controls, model.levels, cfg.model)
@@ -222,6 +230,10 @@ class _Show:
         warn = RateLimitedLog(log, interval=5.0)
         stats = RunStats()
         limiter = FlashLimiter(cfg.fps)  # what the sinks get, never the feedback itself
+        tuner = None
+        if engine.device.type == "cpu" and self.pace == "realtime" and cfg.threads is None \
+                and torch.get_num_threads() > 1:
+            tuner = ThreadTuner((torch.get_num_threads(), 1))
         period = 1.0 / cfg.fps
         start = time.perf_counter()
         start_clock = time.monotonic()
@@ -276,12 +288,16 @@ class _Show:
             pictures = {fmt: engine.readback(fmt, shown) for fmt in formats}  # one conversion + copy per format
             stats.flash_limited = limiter.limited
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
+            if tuner is not None:
+                tuner.record(stats.engine_ms[-1])
+                stats.threads = tuner.threads
             stats.reseeds, stats.nudges = engine.guard.recoveries, engine.guard.nudges
 
             outputs.send(pictures, frame_slot, t_input)
             if on_frame is not None:
                 on_frame(frame_slot, pictures[pixfmt.RGB24], last_frame, engine)
             stats.sink_dropped = outputs.dropped
+            stats.sinks_failed = outputs.failed
             stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1
 
@@ -292,6 +308,7 @@ class _Show:
                 parts = [part for svc in self.services if (part := _status(warn, svc))]
                 (on_status or log.info)(" | ".join([stats.summary()] + parts))
         stats.seconds = time.perf_counter() - start
+        stats.sinks_failed = outputs.failed
         log.info("stopped: %s", stats.summary())
         return stats
 
@@ -332,7 +349,7 @@ def _starting_values(cfg: RunConfig, controls: Controls) -> None:
         try:
             controls.presets.load(cfg.preset)  # a bad or missing preset fails here, at start-up
         except PresetError as exc:
-            raise PresetError(f"--preset {cfg.preset!r}: {exc}") from exc
+            raise PresetError(f"--preset: {exc}") from exc  # the message names the preset already
         controls.presets.recall(cfg.preset, 0.0)
     for name, raw in cfg.settings.items():
         param = store.registry.get(name)
@@ -401,6 +418,7 @@ class _Outputs:
         self.formats = sorted(set(self.wanted.values())) or [pixfmt.RGB24]
         self.workers: list[_SinkWorker] = []
         self.inline = list(self.sinks)
+        self.inline_failures: list[tuple] = []
 
     def start(self, threaded: bool) -> None:
         """In a live show, each sink that may have a thread gets one (GUI and OpenGL sinks stay here)."""
@@ -421,10 +439,17 @@ class _Outputs:
             except SinkError as exc:
                 log.error("sink %s failed and was dropped: %s", sink.spec, exc)
                 self.inline.remove(sink)
+                self.inline_failures.append((sink, str(exc)))
 
     @property
     def dropped(self) -> int:
         return sum(w.mailbox.dropped for w in self.workers)
+
+    @property
+    def failed(self) -> list[str]:
+        """The sinks dropped mid-show, with why."""
+        inline = [f"{s.spec}: {why}" for s, why in self.inline_failures]
+        return inline + [f"{w.sink.spec}: {w.failed}" for w in self.workers if w.failed]
 
     def latencies(self) -> list[float]:
         return [w.latency_ms for w in self.workers]

@@ -41,6 +41,9 @@ class Counts:
             return dict(self._values)
 
 
+MAX_KEYS = 1024  # distinct problems remembered; past that the memory starts over (bounded, whatever arrives)
+
+
 class RateLimitedLog:
     """Log a recurring problem at most once per ``interval`` seconds, with how often it happened."""
 
@@ -53,6 +56,9 @@ class RateLimitedLog:
     def warning(self, key: str, msg: str, *args) -> None:
         now = time.monotonic()
         with self._lock:
+            if key not in self._count and len(self._count) >= MAX_KEYS:  # keys made of client input
+                self._last.clear()
+                self._count.clear()
             self._count[key] = self._count.get(key, 0) + 1
             if now - self._last.get(key, -math.inf) < self.interval:
                 return

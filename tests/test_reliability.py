@@ -210,8 +210,11 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
     # What reached the show (the last status line): the fuzz was not lost on the way.
     counts = [line for line in log_lines if " msgs" in line and "midi" in line][-1]
     midi_msgs = int(counts.split("midi 1 in, ")[1].split(" msgs")[0])
-    osc_msgs = int(counts.split("osc ")[1].split(" msgs")[0])
-    assert midi_msgs >= 5000 and osc_msgs >= 20000, counts  # (JACK itself drops a few MIDI events)
+    osc_packets = int(counts.split("osc ")[1].split(" packets")[0])
+    print(counts, f"\nstopped in {stopped_s:.2f} s; OSCQuery answered in {answered_s:.2f} s with {fds} descriptors open")
+    # Every datagram reached the show (past its work budget it drops them itself, cheaply); JACK
+    # itself may lose a few MIDI events of the 6,000.
+    assert midi_msgs >= 5000 and osc_packets >= 20000, counts
 
 
 def readable_seconds(path: Path) -> float:
@@ -241,6 +244,7 @@ def test_a_recording_killed_with_sigkill_after_12_s_keeps_its_frames(tmp_path):
         show.wait()
     elapsed = time.monotonic() - started
     kept = readable_seconds(out)
+    print(f"{kept:.1f} s of {elapsed:.1f} s readable after kill -9")
     assert kept >= 0.8 * elapsed, f"{kept:.1f} s of {elapsed:.1f} s readable after kill -9"
 
 

@@ -189,6 +189,7 @@ def test_a_sink_that_fails_mid_show_is_dropped_and_the_show_goes_on():
     stats = run(RunConfig(source="generator", sinks=["flaky", "recorder"], width=64, height=48, frames=8,
                           pace="offline"))
     assert stats.frames == 8 and len(Recorder.received) == 8 and Flaky.sent == 3
+    assert len(stats.sinks_failed) == 1 and "disk full" in stats.sinks_failed[0]  # the CLI then exits 1
 
 
 def test_a_stop_event_ends_the_show():

@@ -114,10 +114,16 @@ MAX_BUNDLE_DEPTH = 8  # bundles in bundles: a controller nests one or two
 # What one packet may cost the OSC thread (each beyond is counted over_budget and skipped): a
 # controller sends a handful of messages a packet; a 65 KB bundle of 2,728 "/ffvj/*/*" once made
 # 253,704 parameter sets and 2.2 s of OSC-thread time, starving the render loop of the GIL.
-MAX_MESSAGES_PER_PACKET = 512
-MAX_PATTERN_SETS_PER_PACKET = 1024  # parameter sets reached through patterns
+MAX_MESSAGES_PER_PACKET = 256
+MAX_PATTERN_SETS_PER_PACKET = 512  # parameter sets reached through patterns
 MAX_NEW_PATTERNS_PER_PACKET = 16  # patterns not yet in the cache, each matched over every address
+# And what all clients together may cost a second: every message and every parameter set takes
+# one unit (about 15 µs of the OSC thread, which holds the GIL the render loop needs too). A busy
+# TouchOSC page moves 20 faders at 60 Hz, 1,200 a second; a flood past this budget is dropped
+# whole, before parsing, counted over_budget, and the render loop keeps its frame rate.
+WORK_PER_SECOND = 10_000
 MAX_CACHED_PATTERNS = 128  # the patterns' matches, kept: surfaces repeat the same few
+DUMP_INTERVAL = 1.0  # seconds between full dumps to one client IP (/dump, subscribe)
 
 
 # -- setup helpers --------------------------------------------------------------------------------
@@ -188,6 +194,29 @@ class _Client:
 
 
 # -- packets --------------------------------------------------------------------------------------
+
+class _WorkBudget:
+    """A token bucket of OSC work (see WORK_PER_SECOND), shared by the server's threads."""
+
+    def __init__(self, rate: float = WORK_PER_SECOND, clock=time.monotonic):
+        self.rate, self.clock = rate, clock
+        self._level, self._when = rate, clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._level = min(self.rate, self._level + (now - self._when) * self.rate)
+        self._when = now
+
+    def available(self) -> bool:
+        with self._lock:
+            self._refill()
+            return self._level > 0
+
+    def spend(self, units: int) -> None:
+        with self._lock:
+            self._level -= units  # may go below 0: the packet in hand finishes, the next waits
+
 
 class _Malformed(Exception):
     """A packet that is not well-formed OSC; its text says why."""
@@ -352,7 +381,10 @@ class OscServer(Service):
             self._targets[addr + NORM_SUFFIX] = (p, True)
         self._by_name = {p.name: p for p in self.params.values()}
         self.commands: dict[str, Action] = {a.address: a for a in (*ACTIONS.values(), *OSC_COMMANDS.values())}
+        self._valued = [a for a in ACTIONS.values() if a.value is not None]  # /ffvj/bpm: in dumps and feedback
+        self._action_values: dict[str, float] = {}
 
+        self._work = _WorkBudget(clock=time.monotonic)
         self._pattern_cache: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._pattern_lock = threading.Lock()
         self._counts = Counts(*STAT_KEYS)
@@ -364,6 +396,7 @@ class OscServer(Service):
         self._seq = itertools.count()
 
         self._subscribers: dict[tuple[str, int], float] = {}  # insertion-ordered: oldest first
+        self._last_dump: dict[tuple[str, str], float] = {}  # (client IP, command) → its last full dump
         self._subscribers_lock = threading.Lock()
         self._feedback_targets: list[tuple[str, int]] = []
         self._feedback: LatestValueSender | None = None
@@ -448,6 +481,7 @@ class OscServer(Service):
     def poll(self, now: float | None = None) -> int:
         """Apply the timetagged messages now due; call once per frame. Returns how many applied.
         ``now`` is wall-clock seconds (default ``clock()``, i.e. ``time.time()``)."""
+        self._echo_action_values()
         if not self._scheduled:  # the common case: nothing waiting, no lock taken
             return 0
         now = self.clock() if now is None else now
@@ -503,6 +537,10 @@ class OscServer(Service):
     def _handle_messages(self, data: bytes, client: _Client) -> list[tuple]:
         self._count("packets")
         replies: list[tuple] = []
+        if not self._work.available():
+            self._problem("over_budget", client, "more than %d messages and parameter sets a second: packets "
+                          "dropped until the rate falls", WORK_PER_SECOND)
+            return replies
         _parsing.current = (self, client)
         try:
             if data.startswith(BUNDLE_PREFIX):
@@ -549,6 +587,7 @@ class OscServer(Service):
         left of its packet's (a scheduled message, alone by then, gets a fresh one)."""
         budget = budget or _Budget()
         self._count("messages")
+        self._work.spend(1)
         budget.messages -= 1
         if budget.messages < 0:
             self._problem("over_budget", client, "more than %d messages in one packet; the rest skipped",
@@ -572,6 +611,7 @@ class OscServer(Service):
                 budget.sets = 0
                 return []
             budget.sets -= len(matches)
+            self._work.spend(len(matches))
             for param, normalized in matches:
                 self._set(param, normalized, args, client)
             if matches:
@@ -663,7 +703,7 @@ class OscServer(Service):
             if len(self._subscribers) > self.max_subscribers:
                 dropped = next(iter(self._subscribers))
                 del self._subscribers[dropped]
-        if self._feedback is not None:
+        if self._feedback is not None and self._dump_allowed(client, "/ffvj/feedback/subscribe"):
             self._feedback.put(("dump", target), None)  # a full dump, from the feedback thread
         if dropped is not None:
             self._problem("subscribers_dropped", client, "more than %d feedback subscribers: dropped %s",
@@ -678,11 +718,31 @@ class OscServer(Service):
                 self._subscribers.pop(target, None)
             self._count("triggers")
 
+    def _dump_allowed(self, client: _Client, what: str) -> bool:
+        """A full dump (thousands of bytes for a 16-byte request) at most once a second per client IP
+        and command, so a LAN-exposed ffvj cannot be used to reflect traffic at someone else."""
+        now = time.monotonic()
+        key = (client.address[0], what)
+        with self._subscribers_lock:
+            if len(self._last_dump) > 1024:
+                self._last_dump.clear()
+            if now - self._last_dump.get(key, -math.inf) < DUMP_INTERVAL:
+                allowed = False
+            else:
+                self._last_dump[key] = now
+                allowed = True
+        if not allowed:
+            self._problem("over_budget", client, "%s more than once a second: a dump skipped", what)
+        return allowed
+
     def _dump(self, client: _Client | None) -> list[tuple]:
         if client is not None:  # asked for by a client (not a new subscriber's dump)
+            if not self._dump_allowed(client, "/ffvj/dump"):
+                return []
             self._count("triggers")
         targets = self.store.targets()
-        return [m for name, param in self._by_name.items() for m in self._feedback_messages(param, targets[name])]
+        return [m for name, param in self._by_name.items() for m in self._feedback_messages(param, targets[name])] + [
+            (a.address, float(a.value(self.controls))) for a in self._valued]
 
     # -- feedback --
 
@@ -696,8 +756,9 @@ class OscServer(Service):
     def status(self) -> str:
         """One short part of the show's status line."""
         st = self.stats
-        bad = sum(st[k] for k in ("unknown_address", "bad_args", "bad_value", "malformed", "denied", "errors"))
-        return f"osc {st['messages']} msgs, {bad} bad"
+        bad = sum(st[k] for k in ("unknown_address", "bad_args", "bad_value", "rejected", "malformed", "denied",
+                                  "over_budget", "errors"))
+        return f"osc {st['packets']} packets, {st['messages']} msgs, {bad} bad"
 
     def report(self, name: str, value: float) -> None:
         """Send a value that moved without a store change (an LFO's output) as feedback, rate-capped
@@ -714,11 +775,24 @@ class OscServer(Service):
             value = self.store.get(name)
         self._feedback.put(name, value)
 
+    def _echo_action_values(self) -> None:
+        """Values actions set (the tempo: tap, /ffvj/bpm, MIDI clock) are no store changes: the render
+        loop's poll notices them moving and sends them as feedback, rate-capped like the rest."""
+        if self._feedback is None:
+            return
+        for action in self._valued:
+            value = float(action.value(self.controls))
+            if self._action_values.get(action.address) != value:
+                self._action_values[action.address] = value
+                self._feedback.put(("value", action.address), value)
+
     def _send_feedback(self, ready: dict) -> None:
         """The feedback thread: changed values to every target and subscriber, full dumps to new subscribers."""
-        dumps = [key[1] for key in ready if isinstance(key, tuple)]
+        dumps = [key[1] for key in ready if isinstance(key, tuple) and key[0] == "dump"]
         dgrams = [build_msg(a, [v]).dgram for name, value in ready.items() if not isinstance(name, tuple)
                   for a, v in self._feedback_messages(self._by_name[name], value)]
+        dgrams += [build_msg(key[1], [float(value)]).dgram for key, value in ready.items()
+                   if isinstance(key, tuple) and key[0] == "value"]
         if dgrams:
             for target in self._feedback_targets + [t for t in self.subscribers if t not in self._feedback_targets]:
                 self._send(target, dgrams)

@@ -20,11 +20,11 @@ HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OS
   an attribute the node lacks answers 204, an unknown attribute 400, an unknown path 404.
 - ``GET /?HOST_INFO`` ``{"NAME", "OSC_PORT", "OSC_TRANSPORT": "UDP", "EXTENSIONS", ["OSC_IP"]}``.
 
-mDNS (``mdns=None``: when python-zeroconf is installed, ``pip install 'ffvj[oscquery]'``; absent, a
-warning and HTTP still served; ``True`` requires it, ``False`` never): ``_oscjson._tcp`` at the HTTP
-port and ``_osc._udp`` at the OSC port, registered on a background thread because probing takes
-seconds. No websocket (``LISTEN``): clients get live values from OSC feedback
-(``/ffvj/feedback/subscribe``).
+mDNS (``mdns=None``: when python-zeroconf is installed, ``pip install 'ffvj[oscquery]'``, and the
+show listens beyond loopback, ``--osc-host 0.0.0.0``; zeroconf absent, a warning and HTTP still
+served; ``True`` requires it, ``False`` never): ``_oscjson._tcp`` at the HTTP port and ``_osc._udp``
+at the OSC port, registered on a background thread because probing takes seconds. No websocket
+(``LISTEN``): clients get live values from OSC feedback (``/ffvj/feedback/subscribe``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,11 @@ class OscQueryServer(Service):
 
     def _start(self) -> None:
         zeroconf = None
-        if self.mdns is not False:
+        if self.mdns is None and _loopback(self.host):
+            # Nothing on the LAN could reach a loopback server, and zeroconf would still bind
+            # 0.0.0.0:5353: announce only when the show listens beyond this machine.
+            log.debug("OSCQuery on loopback: not announced over mDNS")
+        elif self.mdns is not False:
             try:
                 import zeroconf
             except ImportError:
@@ -204,6 +208,16 @@ class OscQueryServer(Service):
             if node is None:
                 return None
         return node
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.1, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _unspecified(host: str) -> bool:

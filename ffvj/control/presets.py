@@ -70,11 +70,20 @@ def smoothstep(u: float) -> float:
     return u * u * (3.0 - 2.0 * u)
 
 
+# Names Windows reserves for devices, with any extension: a preset "con" could never be a file there.
+WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                              *(f"lpt{i}" for i in range(1, 10))})
+MAX_PRESETS = 1000  # saved over the network by any client: a cap, so a flood cannot fill the disk
+
+
 def check_name(name: str) -> str:
-    """A preset name is its file name: letters, digits, space, _ . + - (no paths). Raises PresetError."""
+    """A preset name is its file name: letters, digits, space, _ . + - (no paths, none of the names
+    Windows reserves such as ``con``). Raises PresetError."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name.endswith(PRESET_SUFFIX):
         raise PresetError(f"bad preset name {name!r}: use up to 64 letters, digits, spaces or _ . + - "
                           f"(not starting with a symbol, without {PRESET_SUFFIX})")
+    if name.split(".")[0].strip().lower() in WINDOWS_RESERVED:
+        raise PresetError(f"bad preset name {name!r}: Windows reserves it for a device; choose another")
     return name
 
 
@@ -235,6 +244,10 @@ class PresetBank:
         """Write the store's current targets (not the smoothed values: the performer's intent) as
         preset ``name``, replacing one of that name. Returns the file. Raises PresetError or OSError."""
         path = self.directory / f"{check_name(name)}{PRESET_SUFFIX}"
+        if not path.exists() and self.directory.is_dir() and \
+                sum(1 for _ in self.directory.glob(f"*{PRESET_SUFFIX}")) >= MAX_PRESETS:
+            raise PresetError(f"{MAX_PRESETS} presets in {self.directory} already: not saving {name!r} "
+                              "(replace one, or tidy the folder)")
         created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
         _write_atomically(path, format_preset(self.store.targets(), self.store.registry, name, created, _ffvj_version()))
         log.info("saved preset %r to %s", name, path)

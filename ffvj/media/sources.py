@@ -87,8 +87,10 @@ def _existing_file(arg: str | None, kind: str) -> Path:
     path = Path(arg).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{kind} file not found: {path}")
-    if not path.is_file():
+    if path.is_dir():
         raise ValueError(f"{kind} source needs a file, but {path} is a directory")
+    if not path.is_file():
+        raise ValueError(f"{kind} source needs a file, but {path} is a device or other special file")
     return path
 
 

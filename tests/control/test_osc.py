@@ -404,7 +404,7 @@ def test_preset_actions(server, store, controls):
 def test_dump_and_subscribe_with_echo(server, store, peer):
     peer.send(server.port, "/ffvj/dump")
     expected = {p.address for p in server.params.values()} | {
-        p.address + NORM_SUFFIX for p in server.params.values() if p.kind in ("float", "int")}
+        p.address + NORM_SUFFIX for p in server.params.values() if p.kind in ("float", "int")} | {"/ffvj/bpm"}
     peer.collect_until(lambda got: {a for a, _ in got} >= expected)
     assert len(peer.received) == len(expected)
     assert peer.values("/ffvj/l0/zoom") == [pytest.approx(1.012)]
@@ -518,7 +518,7 @@ def test_extra_arguments_to_actions_and_commands_are_ignored_and_counts_are_hone
     srv = OscServer(controls, OscConfig(port=0))  # not started: the handler needs no socket
     udp, tcp = _Client(("127.0.0.1", 5000)), _Client(("127.0.0.1", 5001), "tcp")
     replies = srv._handle_messages(build_msg("/ffvj/dump", [1]).dgram, udp)
-    assert len(replies) == sum(2 if p.kind in ("float", "int") else 1 for p in srv.params.values())
+    assert len(replies) == sum(2 if p.kind in ("float", "int") else 1 for p in srv.params.values()) + 1  # + bpm
     srv._handle_messages(build_msg("/ffvj/reset", [1, 2]).dgram, udp)
     assert queued(controls) == [("reset", {})]
     srv._handle_messages(build_msg("/ffvj/feedback/subscribe", []).dgram, tcp)
@@ -557,14 +557,15 @@ def test_bundles_nest_a_few_deep_and_no_deeper(controls, store):
 
 
 def test_a_packets_wildcard_fan_out_is_bounded(controls, store):
-    """B6: one bundle of 2,728 "/ffvj/*/*" once made 253,704 parameter sets."""
+    """B6: one bundle of 2,728 "/ffvj/*/*" once made 253,704 parameter sets. (A bundle of more than
+    MAX_MESSAGES_PER_PACKET messages is malformed; this one is just under.)"""
     from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 
     from ffvj.control.osc import MAX_CACHED_PATTERNS, MAX_PATTERN_SETS_PER_PACKET
 
     srv = OscServer(controls, OscConfig(port=0))
     bundle = OscBundleBuilder(IMMEDIATELY)
-    for _ in range(500):
+    for _ in range(250):
         bundle.add_content(build_msg("/ffvj/*/*", [0.5]))
     srv.call_handlers_for_packet(bundle.build().dgram, ("127.0.0.1", 1))
     st = srv.stats
@@ -609,3 +610,41 @@ def test_tcp_links_are_capped_bounded_and_time_out(controls, store, monkeypatch)
         with socket.create_connection(("127.0.0.1", srv.tcp_port), timeout=TIMEOUT) as sock:
             sock.sendall(build_msg("/ffvj/l1/rotate", [3.0]).dgram + slip.END)
             wait_until(lambda: store.get("l1.rotate") == 3.0, what="a link that talks")
+
+
+def test_full_dumps_are_rate_limited_per_client(controls):
+    """A 16-byte /ffvj/dump answers with thousands of bytes: at most once a second per IP."""
+    srv = OscServer(controls, OscConfig(port=0))
+    dump = build_msg("/ffvj/dump", []).dgram
+    first = srv.call_handlers_for_packet(dump, ("10.0.0.5", 1))
+    again = srv.call_handlers_for_packet(dump, ("10.0.0.5", 2))
+    other = srv.call_handlers_for_packet(dump, ("10.0.0.6", 1))
+    assert len(first) > 100 and again == [] and len(other) == len(first)
+    assert srv.stats["over_budget"] == 1
+
+
+def test_tempo_changes_are_fed_back(controls, peer):
+    """/ffvj/bpm, tap and MIDI clock move the tempo without a store change: the poll sends it on."""
+    with OscServer(controls, OscConfig(port=0, feedback=(f"127.0.0.1:{peer.port}",))) as srv:
+        controls.tempo.set_bpm(131.0)
+        srv.poll()
+        peer.collect_until(lambda got: 131.0 in peer.values("/ffvj/bpm"))
+
+
+def test_a_flood_is_dropped_whole_past_the_work_budget(controls, store):
+    """However the work is packed (many small packets, or big bundles), the OSC thread spends at
+    most WORK_PER_SECOND messages and sets a second: the render loop keeps the GIL it needs."""
+    from ffvj.control.osc import WORK_PER_SECOND, _WorkBudget
+
+    now = [0.0]
+    srv = OscServer(controls, OscConfig(port=0))
+    srv._work = _WorkBudget(clock=lambda: now[0])
+    dgram = build_msg("/ffvj/l*/zoom", [1.1]).dgram  # 4 sets and 1 message: 5 units
+    for _ in range(3 * WORK_PER_SECOND // 5):
+        srv.call_handlers_for_packet(dgram, ("127.0.0.1", 1))
+    st = srv.stats
+    assert st["applied"] <= WORK_PER_SECOND and st["over_budget"] >= WORK_PER_SECOND // 5
+    now[0] += 1.0  # a second later the budget is back
+    store.set("l0.zoom", 1.0)
+    srv.call_handlers_for_packet(dgram, ("127.0.0.1", 1))
+    assert store.get("l0.zoom") == pytest.approx(1.1)

@@ -121,10 +121,14 @@ def test_errors(query):
     assert get(query, "/ffvj/l0?VALUE") == (204, None)  # a container has no value
 
 
-def test_without_zeroconf_http_is_still_served(osc, monkeypatch, caplog):
+def test_without_zeroconf_http_is_still_served(osc, controls, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "zeroconf", None)  # import zeroconf now raises ImportError
     with caplog.at_level(logging.WARNING, logger="ffvj.oscquery"):
-        with OscQueryServer(osc, port=0) as q:
+        with OscQueryServer(osc, port=0) as q:  # on loopback: nothing to announce to, nothing to say
+            assert q.announced.is_set() and q._zeroconf is None
+            assert get(q, "/?HOST_INFO")[0] == 200
+        assert "zeroconf" not in caplog.text
+        with OscServer(controls, OscConfig(host="0.0.0.0", port=0)) as lan, OscQueryServer(lan, port=0) as q:
             assert q.announced.is_set()
             assert get(q, "/?HOST_INFO")[0] == 200
     assert "zeroconf is not installed" in caplog.text

@@ -220,3 +220,17 @@ def test_a_new_recall_starts_from_where_the_morph_is(store, bank):
     bank.recall("lo", 1.0)
     bank.update(0.5)
     assert store.get("drive") == mid + (1.0 - mid) * 0.5
+
+
+def test_names_windows_reserves_are_refused_and_saves_are_capped(store, bank, monkeypatch):
+    from ffvj.control import presets
+
+    for name in ("con", "CON", "nul.txt", "com1", "lpt9"):
+        with pytest.raises(PresetError, match="Windows reserves"):
+            bank.save(name)
+    monkeypatch.setattr(presets, "MAX_PRESETS", 3)
+    for name in ("a", "b", "c"):
+        bank.save(name)
+    with pytest.raises(PresetError, match="3 presets"):
+        bank.save("d")
+    bank.save("b")  # replacing one is fine

@@ -143,7 +143,9 @@ class MidiMapper:
 
     def _unmapped(self, what: str, ch: int) -> None:
         self.counts.add("unmapped")
-        self._warn.warning(f"unmapped {what} {ch}", "unmapped MIDI %s on channel %d (add it to a mapping, "
+        # One rate-limit key for all of them: random input has thousands of distinct (message, channel)
+        # pairs, and a key each let 615 lines a second through.
+        self._warn.warning("unmapped", "unmapped MIDI %s on channel %d (add it to a mapping, "
                            "or bind it with 'ffvj learn')", what, ch)
 
     def _on_cc(self, ch: int, n: int, v: int) -> None:

@@ -26,6 +26,7 @@ import tomli_w
 
 from ..actions import ACTIONS, Action
 from ..params import DEFAULT_LEVELS, LEVEL_PARAMS, Param, build_registry
+from ..presets import check_name
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +248,11 @@ def parse_target(target: str, registry: dict[str, Param]) -> tuple[Param | None,
             raise ValueError(f"{target!r}: the {first.name} must be a "
                              f"{'whole number ≥ 0' if first.kind is int else 'number'}") from None
         try:
-            return None, action, (first.convert(value, strict=True),)
-        except ValueError as exc:
+            converted = first.convert(value, strict=True)
+            if action.name.startswith("preset."):
+                check_name(converted)  # a name no file can have fails here, at load, not mid-show
+            return None, action, (converted,)
+        except ValueError as exc:  # PresetError is a ValueError
             raise ValueError(f"{target!r}: {exc}") from None
     if target in registry:
         return registry[target], None, ()
@@ -401,6 +405,9 @@ def load_mapping(path: str | Path, registry: dict[str, Param] | None = None) -> 
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError(f"{path}: cannot read mapping file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                           "save the mapping file as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -114,8 +114,8 @@ class MidiInput(Service):
 
     ``start()`` opens, in order: the virtual input ``virtual_name`` (other software on this machine
     sends to it; not on backends without virtual ports such as Windows MME), each port named in
-    ``ports`` (case-insensitive substring; an unknown name raises MidiError listing the available
-    ports), and every port matching a mapping's ``[device] match``. A port uses the mappings whose
+    ``ports`` (case-insensitive substring; one not there yet is waited for, with a warning listing
+    the available ports; without hot-plug, ``rescan_s=None``, it raises MidiError), and every port matching a mapping's ``[device] match``. A port uses the mappings whose
     ``match`` fits its name; any other port (the virtual one included) uses the mappings without a
     ``match`` (such as generic.toml), or all mappings when every one has a ``match``. LED echo goes
     to the output port matching the mapping's ``[device] output``.
@@ -207,8 +207,13 @@ class MidiInput(Service):
     def _open_all(self, inputs: list[str]) -> None:
         for name in self.port_names:
             if not any(name.lower() in p.lower() for p in inputs):
-                raise MidiError(f"unknown MIDI port {name!r}; available inputs: "
-                                f"{', '.join(inputs) if inputs else 'none'}")
+                available = ", ".join(inputs) if inputs else "none"
+                if not self.rescan_s:
+                    raise MidiError(f"unknown MIDI port {name!r}; available inputs: {available}")
+                # A controller switched on after the show started is normal: wait for it, as for one
+                # a mapping matches (a typo shows here, next to what is there).
+                log.warning("MIDI port %r is not there yet (available inputs: %s): it is connected when it "
+                            "is plugged in", name, available)
         self._open_virtual(attempts=3)
         for name in self._wanted(inputs):
             try:

@@ -121,3 +121,16 @@ def test_action_arguments_in_a_file_are_checked_strictly(tmp_path, extra, expect
         load_mapping(path, REG)
     for part in expected:
         assert part in str(err.value), str(err.value)
+
+
+def test_files_that_are_not_utf8_and_bad_preset_names_are_one_line_errors(tmp_path):
+    from ffvj.control.midi.mapping import MappingError, load_mapping
+
+    raw = tmp_path / "latin1.toml"
+    raw.write_bytes('[device]\nname = "Contrôleur"\n'.encode("latin-1"))
+    with pytest.raises(MappingError, match="not UTF-8 text.*save the mapping file as UTF-8"):
+        load_mapping(raw)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[device]\nname = "x"\n[[map]]\nparam = "preset.recall:../x"\ntype = "note"\nnumber = 3\n')
+    with pytest.raises(MappingError, match="bad preset name"):
+        load_mapping(bad)

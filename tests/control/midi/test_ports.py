@@ -86,10 +86,19 @@ def test_midi_input_wires_ports_mappings_and_echo(rig):
 def test_midi_input_unknown_port_lists_available(rig):
     b = FakeBackend(inputs=["nanoKONTROL2 MIDI 1", "Launch Control XL"])
     with pytest.raises(MidiError) as err:
-        MidiInput(rig, [], ports=["X-Touch"], backend=b).start()
+        MidiInput(rig, [], ports=["X-Touch"], backend=b, rescan_s=None).start()
     assert "unknown MIDI port 'X-Touch'" in str(err.value)
     assert "nanoKONTROL2 MIDI 1, Launch Control XL" in str(err.value)
     assert all(p.closed for p in b.opened.values())
+
+
+def test_a_named_port_not_there_yet_is_waited_for(rig, caplog):
+    b = FakeBackend(inputs=["Launch Control XL"])
+    with caplog.at_level(logging.WARNING, logger="ffvj.control.midi"):
+        with MidiInput(rig, [], ports=["X-Touch"], backend=b, rescan_s=0.05) as midi:
+            assert "'X-Touch' is not there yet" in caplog.text and "Launch Control XL" in caplog.text
+            b.inputs = ["Launch Control XL", "X-Touch One:X-Touch One MIDI 1 24:0"]
+            assert wait_until(lambda: "X-Touch One:X-Touch One MIDI 1 24:0" in midi.connected, 10)
 
 
 def test_midi_input_without_virtual_ports(rig, caplog):
