@@ -258,3 +258,22 @@ def test_a_recording_never_overwrites_another(tmp_path):
         sink.send(np.zeros((48, 64, 3), np.uint8))
     assert target.read_bytes() == b"last night's show"
     assert (tmp_path / "show-1.mp4").stat().st_size > 0
+
+
+def test_a_recording_deleted_while_recording_is_logged(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from ffvj.media.sinks import open_sink
+
+    folder = tmp_path / "out"
+    with caplog.at_level(logging.ERROR, logger="ffvj.media.sinks"):
+        with open_sink(f"file:{folder / 'show.mp4'}", size=(64, 48), fps=10) as sink:
+            for _ in range(40):  # the encoder's look-ahead: the file exists once packets come out
+                sink.send(np.zeros((48, 64, 3), np.uint8))
+            (folder / "show.mp4").unlink()
+            folder.rmdir()  # the output folder removed mid-show
+            for _ in range(20):
+                sink.send(np.zeros((48, 64, 3), np.uint8))
+    assert "deleted while recording" in caplog.text

@@ -206,6 +206,10 @@ def test_start_up_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "null" in result.stderr  # lists the sinks there are
     result = ffvj("run", "--set", "l0.zoom=banana", "--frames", "1", timeout=60)
     assert result.returncode == 2 and "l0.zoom" in result.stderr
+    result = ffvj("run", "--source", "image:/dev/zero", "--sink", "null", "--frames", "1", "--no-osc", timeout=60)
+    assert result.returncode == 2 and "special file" in result.stderr and "directory" not in result.stderr
+    result = ffvj("run", "--preset", "nothere", "--sink", "null", "--frames", "1", "--no-osc", timeout=60)
+    assert result.returncode == 2 and result.stderr.count("nothere") == 1, result.stderr
 
 
 def test_parameters_and_actions_reach_the_engine(tmp_path):

@@ -7,8 +7,10 @@
     snapshots    SnapshotBank: every level's feedback state, crossfaded on recall
     tempo        Tempo: BPM and beat from MIDI clock, tap or a set value
     modulation   Modulation: the LFO slots, applied once per frame
-    service      Service (one lifecycle for every surface) and LatestValueSender (rate-capped talk-back)
-    osc          OscServer: every parameter and action over UDP/TCP, with feedback
+    service      Service (one lifecycle for every surface), LatestValueSender (rate-capped talk-back),
+                 LimitedConnections (capped, timed-out socket servers), stop_server (a bounded stop)
+    osc          OscServer: every parameter and action over UDP/TCP, with feedback; every packet's cost bounded
+    osc_pattern  OSC 1.0 address patterns matched in linear time
     oscquery     OscQueryServer: the OSC namespace over HTTP JSON, announced over mDNS
     touchosc     generate_layout / validate_layout: a TouchOSC layout from the registry and the actions
     midi/        mapping files, the mapper, ports and MIDI learn
