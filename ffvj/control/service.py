@@ -56,6 +56,7 @@ class LimitedConnections:
     idle_timeout = 10.0
     request_queue_size = 16
     when_full = "refuse"
+    turned_away = 0  # connections refused or evicted because the server was full
 
     def admit(self, client_address) -> bool:
         return True
@@ -66,7 +67,6 @@ class LimitedConnections:
     def _links(self) -> tuple[threading.Lock, dict]:
         if "_links_state" not in self.__dict__:
             self._links_state = (threading.Lock(), {})  # socket → None, oldest first
-            self.turned_away = 0
         return self._links_state
 
     @property
