@@ -305,7 +305,7 @@ class _Show:
             stats.seconds = now - start
             if now - last_status >= cfg.status_interval:
                 last_status = now
-                parts = [part for svc in self.services if (part := _status(warn, svc))]
+                parts = [part for svc in (*self.services, controls) if (part := _status(warn, svc))]
                 (on_status or log.info)(" | ".join([stats.summary()] + parts))
         stats.seconds = time.perf_counter() - start
         stats.sinks_failed = outputs.failed

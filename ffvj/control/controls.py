@@ -44,6 +44,7 @@ class Controls:
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
         self._files: _FileWorker | None = None
+        self.failed_actions = 0  # queued actions that did not do what they asked (counted, logged)
 
     @classmethod
     def for_levels(cls, levels: int, presets_dir: str | None = None, seed: int = 0) -> Controls:
@@ -80,9 +81,9 @@ class Controls:
             self._guarded("OSC/MIDI poll", svc.poll)
         for action, args in self.actions.drain():
             if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)
-                self._file_worker().submit(perform, action, args, self)
+                self._file_worker().submit(self._perform, action, args)
             else:
-                self._guarded(f"action {action.name}", perform, action, args, self, engine)
+                self._guarded(f"action {action.name}", self._perform, action, args, engine)
         if self.presets is not None:
             self._guarded("preset morph", self.presets.update, dt)
         phi = self.store.frame(dt)
@@ -96,6 +97,18 @@ class Controls:
                     for name, value in changed.items():
                         self._guarded("feedback", svc.report, name, value)
         return phi
+
+    def _perform(self, action, args, engine=None) -> bool:
+        """Run a queued action; one that fails (an unknown preset, a slot never stored) is counted in
+        ``failed_actions`` for the status line: perform() has logged why, rate-limited."""
+        done = perform(action, args, self, engine)
+        if not done:
+            self.failed_actions += 1
+        return done
+
+    def status(self) -> str | None:
+        """The status line's part for actions: only once one has failed."""
+        return f"{self.failed_actions} actions failed" if self.failed_actions else None
 
     def close(self) -> None:
         """Stop the file worker (a later FILES action starts a new one)."""

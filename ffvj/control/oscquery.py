@@ -9,13 +9,14 @@ HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OS
 127.0.0.1 unless the show listens on the LAN with ``0.0.0.0``).
 
 - ``GET /`` the whole namespace: nested ``CONTENTS``; every node has ``FULL_PATH``, ``ACCESS`` and
-  ``DESCRIPTION``. A parameter node adds ``TYPE`` (``f`` float, ``i`` int, ``T``/``F`` bool by its
-  current value, ``s`` enum by choice name), ``RANGE`` (``[{"MIN", "MAX"}]`` or ``[{"VALS": [...]}]``),
-  ``VALUE`` (the current target), ``UNIT``, ``CLIPMODE`` ``["both"]`` and ``ACCESS`` 3. Actions and the
+  ``DESCRIPTION``. A parameter node adds ``TYPE`` in the types feedback and ``/ffvj/dump`` send (``f``
+  float; ``i`` int, bool 0/1, and enum by index, with ``VALS`` and the names in its description),
+  ``RANGE`` (``[{"MIN", "MAX"}]``), ``VALUE`` (the current target: what was set, not where an LFO has
+  it this frame), ``UNIT``, ``CLIPMODE`` ``["both"]`` and ``ACCESS`` 3; a float or int parameter has
+  its 0..1 twin as the child node ``norm`` (``/ffvj/l0/zoom/norm``). Actions and the
   OSC server's commands are write-only (``ACCESS`` 2), with ``N`` for argument-less ones (``/ffvj/tap``),
   else their type tags, and a ``RANGE`` per argument; an action that sets a value (``/ffvj/bpm``) is
   readable too (``ACCESS`` 3, with its ``VALUE``).
-  The 0..1 ``/norm`` twins of every parameter are not listed (see ``ffvj.control.osc``).
 - ``GET /ffvj/l0/zoom`` one node; ``GET /ffvj/l0/zoom?VALUE`` one attribute as ``{"VALUE": [...]}``;
   an attribute the node lacks answers 204, an unknown attribute 400, an unknown path 404.
 - ``GET /?HOST_INFO`` ``{"NAME", "OSC_PORT", "OSC_TRANSPORT": "UDP", "EXTENSIONS", ["OSC_IP"]}``.
@@ -229,15 +230,25 @@ def _unspecified(host: str) -> bool:
 
 
 def _param_node(p: Param, value: float) -> dict:
+    """A parameter as OSCQuery describes it, in the types feedback and ``/ffvj/dump`` send: ``f`` for
+    floats, ``i`` for ints, enums (their index; the names are in VALS' order and the description)
+    and bools (0/1). Float and int parameters list their 0..1 ``/norm`` twin as a child node."""
     node = {"FULL_PATH": p.address, "ACCESS": 3, "DESCRIPTION": p.doc, "UNIT": [p.unit], "CLIPMODE": ["both"]}
     if p.kind == "enum":
-        node.update(TYPE="s", RANGE=[{"VALS": list(p.choices)}], VALUE=[p.choices[int(round(value))]])
+        names = ", ".join(f"{i} {name}" for i, name in enumerate(p.choices))
+        node.update(TYPE="i", RANGE=[{"MIN": 0, "MAX": len(p.choices) - 1, "VALS": list(range(len(p.choices)))}],
+                    VALUE=[int(round(value))], DESCRIPTION=f"{p.doc} ({names}; the name is accepted too)")
     elif p.kind == "bool":
-        node.update(TYPE="T" if value >= 0.5 else "F", VALUE=[value >= 0.5])
+        node.update(TYPE="i", RANGE=[{"MIN": 0, "MAX": 1}], VALUE=[int(value >= 0.5)])
     elif p.kind == "int":
         node.update(TYPE="i", RANGE=[{"MIN": int(p.min), "MAX": int(p.max)}], VALUE=[int(round(value))])
     else:
         node.update(TYPE="f", RANGE=[{"MIN": p.min, "MAX": p.max}], VALUE=[value])
+    if p.kind in ("float", "int"):
+        node["CONTENTS"] = {"norm": {
+            "FULL_PATH": p.address + "/norm", "TYPE": "f", "ACCESS": 3, "RANGE": [{"MIN": 0.0, "MAX": 1.0}],
+            "VALUE": [float(p.to_normalized(value))], "CLIPMODE": ["both"],
+            "DESCRIPTION": f"{p.name} as 0..1 through its curve (TouchOSC faders)"}}
     return node
 
 

@@ -205,3 +205,22 @@ def test_every_action_reaches_every_surface(name, controls, tablet):
     on_tablet = (action.button and not action.args) or _slot_action(action)
     assert (action.address in tablet) == on_tablet
     assert on_tablet == (name not in ("bpm", "preset.recall", "preset.save"))
+
+
+def test_actions_that_fail_are_counted_for_the_status_line(tmp_path):
+    """An unknown preset or an empty snapshot slot is logged, and now counted too."""
+    from ffvj.control.controls import Controls
+    from tests.helpers import wait_until
+
+    controls = Controls.for_levels(3, presets_dir=str(tmp_path))
+    assert controls.status() is None
+    controls.fire("preset.recall", "nothere")
+    controls.fire("snapshot.recall", 5)
+
+    class Engine:
+        states = []
+
+    controls.frame(Engine(), 1 / 30, 0.0)
+    assert wait_until(lambda: controls.failed_actions == 2, 10)
+    assert controls.status() == "2 actions failed"
+    controls.close()

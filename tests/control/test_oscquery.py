@@ -68,21 +68,28 @@ def test_namespace_describes_every_parameter(query, store):
     assert status == 200
     assert root["FULL_PATH"] == "/" and "DESCRIPTION" in root
     zoom = root["CONTENTS"]["ffvj"]["CONTENTS"]["l0"]["CONTENTS"]["zoom"]
+    zoom = dict(zoom)
+    norm = zoom.pop("CONTENTS")["norm"]
     assert zoom == {"FULL_PATH": "/ffvj/l0/zoom", "TYPE": "f", "ACCESS": 3, "VALUE": [pytest.approx(1.012)],
                     "RANGE": [{"MIN": 0.8, "MAX": 1.25}], "DESCRIPTION": store.registry["l0.zoom"].doc,
                     "UNIT": ["x"], "CLIPMODE": ["both"]}
+    assert norm["FULL_PATH"] == "/ffvj/l0/zoom/norm" and norm["TYPE"] == "f" and norm["RANGE"] == [
+        {"MIN": 0.0, "MAX": 1.0}] and norm["VALUE"] == [pytest.approx(store.registry["l0.zoom"].to_normalized(1.012))]
     nodes = {n["FULL_PATH"]: n for n in walk(root)}
-    assert nodes["/ffvj/bound"]["TYPE"] == "s"
-    assert nodes["/ffvj/bound"]["RANGE"] == [{"VALS": ["tanh", "sigmoid", "sine", "wrap", "clamp", "magnitude"]}]
-    assert nodes["/ffvj/bound"]["VALUE"] == ["tanh"]
-    assert nodes["/ffvj/map/invert"]["TYPE"] == "F" and nodes["/ffvj/map/invert"]["VALUE"] == [False]
+    # In the types feedback and /ffvj/dump send: an enum by index, a bool as 0/1.
+    assert nodes["/ffvj/bound"]["TYPE"] == "i" and nodes["/ffvj/bound"]["VALUE"] == [0]
+    assert nodes["/ffvj/bound"]["RANGE"] == [{"MIN": 0, "MAX": 5, "VALS": [0, 1, 2, 3, 4, 5]}]
+    assert "0 tanh, 1 sigmoid, 2 sine" in nodes["/ffvj/bound"]["DESCRIPTION"]
+    assert "/ffvj/bound/norm" not in nodes
+    assert nodes["/ffvj/map/invert"]["TYPE"] == "i" and nodes["/ffvj/map/invert"]["VALUE"] == [0]
     assert nodes["/ffvj/l1/period"]["TYPE"] == "i" and nodes["/ffvj/l1/period"]["VALUE"] == [2]
     assert nodes["/ffvj/tap"]["TYPE"] == "N" and nodes["/ffvj/tap"]["ACCESS"] == 2
     assert nodes["/ffvj/snapshot/recall"]["TYPE"] == "if"
     assert nodes["/ffvj/bpm"]["VALUE"] == [128.0]
     for node in nodes.values():
         assert {"FULL_PATH", "ACCESS", "DESCRIPTION"} <= set(node)
-    expected = {p.address for p in store.registry.values()}
+    expected = {p.address for p in store.registry.values()} | {
+        p.address + "/norm" for p in store.registry.values() if p.kind in ("float", "int")}
     described = {path for path, n in nodes.items() if n["ACCESS"] == 3 and path != "/ffvj/bpm"}
     assert described == expected  # every parameter, readable and writable
     assert nodes["/ffvj/reset"]["ACCESS"] == 2 and nodes["/ffvj/reset"]["TYPE"] == "N"  # the panic: write-only
@@ -106,17 +113,19 @@ def test_values_follow_the_store_and_osc(query, osc, store):
     assert get(query, "/ffvj/l0/zoom?VALUE") == (200, {"VALUE": [pytest.approx(1.1)]})
     SimpleUDPClient("127.0.0.1", osc.port).send_message("/ffvj/color/perm", "gbr")
     deadline = time.monotonic() + 15
-    while get(query, "/ffvj/color/perm?VALUE")[1] != {"VALUE": ["gbr"]}:
+    gbr = store.registry["color.perm"].choices.index("gbr")
+    while get(query, "/ffvj/color/perm?VALUE")[1] != {"VALUE": [gbr]}:  # enums by index, as feedback
         assert time.monotonic() < deadline, "the OSC change never showed in OSCQuery"
         time.sleep(0.02)
     status, node = get(query, "/ffvj/l0/zoom")
-    assert status == 200 and node["VALUE"] == [pytest.approx(1.1)] and "CONTENTS" not in node
+    assert status == 200 and node["VALUE"] == [pytest.approx(1.1)] and list(node["CONTENTS"]) == ["norm"]
     assert get(query, "/ffvj/l0?FULL_PATH") == (200, {"FULL_PATH": "/ffvj/l0"})
 
 
 def test_errors(query):
     assert get(query, "/ffvj/nope")[0] == 404
-    assert get(query, "/ffvj/l0/zoom/norm")[0] == 404  # the /norm twins are not listed
+    assert get(query, "/ffvj/l0/zoom/norm")[0] == 200  # the /norm twins are listed
+    assert get(query, "/ffvj/bound/norm")[0] == 404  # an enum has none
     assert get(query, "/ffvj/l0/zoom?BOGUS")[0] == 400
     assert get(query, "/ffvj/l0?VALUE") == (204, None)  # a container has no value
 
