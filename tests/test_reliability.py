@@ -212,9 +212,9 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
     midi_msgs = int(counts.split("midi 1 in, ")[1].split(" msgs")[0])
     osc_packets = int(counts.split("osc ")[1].split(" packets")[0])
     print(counts, f"\nstopped in {stopped_s:.2f} s; OSCQuery answered in {answered_s:.2f} s with {fds} descriptors open")
-    # Every datagram reached the show (past its work budget it drops them itself, cheaply); JACK
-    # itself may lose a few MIDI events of the 6,000.
-    assert midi_msgs >= 5000 and osc_packets >= 20000, counts
+    # The datagrams reached the show (past its work budget it drops them itself, cheaply; on a loaded
+    # machine the kernel's socket buffer may still lose a few); JACK may lose a few MIDI events.
+    assert midi_msgs >= 5000 and osc_packets >= 19000, counts
 
 
 def readable_seconds(path: Path) -> float:

@@ -261,7 +261,8 @@ class ActionQueue:
     """Actions fired from control threads for the render loop, which drains them once per frame.
     Bounded: a flood of triggers drops the oldest, counted, rather than growing without limit. An
     action that ``coalesce``s runs once however often it was fired before the frame (200 panics a
-    second were 200 re-seeds and took the show from 20 to 6 fps); the latest arguments win."""
+    second were 200 re-seeds and took the show from 20 to 6 fps), at the place and with the
+    arguments of its latest firing."""
 
     def __init__(self, maxlen: int = 64):
         self._items: collections.deque = collections.deque(maxlen=maxlen)
@@ -280,12 +281,12 @@ class ActionQueue:
 
     def post(self, action: Action, args: Mapping) -> None:
         with self._lock:
-            if action.coalesce:
+            if action.coalesce:  # the earlier one goes; this one joins the queue at its own place
                 for i, (queued, _) in enumerate(self._items):
                     if queued is action:
-                        self._items[i] = (action, dict(args))
+                        del self._items[i]
                         self._coalesced += 1
-                        return
+                        break
             if len(self._items) == self._items.maxlen:
                 self._dropped += 1
             self._items.append((action, dict(args)))

@@ -111,8 +111,9 @@ MAX_TCP_CONNECTIONS = 16
 TCP_IDLE_SECONDS = 120.0
 BUNDLE_PREFIX = b"#bundle\0"
 MAX_BUNDLE_DEPTH = 8  # bundles in bundles: a controller nests one or two
-# What one packet may cost the OSC thread (each beyond is counted over_budget and skipped): a
-# controller sends a handful of messages a packet; a 65 KB bundle of 2,728 "/ffvj/*/*" once made
+# What one packet may cost the OSC thread: a bundle of more messages than MAX_MESSAGES_PER_PACKET
+# is malformed and dropped whole; sets and new patterns beyond theirs are counted over_budget and
+# skipped. A controller sends a handful of messages a packet; a 65 KB bundle of 2,728 "/ffvj/*/*" once made
 # 253,704 parameter sets and 2.2 s of OSC-thread time, starving the render loop of the GIL.
 MAX_MESSAGES_PER_PACKET = 256
 MAX_PATTERN_SETS_PER_PACKET = 512  # parameter sets reached through patterns
@@ -122,8 +123,10 @@ MAX_NEW_PATTERNS_PER_PACKET = 16  # patterns not yet in the cache, each matched 
 # TouchOSC page moves 20 faders at 60 Hz, 1,200 a second; a flood past this budget is dropped
 # whole, before parsing, counted over_budget, and the render loop keeps its frame rate.
 WORK_PER_SECOND = 10_000
+NEW_PATTERN_WORK = 40  # a pattern not in the cache, matched over every address: up to 0.6 ms
 MAX_CACHED_PATTERNS = 128  # the patterns' matches, kept: surfaces repeat the same few
 DUMP_INTERVAL = 1.0  # seconds between full dumps to one client IP (/dump, subscribe)
+MAX_DUMP_CLIENTS = 1024  # client IPs remembered for that
 
 
 # -- setup helpers --------------------------------------------------------------------------------
@@ -489,8 +492,18 @@ class OscServer(Service):
         with self._sched_lock:
             while self._scheduled and self._scheduled[0][0] <= now:
                 due.append(heapq.heappop(self._scheduled))
+        # On the render loop: every due message of this frame shares one packet's budget, and the
+        # work budget is asked first (a bundle of 256 timetagged "/ffvj/*/*" once made 25,344 sets
+        # in one poll). Replies (a deferred /dump) have nowhere to go: dropped.
+        budget = _Budget()
         for _due, _seq, msg, client in due:
-            self._dispatch(msg, client)  # replies (a deferred /dump) have nowhere to go: dropped
+            if not self._work.available():
+                self._problem("over_budget", client, "a timetagged message dropped: over the work budget")
+                continue
+            try:
+                self._dispatch(msg, client, budget)
+            except (ValueError, TypeError, RecursionError) as exc:  # what a handler may still raise on odd args
+                self._problem("bad_args", client, "timetagged message refused (%s)", type(exc).__name__)
         return len(due)
 
     # -- counting and logging --
@@ -562,8 +575,10 @@ class OscServer(Service):
                 self._malformed(client, "neither an OSC message nor a bundle")
         except _Malformed as exc:
             self._malformed(client, str(exc))
-        except (osc_message.ParseError, osc_types.ParseError, ValueError, IndexError, struct.error) as exc:
-            # ValueError covers undecodable UTF-8 in an address or string argument.
+        except (osc_message.ParseError, osc_types.ParseError, ValueError, IndexError, struct.error,
+                RecursionError) as exc:
+            # ValueError covers undecodable UTF-8 in an address or string argument; RecursionError an
+            # argument of thousands of nested arrays ("[[[...]]]"), whose repr cannot even be made.
             self._malformed(client, type(exc).__name__)
         finally:
             _parsing.current = None
@@ -632,6 +647,7 @@ class OscServer(Service):
                           MAX_NEW_PATTERNS_PER_PACKET, pattern[:64])
             return None
         budget.new_patterns -= 1
+        self._work.spend(NEW_PATTERN_WORK)
         try:
             compiled = compile_pattern(pattern)
         except ValueError as exc:
@@ -724,15 +740,18 @@ class OscServer(Service):
         now = time.monotonic()
         key = (client.address[0], what)
         with self._subscribers_lock:
-            if len(self._last_dump) > 1024:
-                self._last_dump.clear()
-            if now - self._last_dump.get(key, -math.inf) < DUMP_INTERVAL:
+            if len(self._last_dump) >= MAX_DUMP_CLIENTS and key not in self._last_dump:
+                # Forget only those whose second is over; a flood of (spoofed) sources past that waits.
+                self._last_dump = {k: t for k, t in self._last_dump.items() if now - t < DUMP_INTERVAL}
+            if now - self._last_dump.get(key, -math.inf) < DUMP_INTERVAL or len(self._last_dump) >= MAX_DUMP_CLIENTS:
                 allowed = False
             else:
                 self._last_dump[key] = now
                 allowed = True
         if not allowed:
             self._problem("over_budget", client, "%s more than once a second: a dump skipped", what)
+        else:
+            self._work.spend(2 * len(self.params))  # what a dump costs: a message or two per parameter
         return allowed
 
     def _dump(self, client: _Client | None) -> list[tuple]:

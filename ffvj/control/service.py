@@ -64,10 +64,19 @@ class LimitedConnections:
     def handler_failed(self, request, client_address) -> None:
         log.debug("connection from %s failed", client_address, exc_info=True)
 
+    _links_init = threading.Lock()  # class-wide: makes each server's state once, whoever asks first
+
     def _links(self) -> tuple[threading.Lock, dict]:
-        if "_links_state" not in self.__dict__:
-            self._links_state = (threading.Lock(), {})  # socket → None, oldest first
-        return self._links_state
+        state = self.__dict__.get("_links_state")
+        if state is None:
+            with LimitedConnections._links_init:
+                state = self.__dict__.setdefault("_links_state", (threading.Lock(), {}))  # socket → None, oldest first
+        return state
+
+    def _forget(self, request) -> None:
+        lock, links = self._links()
+        with lock:
+            links.pop(request, None)
 
     @property
     def connections(self) -> int:
@@ -96,13 +105,18 @@ class LimitedConnections:
         request.settimeout(self.idle_timeout)
         return True
 
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._forget(request)  # no thread will: the slot would be lost for good
+            raise
+
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            lock, links = self._links()
-            with lock:
-                links.pop(request, None)
+            self._forget(request)
 
     def handle_error(self, request, client_address) -> None:
         self.handler_failed(request, client_address)

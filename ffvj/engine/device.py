@@ -64,7 +64,7 @@ class ThreadTuner:
     better depends on what else runs, and that changes during a show, so it is measured: the loop
     reports each step's time (``record``); every ``probe_every`` seconds the tuner tries another
     count for ``probe_frames`` frames and keeps it if its median step is ``margin`` faster. A probe
-    that is clearly worse (a step over 3× the median) ends at once; a count that lost is tried
+    that is clearly worse (two steps in a row over 3× the median) ends at once; a count that lost is tried
     again later and later (up to ``max_every``), so a settled show is disturbed rarely.
     """
 
@@ -97,7 +97,8 @@ class ThreadTuner:
         samples.append(step_ms)
         base = statistics.median(self._recent)
         settled = samples[2:]  # the first steps after a change wake the thread pool
-        if step_ms > 3 * base or len(settled) >= self.probe_frames:
+        clearly_worse = len(settled) >= 2 and min(settled[-2:]) > 3 * base  # two in a row: not one spike
+        if clearly_worse or len(settled) >= self.probe_frames:
             if len(settled) >= self.probe_frames and statistics.median(settled) < base * (1 - self.margin):
                 log.info("CPU threads %d → %d: %.1f ms a step instead of %.1f", self.threads, trial,
                          statistics.median(settled), base)

@@ -224,3 +224,11 @@ def test_actions_that_fail_are_counted_for_the_status_line(tmp_path):
     assert wait_until(lambda: controls.failed_actions == 2, 10)
     assert controls.status() == "2 actions failed"
     controls.close()
+
+
+def test_a_coalesced_action_takes_the_place_of_its_latest_firing():
+    queue = ActionQueue()
+    queue.post(ACTIONS["snapshot.recall"], {"slot": 1, "seconds": 0.0})
+    queue.post(ACTIONS["reset"], {})
+    queue.post(ACTIONS["snapshot.recall"], {"slot": 2, "seconds": 0.0})
+    assert [(a.name, args.get("slot")) for a, args in queue.drain()] == [("reset", None), ("snapshot.recall", 2)]

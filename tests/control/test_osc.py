@@ -648,3 +648,32 @@ def test_a_flood_is_dropped_whole_past_the_work_budget(controls, store):
     store.set("l0.zoom", 1.0)
     srv.call_handlers_for_packet(dgram, ("127.0.0.1", 1))
     assert store.get("l0.zoom") == pytest.approx(1.1)
+
+
+def test_what_review_found_stays_fixed(controls, store):
+    """Wide character ranges cost nothing to compile; timetagged messages share one budget a frame;
+    an argument of thousands of nested arrays is malformed, not a handler error."""
+    from pythonosc.osc_bundle_builder import OscBundleBuilder
+
+    from ffvj.control.osc import MAX_PATTERN_SETS_PER_PACKET
+
+    start = time.process_time()
+    compiled = compile_pattern("/ffvj/" + "[\x01-\u3001]" * 50)
+    assert time.process_time() - start < 0.5 and not compiled.matches("/ffvj/l0")
+    assert compile_pattern("/ffvj/l[\x01-\u3001]/zoom").matches("/ffvj/l0/zoom")
+
+    now = [1000.0]
+    srv = OscServer(controls, OscConfig(port=0), clock=lambda: now[0])
+    later = OscBundleBuilder(now[0] + 0.5)
+    for _ in range(200):
+        later.add_content(build_msg("/ffvj/*/*", [0.5]))
+    srv.call_handlers_for_packet(later.build().dgram, ("127.0.0.1", 1))
+    now[0] += 1.0
+    srv.poll()
+    st = srv.stats
+    assert st["applied"] + st["rejected"] + st["bad_args"] <= MAX_PATTERN_SETS_PER_PACKET and st["over_budget"] > 0
+
+    nested = b"/ffvj/bpm\0\0\0" + b"," + b"[" * 3000 + b"]" * 3000
+    nested += b"\0" * (4 - len(nested) % 4)
+    srv.call_handlers_for_packet(nested, ("127.0.0.1", 1))
+    assert srv.stats["errors"] == 0

@@ -234,7 +234,7 @@ class MidiMapper:
                     if abs(x_e - cur) > TAKEOVER_TOLERANCE and not crossed:
                         self.counts.add("takeover_held")
                         continue  # the control is away from the value: wait until it gets there
-                    self._engaged[e.source] = True
+                self._engaged[e.source] = True  # it moves the value now, until someone else does
             self.store.set(e.param.name, e.to_value(x_e), source=e.source)
 
     def _relative(self, e: MapEntry, ticks: int, ch: int) -> None:

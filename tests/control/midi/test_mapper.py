@@ -344,3 +344,13 @@ def test_led_echo_never_blocks_the_caller(rig):
     assert wait_until(lambda: port.sent and port.sent[-1] == cc(7, round(0.99 * 127)), timeout=5)
     assert len(port.sent) < 10  # latest value won: no backlog of 100 sends
     m.close()
+
+
+def test_a_control_stays_engaged_after_its_first_move_on_a_coarse_parameter(rig):
+    """An enum at its default: the first move applies, and so do the next (they were held)."""
+    store = rig.store
+    m = make(rig, {"param": "map.kind", "type": "cc", "number": 40})
+    for v in (40, 100, 120):
+        m.handle(cc(40, v))
+    assert m.stats()["takeover_held"] == 0
+    assert store.get("map.kind") == m.mappings[0].entries[0].to_value(120 / 127)
