@@ -126,3 +126,34 @@ def test_a_failed_start_reports_its_own_error_even_when_closing_fails_too(caplog
         with pytest.raises(OSError, match="port in use"):
             Fragile(fail=True).start()
     assert "closing after a failed start failed too" in caplog.text
+
+
+def test_a_connection_whose_thread_cannot_start_gives_its_slot_back(monkeypatch):
+    import socket
+    import socketserver
+    import threading
+
+    from ffvj.control.service import LimitedConnections
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(1)
+
+    class Server(LimitedConnections, socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        max_connections = 1
+
+    srv = Server(("127.0.0.1", 0), Handler)
+    try:
+        real_start = threading.Thread.start
+
+        def failing_start(self):
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", failing_start)
+        with socket.create_connection(srv.server_address, timeout=5):
+            srv.handle_request()  # accepted, verified, its thread fails to start
+        assert srv.connections == 0  # the slot is free again
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+    finally:
+        srv.server_close()
