@@ -7,13 +7,13 @@ Command line::
     ffvj run [--source SPEC] [--sink SPEC ...] [--size 640x360] [--fps 30] [--frames N]
              [--model NAME|PATH] [--device auto|cpu|cuda|mps] [--set NAME=VALUE ...] [--preset NAME]
              [--osc-port 9000 --osc-host H --osc-feedback HOST:PORT] [--midi NAME --midi-mapping M]
-             [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off]
+             [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off] [--threads N]
     ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
     ffvj actions [--json]            every action: OSC address and arguments, MIDI target
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
-    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--json]
+    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--json]
     ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured, with contact sheets
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]')
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
@@ -21,6 +21,8 @@ Command line::
 
 Sources: ``auto``, ``generator[:NAME]``, ``video:PATH``, ``image:PATH``, ``camera[:INDEX]``.
 Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``, ``spout``, ``null``.
+The picture the sinks get: ``grade.*`` (the output's colour grade), then the flash limiter.
+Bounds on everything a client sends (OSC, OSCQuery, MIDI): docs/RELIABILITY.md.
 
 Python::
 
@@ -46,10 +48,10 @@ Python::
 The parts (each a folder; its ``__init__`` lists its rooms):
 
     model/     the learned hierarchy: net (config, modules, fast path), checkpoint, data, train, evaluate
-    engine/    Δ_φ: delta (the formula and its reference), engine, kernels, pixfmt, device
+    engine/    Δ_φ: delta (the formula and its reference), engine, kernels, grade, flashes, pixfmt, device
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
     control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
-               modulation, service, osc, oscquery, touchosc, midi/
+               modulation, service, osc, osc_pattern, oscquery, touchosc, midi/
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour), report
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     tally.py   thread-safe counts and a rate-limited log, for every part
