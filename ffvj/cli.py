@@ -193,10 +193,23 @@ def _cmd_model_photos(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_list(args: argparse.Namespace) -> int:
+    """One line per bundled model, from its card: what it is and how well its round trip does."""
     from .model import checkpoint
 
     for name in checkpoint.bundled_models():
-        print(name)
+        path = checkpoint.bundled_models_dir() / f"{name}.json"
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"{name:10} (unreadable card {path.name}: {exc})")
+            continue
+        cfg = card.get("config", {})
+        channels = cfg.get("channels", [])
+        gains = [lvl.get("gain_db") for lvl in card.get("metrics", {}).get("eval", {}).get("levels", [])]
+        gain = (" dB, ".join(f"{g:+.1f}" for g in gains if g is not None) + " dB over bicubic") if gains else "not evaluated"
+        print(f"{name:10} {len(channels) - 1} levels, channels {'/'.join(map(str, channels))}, "
+              f"{cfg.get('activation', '?')}, {cfg.get('pooling', '?')} pooling, {cfg.get('decoder', '?')} decoders; "
+              f"round trip {gain}")
     return 0
 
 

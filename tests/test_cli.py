@@ -73,3 +73,10 @@ def test_actions_lists_the_table(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == list(ACTIONS)
     assert next(r for r in rows if r["name"] == "snapshot.recall")["type_tags"] == "if"
+
+
+def test_model_list_gives_a_line_per_bundled_model(capsys):
+    assert main(["model", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and lines[0].startswith("default ")
+    assert "3 levels" in lines[0] and "smooth decoders" in lines[0] and "over bicubic" in lines[0]
