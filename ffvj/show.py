@@ -297,7 +297,6 @@ class _Show:
             if on_frame is not None:
                 on_frame(frame_slot, pictures[pixfmt.RGB24], last_frame, engine)
             stats.sink_dropped = outputs.dropped
-            stats.sinks_failed = outputs.failed
             stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from ..tally import RateLimitedLog
 from .params import ADDRESS_PREFIX
+from .presets import check_name
 from .snapshots import SNAPSHOT_SLOTS
 from .tempo import MAX_BPM, MIN_BPM
 
@@ -60,6 +61,7 @@ class Arg:
     min: float | None = None
     max: float | None = None
     clamp: bool = False
+    check: Callable[[str], object] | None = None  # a string's own rule (a preset name): ValueError if broken
 
     @property
     def tag(self) -> str:
@@ -77,6 +79,8 @@ class Arg:
         if self.kind is str:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{self.name} must be a non-empty string, not {value!r}")
+            if self.check is not None:
+                self.check(value)
             return value
         if (isinstance(value, str) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (strict and isinstance(value, bool))):
@@ -223,7 +227,7 @@ def _snapshot_recall(controls, engine, slot: int, seconds: float) -> bool:
 
 # --- the table --------------------------------------------------------------------------------------
 
-_NAME = Arg("name", str, "the preset's name (letters, digits, space, _ . + -)")
+_NAME = Arg("name", str, "the preset's name (letters, digits, space, _ . + -)", check=check_name)
 _SECONDS = Arg("seconds", float, "morph or crossfade time (0: at once)", default=0.0, min=0.0, max=600.0,
                clamp=True)
 _SLOT = Arg("slot", int, "snapshot slot", min=0, max=SNAPSHOT_SLOTS - 1)

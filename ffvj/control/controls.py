@@ -17,7 +17,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from ..tally import RateLimitedLog
+from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, FILES, NOW, ActionQueue, perform
 from .modulation import Modulation
 from .params import ParamStore, build_registry
@@ -44,7 +44,7 @@ class Controls:
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
         self._files: _FileWorker | None = None
-        self.failed_actions = 0  # queued actions that did not do what they asked (counted, logged)
+        self._counts = Counts("failed_actions")  # from the render loop and the file worker alike
 
     @classmethod
     def for_levels(cls, levels: int, presets_dir: str | None = None, seed: int = 0) -> Controls:
@@ -103,8 +103,12 @@ class Controls:
         ``failed_actions`` for the status line: perform() has logged why, rate-limited."""
         done = perform(action, args, self, engine)
         if not done:
-            self.failed_actions += 1
+            self._counts.add("failed_actions")
         return done
+
+    @property
+    def failed_actions(self) -> int:
+        return self._counts.snapshot()["failed_actions"]
 
     def status(self) -> str | None:
         """The status line's part for actions: only once one has failed."""

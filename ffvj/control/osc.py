@@ -387,7 +387,7 @@ class OscServer(Service):
         self._valued = [a for a in ACTIONS.values() if a.value is not None]  # /ffvj/bpm: in dumps and feedback
         self._action_values: dict[str, float] = {}
 
-        self._work = _WorkBudget(clock=time.monotonic)
+        self._work = _WorkBudget()
         self._pattern_cache: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._pattern_lock = threading.Lock()
         self._counts = Counts(*STAT_KEYS)
@@ -597,10 +597,9 @@ class OscServer(Service):
         else:
             self._count("scheduled")
 
-    def _dispatch(self, msg, client: _Client, budget: _Budget | None = None) -> list[tuple]:
+    def _dispatch(self, msg, client: _Client, budget: _Budget) -> list[tuple]:
         """One message: a trigger, a parameter, or a pattern over parameters; ``budget`` is what is
-        left of its packet's (a scheduled message, alone by then, gets a fresh one)."""
-        budget = budget or _Budget()
+        left of its packet's (for timetagged messages, of the frame's that ``poll`` applies them in)."""
         self._count("messages")
         self._work.spend(1)
         budget.messages -= 1

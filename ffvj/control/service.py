@@ -61,35 +61,29 @@ class LimitedConnections:
     def admit(self, client_address) -> bool:
         return True
 
+    def __init__(self, *args, **kwargs):
+        self._links_lock = threading.Lock()
+        self._links: dict = {}  # the open connections' sockets, oldest first (the values are unused)
+        super().__init__(*args, **kwargs)  # the socketserver: binds and listens
+
     def handler_failed(self, request, client_address) -> None:
         log.debug("connection from %s failed", client_address, exc_info=True)
 
-    _links_init = threading.Lock()  # class-wide: makes each server's state once, whoever asks first
-
-    def _links(self) -> tuple[threading.Lock, dict]:
-        state = self.__dict__.get("_links_state")
-        if state is None:
-            with LimitedConnections._links_init:
-                state = self.__dict__.setdefault("_links_state", (threading.Lock(), {}))  # socket → None, oldest first
-        return state
-
     def _forget(self, request) -> None:
-        lock, links = self._links()
-        with lock:
-            links.pop(request, None)
+        with self._links_lock:
+            self._links.pop(request, None)
 
     @property
     def connections(self) -> int:
-        lock, links = self._links()
-        with lock:
-            return len(links)
+        with self._links_lock:
+            return len(self._links)
 
     def verify_request(self, request, client_address) -> bool:
         if not self.admit(client_address):
             return False
-        lock, links = self._links()
+        links = self._links
         evicted = None
-        with lock:
+        with self._links_lock:
             if len(links) >= self.max_connections:
                 self.turned_away += 1
                 if self.when_full != "evict":

@@ -130,15 +130,16 @@ def test_now_actions_run_on_the_callers_thread(controls):
 def test_problems_are_said_and_the_show_goes_on(controls, engine, caplog):
     with pytest.raises(ValueError, match="unknown action 'explode'.*reset"):
         controls.fire("explode")
+    with pytest.raises(ValueError, match="bad preset name"):  # refused as it is fired, by any surface
+        controls.fire("preset.save", "../x")
     controls.snapshots = None
     with caplog.at_level(logging.WARNING, logger="ffvj.control.actions"):
-        controls.fire("preset.save", "../x")
         controls.fire("preset.recall", "absent")
         controls.fire("snapshot.store", 0)
         controls.fire("learn")
         run_frame(controls, engine)
     text = caplog.text
-    assert "bad preset name" in text and "no snapshots in this show" in text
+    assert "no preset 'absent'" in text and "no snapshots in this show" in text
     assert "MIDI learn is not running" in text
 
 

@@ -26,7 +26,6 @@ import tomli_w
 
 from ..actions import ACTIONS, Action
 from ..params import DEFAULT_LEVELS, LEVEL_PARAMS, Param, build_registry
-from ..presets import check_name
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +247,7 @@ def parse_target(target: str, registry: dict[str, Param]) -> tuple[Param | None,
             raise ValueError(f"{target!r}: the {first.name} must be a "
                              f"{'whole number ≥ 0' if first.kind is int else 'number'}") from None
         try:
-            converted = first.convert(value, strict=True)
-            if action.name.startswith("preset."):
-                check_name(converted)  # a name no file can have fails here, at load, not mid-show
-            return None, action, (converted,)
+            return None, action, (first.convert(value, strict=True),)  # a preset name is checked here, at load
         except ValueError as exc:  # PresetError is a ValueError
             raise ValueError(f"{target!r}: {exc}") from None
     if target in registry:
