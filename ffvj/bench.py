@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ class BenchConfig:
     precision: str = "fp32"
     fps: float = 60.0  # the real-time run's target rate (the latency check)
     contended: bool = True  # also beside a competing encoder (see _contended)
+    settings: dict = field(default_factory=dict)  # parameter → value, on top of the defaults (as ``--set``)
 
 
 def _sync(device: torch.device) -> None:
@@ -120,7 +121,8 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
 
     frames = max(60, cfg.frames)
     common = dict(width=cfg.width, height=cfg.height, fps=30, frames=frames, model=cfg.model, device=str(device),
-                  pace="offline", status_interval=1e9, compile=cfg.compile, precision=cfg.precision)
+                  pace="offline", status_interval=1e9, compile=cfg.compile, precision=cfg.precision,
+                  settings=dict(cfg.settings))
     out = {}
     out["generator_null_fps"] = round(run(RunConfig(source="generator", sinks=["null"], **common)).fps, 1)
     out["generator_file_fps"] = round(run(RunConfig(source="generator", sinks=[f"file:{tmp / 'g.mp4'}"],
@@ -203,7 +205,12 @@ def bench(cfg: BenchConfig) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     model, card = checkpoint.load(cfg.model, device)
     scales = checkpoint.scales(card)  # as a show bounds its levels
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    store = ParamStore(build_registry(model.levels))
+    for name, value in cfg.settings.items():
+        if name not in store.registry:
+            raise ValueError(f"--set {name}: no such parameter; 'ffvj params' lists them")
+        store.set(name, value, source="--set")
+    phi = store.frame(0)
     source = torch.rand(1, 3, cfg.height, cfg.width, device=device) * 2 - 1
     t = time.perf_counter()
     engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile, precision=cfg.precision,
@@ -264,6 +271,7 @@ def bench(cfg: BenchConfig) -> dict:
         "model": cfg.model or checkpoint.DEFAULT_MODEL,
         "compile": cfg.compile,
         "precision": cfg.precision,
+        "settings": dict(cfg.settings),
         "startup_s": round(startup_s, 2),
         "engine_fps": eng["fps"],
         "engine": eng,

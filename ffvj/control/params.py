@@ -162,6 +162,18 @@ GLOBAL_PARAMS: tuple[Param, ...] = (
     _p("map.blur", 0, -1, 1, "how far the map moves every level's blur/sharpen", curve="sym"),
     _p("map.noise", 0, -1, 1, "how far the map moves every level's noise", curve="sym"),
     _p("map.mix", 0, -1, 1, "how far the map moves input.mix", curve="sym"),
+    _p("amplify.depth", 1, 1, 4, "layer amplification: how many encoders up the amplified features are (capped "
+       "at the top level)", kind="int", smoothing=0),
+    _p("amplify.l1", 1.0, 0, 1, "layer amplification: weight of the features' mean magnitude (amplifies every "
+       "active feature)"),
+    _p("amplify.l2", 0.5, 0, 1, "layer amplification: weight of the features' clipped energy (amplifies the "
+       "weaker ones most)"),
+    _p("amplify.clip", 0.5, 0.05, 1, "layer amplification: where the clipped energy stops growing, in units of "
+       "the features' scale"),
+    _p("amplify.tv", 0.3, 0, 1, "layer amplification: total-variation smoothing of the nudge (against "
+       "high-frequency noise)"),
+    _p("amplify.pull", 0.5, 0, 1, "layer amplification: 6-norm pull toward the un-amplified state (limits the "
+       "nudge's outliers)"),
     _p("output.flash_limit", 1, 0, 1, "keep the output within 3 flashes a second (ITU-R BT.1702, WCAG 2.3.1): "
        "a frame that would flash more is softened toward the one before", kind="bool", smoothing=0),
 )
@@ -186,6 +198,8 @@ LEVEL_PARAMS: tuple[Param, ...] = (
     _p("temporal", 0.0, 0, 0.98, "temporal blur: mix of the previous state kept"),
     _p("period", 1, 1, 16, "update this level every N frames", kind="int", smoothing=0),
     _p("freeze", 0, 0, 1, "hold this level's state", kind="bool", smoothing=0),
+    _p("amplify", 0.0, 0, 0.1, "layer amplification: step per update toward what excites the features above "
+       "this level (DeepDream in the loop; 0: off)"),
 )
 
 # Level defaults that differ from the declaration above, by level: the embedded look.
@@ -245,8 +259,8 @@ def build_registry(levels: int, lfo_slots: int = LFO_SLOTS) -> dict[str, Param]:
         for p in LEVEL_PARAMS:
             if lvl == 0 and p.name == "gain_up":
                 continue  # level 0 has no level below: the source is injected instead
-            if lvl == levels and p.name == "gain_down":
-                continue  # the top level has no level above
+            if lvl == levels and p.name in ("gain_down", "amplify"):
+                continue  # the top level has no level above (nothing to decode, no features to amplify)
             name = level_param_name(lvl, p.name)
             reg[name] = replace(p, name=name, default=LEVEL_DEFAULTS.get(lvl, {}).get(p.name, p.default), level=lvl)
     targets = (LFO_NO_TARGET,) + tuple(name for name, p in reg.items() if p.kind in ("float", "int"))

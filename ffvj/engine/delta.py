@@ -8,6 +8,7 @@ For every level ℓ that updates this frame (not frozen, and frame index divisib
     pre  = (g_self·own + g_up·γ_{ℓ-1}(h_{t-1}^{ℓ-1}) + g_down·γ_ℓ⁻¹(h_{t-1}^{ℓ+1})) / (g_self + g_up + g_down)
     new  = s_ℓ · bound(drive · (pre + s_ℓ·noise) / s_ℓ)
     new  = lerp(new, h_{t-1}^ℓ, temporal)
+    new  = amplify(new)                            layer amplification, where lℓ.amplify > 0 (``amplify``)
     ℓ=0: new = colour(new), then the source is injected (mix, or keyed by its luminance)
 
 On the picture (ℓ = 0, s = 1) ``color.bound`` chooses what the bound acts on: its luminance, the colour
@@ -36,6 +37,7 @@ from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MA
                               map_spans)
 from ..model.kernels import binomial3
 from ..model.net import FeatureAutoencoder
+from .amplify import AmplifyKnobs, amplify, autograd_vjp
 from .kernels import constant
 
 def bound(x: torch.Tensor, kind: str, drive: float = 1.0, scale: float = 1.0) -> torch.Tensor:
@@ -231,6 +233,8 @@ class StepInputs:
     noise: torch.Generator | None = None
     spans: dict[str, float] = field(default_factory=map_spans)  # half-range of each mapped quantity
     scales: tuple[float, ...] | None = None  # each level's natural scale s_ℓ (None: 1 for every level)
+    # Layer amplification's RMSProp energy per level, carried from frame to frame by the caller.
+    amplify_memory: dict = field(default_factory=dict)
 
 
 def updates_on(frame_index: int, period: int) -> bool:
@@ -288,6 +292,10 @@ def reference_step(model: FeatureAutoencoder, prev: list[torch.Tensor], inp: Ste
         else:
             out = bound(pre, kind, phi["drive"], s)
         out = torch.lerp(out, state, phi[level_param_name(lvl, "temporal")])
+        step = phi.get(level_param_name(lvl, "amplify"), 0.0)
+        if step > 0:
+            out = amplify(autograd_vjp(model), model.levels, lvl, out, step, AmplifyKnobs.from_phi(phi), inp.scales,
+                          inp.amplify_memory)
         if lvl == 0:
             out = apply_color(out, color_matrix(phi["color.hue"], phi["color.saturation"],
                                                 COLOR_PERMS[int(phi["color.perm"])], phi["color.contrast"]))

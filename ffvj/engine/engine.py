@@ -21,6 +21,7 @@ from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MA
 from ..model.net import FeatureAutoencoder
 from ..tally import RateLimitedLog
 from . import kernels, pixfmt
+from .amplify import AmplifyKnobs, amplify
 from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, bound_picture, chroma, color_matrix, inject,
                     modulation_map, resample, resize_map, sample_grid, seed_picture, spatial_value, updates_on)
 
@@ -192,6 +193,7 @@ class FeedbackEngine:
         self._fade: _Crossfade | None = None
         self._reseed: float | None = None  # a re-seed asked for, to run at the next step: its fade time
         self._nudge = 0  # frames of the guard's nudge still to come
+        self.amplify_memory: dict[int, torch.Tensor] = {}  # layer amplification's RMSProp energy per level
         self._seeded_from_source = False
         self.states = self.seed_states(None)
         if compile:  # compile now, at start-up, not on the first frame of the show
@@ -422,6 +424,9 @@ class FeedbackEngine:
                 out = bound(pre, kind, phi["drive"], s)
             if p("temporal"):
                 out = out.lerp_(state, p("temporal"))
+            if phi.get(level_param_name(lvl, "amplify"), 0.0) > 0:
+                out = amplify(self.fast.encode_vjp, self.model.levels, lvl, out, p("amplify"),
+                              AmplifyKnobs.from_phi(phi), self.scales, self.amplify_memory)
             if lvl == 0:
                 matrix = self._color_matrix(phi)
                 if matrix is not None:

@@ -121,6 +121,27 @@ def replicate_pad_channels_last(x: torch.Tensor, pad: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def replicate_pad_adjoint(g: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """The adjoint (transpose) of ``F.pad(x, (left, right, top, bottom), mode="replicate")``: the padded
+    gradient cropped, each border strip summed into the edge it repeats (columns first over every row,
+    then rows: replicate padding is separable, the corners included)."""
+    w = g.shape[-1]
+    layout = torch.channels_last if g.dim() == 4 and not g.is_contiguous() and \
+        g.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    cols = g[..., :, left:w - right].clone(memory_format=layout)  # a slice's clone would be plain
+    if left:
+        cols[..., :, :1] += g[..., :, :left].sum(-1, keepdim=True)
+    if right:
+        cols[..., :, -1:] += g[..., :, w - right:].sum(-1, keepdim=True)
+    h = cols.shape[-2]
+    out = cols[..., top:h - bottom, :]
+    if top:
+        out[..., :1, :] += cols[..., :top, :].sum(-2, keepdim=True)
+    if bottom:
+        out[..., -1:, :] += cols[..., h - bottom:, :].sum(-2, keepdim=True)
+    return out
+
+
 def tanh_avgpool_doubled(y2: torch.Tensor) -> torch.Tensor:
     """pool(tanh(y)) from y2 = 2y (a convolution with doubled weights): the sigmoid in place on it,
     then mean(2σ − 1) = sum(σ)/2 − 1."""

@@ -207,6 +207,11 @@ class FastPath:
       place on the convolution's output, the 2×2 means as strided sums, the affine part after pooling.
     * ``compile=True``: the tail (nonlinearity + pooling) compiled by torch.compile into one loop,
       falling back to eager (logged once) where inductor cannot build.
+    * ``encode_vjp``: γ and its vector-Jacobian product, for gradients through an encoder (layer
+      amplification). tanh + average pooling in closed form — σ kept from the forward pass, then
+      2×2 repeat · σ(1 − σ), a transposed convolution and the replicate padding's adjoint — 4× faster
+      than autograd at 640×360 on the development CPU (its convolution backward alone took 35 ms);
+      other encoders by autograd (``torch.func.vjp``). Tested against autograd.
 
     It keeps doubled weights: make it after the model is on its device and dtype, and make a new one
     if the weights change.
@@ -217,8 +222,15 @@ class FastPath:
         cfg = model.config
         self._tails = [self._tail(level, compile) for level in range(model.levels)]
         self._doubled = None
-        if not compile and cfg.activation == "tanh" and cfg.pooling == "avg":
-            self._doubled = [(e.conv.weight.detach() * 2, e.conv.bias.detach() * 2) for e in model.encoders]
+        closed_form = cfg.activation == "tanh" and cfg.pooling == "avg"
+        doubled = [(e.conv.weight.detach() * 2, e.conv.bias.detach() * 2) for e in model.encoders] \
+            if closed_form else None
+        if not compile:
+            self._doubled = doubled
+        # encode_vjp's, whatever ``compile`` says, in fp32 whatever the model's precision: the gradient's
+        # sign term flips on rounding, and half precision would move the nudge with it.
+        wide = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))  # noqa: E731
+        self._vjp_doubled = [(wide(w), wide(b)) for w, b in doubled] if closed_form else None
 
     def _tail(self, level: int, compile: bool):
         """The fused nonlinearity + pooling for this model's encoders, or None (use the model's own)."""
@@ -240,6 +252,31 @@ class FastPath:
             return tail(conv(_pad_to_even(h).contiguous(memory_format=torch.channels_last)))
         h = kernels.replicate_pad_channels_last(_pad_to_even(h), conv.padding[0])
         return kernels.tanh_avgpool_doubled(F.conv2d(h, *self._doubled[level]))
+
+    def encode_vjp(self, level: int, h: torch.Tensor):
+        """``(γ_level(h), vjp)``: the encoding, and ``vjp(g)`` = ∂⟨g, γ_level(h)⟩/∂h (a tensor of h's size),
+        in fp32 (or the model's wider precision) in the closed form."""
+        encoder = self.model.encoders[level]
+        if self._vjp_doubled is None:
+            params = {k: v.detach() for k, v in encoder.named_parameters()}
+            return torch.func.vjp(lambda x: torch.func.functional_call(encoder, params, (x,)), h)
+        pad = encoder.conv.padding[0]
+        odd_h, odd_w = h.shape[-2] % 2, h.shape[-1] % 2
+        weight2, bias2 = self._vjp_doubled[level]
+        padded = kernels.replicate_pad_channels_last(_pad_to_even(h.to(weight2.dtype)), pad)
+        s = F.conv2d(padded, weight2, bias2).sigmoid_()  # σ(2z): tanh(z) = 2σ(2z) − 1
+        out = kernels.sum_pool2(s).mul_(0.5).sub_(1)
+        weight = weight2 * 0.5
+
+        def vjp(g: torch.Tensor) -> torch.Tensor:
+            # ∂/∂z of mean-pooled tanh(z): the 2×2 repeat of g / 4, times 1 − tanh² = 4σ(1 − σ)
+            up = F.interpolate(g.to(s.dtype), scale_factor=2, mode="nearest")  # 1.6× faster than a broadcast
+            gp = F.conv_transpose2d(torch.addcmul(s, s, s, value=-1).mul_(up), weight)
+            if gp.shape[1] <= 4:
+                gp = gp.contiguous()  # the picture's gradient: plain, like the picture (the rest is 2× faster)
+            return kernels.replicate_pad_adjoint(gp, pad, pad + odd_w, pad, pad + odd_h)
+
+        return out, vjp
 
     def decode(self, level: int, h: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """γ_level⁻¹ of ``h`` (level+1), cropped to ``size`` (H, W) when given."""

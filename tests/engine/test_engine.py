@@ -43,11 +43,13 @@ def steps_match_the_oracle(model, engine, rng, seed, scales=None, frames=4):
     ref_states = [s.clone() for s in engine.states]
     ref_noise = torch.Generator().manual_seed(seed)
     engine.noise.manual_seed(seed)
+    ref_memory = {}  # layer amplification's, carried across frames as the engine carries its own
     for frame in range(frames):
         phi = random_phi(model, rng)
         source = torch.rand(1, 3, height, width) * 2 - 1 if frame % 2 == 0 else None
         ref_states = reference_step(model, ref_states, StepInputs(phi, source, engine.map_image, engine.frame_index,
-                                                                  ref_noise, scales=scales))
+                                                                  ref_noise, scales=scales,
+                                                                  amplify_memory=ref_memory))
         engine.step(phi, source)
         for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
@@ -116,10 +118,12 @@ def test_uniform_warps_at_every_level_match_the_plain_formula(model, seed):
     fixed = {"map.kind": float(MAP_KINDS.index("none")), "bound": float(BOUNDS.index("tanh"))}
     fixed.update({f"l{lvl}.{name}": value for lvl in range(model.levels + 1)
                   for name, value in (("period", 1.0), ("freeze", 0.0))})
+    ref_memory = {}
     for frame in range(4):
         phi = random_phi(model, rng, **fixed)
         ref_states = reference_step(model, ref_states, StepInputs(phi, None, None, engine.frame_index,
-                                                                  torch.Generator().manual_seed(0)))
+                                                                  torch.Generator().manual_seed(0),
+                                                                  amplify_memory=ref_memory))
         engine.noise.manual_seed(0)
         engine.step(phi, None)
         for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
@@ -159,7 +163,8 @@ def test_half_precision_engines_stay_close_to_the_reference(precision):
         source = torch.rand(1, 3, H, W) * 2 - 1 if frame % 2 == 0 else None
         start = [s.float() for s in engine.states]
         ref = reference_step(model, start, StepInputs(phi, source, None, engine.frame_index,
-                                                      torch.Generator().manual_seed(0)))
+                                                      torch.Generator().manual_seed(0),
+                                                      amplify_memory=dict(engine.amplify_memory)))
         engine.step(phi, source)
         for lvl, (a, b) in enumerate(zip(engine.states, ref)):
             assert relative_l2(a, b) <= (1e-2 if precision == "fp16" else 2e-2), (frame, lvl, relative_l2(a, b))
