@@ -13,15 +13,17 @@ Command line::
     ffvj actions [--json]            every action: OSC address and arguments, MIDI target
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
-    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--json]
+    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--set N=V] [--json]
     ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured, with contact sheets
-    ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]')
+    ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]'; --random-encoders)
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list
 
 Sources: ``auto``, ``generator[:NAME]``, ``video:PATH``, ``image:PATH``, ``camera[:INDEX]``.
 Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``, ``spout``, ``null``.
 The picture the sinks get: ``grade.*`` (the output's colour grade), then the flash limiter.
+Layer amplification (DeepDream in the loop): ``lN.amplify`` > 0, shared ``amplify.*`` knobs.
+Mid-show model switch: ``/ffvj/model s f`` (bundled names, ``ffvj model list``), crossfaded.
 Bounds on everything a client sends (OSC, OSCQuery, MIDI): docs/RELIABILITY.md.
 
 Python::
@@ -48,10 +50,12 @@ Python::
 The parts (each a folder; its ``__init__`` lists its rooms):
 
     model/     the learned hierarchy: net (config, modules, fast path), checkpoint, data, train, evaluate
-    engine/    Δ_φ: delta (the formula and its reference), engine, kernels, grade, flashes, pixfmt, device
+    engine/    Δ_φ: delta (the formula and its reference), amplify, engine, kernels, grade, flashes, pixfmt,
+               device
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
     control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
-               modulation, service, osc, osc_pattern, oscquery, touchosc, midi/
+               modulation, models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc,
+               midi/
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour), report
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     tally.py   thread-safe counts and a rate-limited log, for every part

@@ -66,6 +66,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--video-frames", type=int, default=d.video_frames, help="frames sampled per video file")
+    p.add_argument("--random-encoders", action="store_true",
+                   help="keep the encoders' random initial filters (from --seed); only the decoders learn")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -86,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       layerwise_epochs=args.layerwise_epochs, finetune_epochs=args.finetune_epochs,
                       steps_per_epoch=args.steps_per_epoch, batch=args.batch, crop=args.crop, lr=args.lr,
                       seed=args.seed, device=str(device), video_frames=args.video_frames,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, random_encoders=args.random_encoders)
     command = "ffvj " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ffvj") else None
     try:
         card_path, card = train(model_config, cfg, Path(args.out), command=command)
@@ -196,7 +198,7 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
     """One line per bundled model, from its card: what it is and how well its round trip does."""
     from .model import checkpoint
 
-    for name in checkpoint.bundled_models():
+    for name in sorted(checkpoint.bundled_models(), key=lambda n: (n != checkpoint.DEFAULT_MODEL, n)):
         path = checkpoint.bundled_models_dir() / f"{name}.json"
         try:
             card = json.loads(path.read_text(encoding="utf-8"))

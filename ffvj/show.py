@@ -43,6 +43,7 @@ from .control.controls import Controls
 from .control.midi.learn import Learner, default_learn_file
 from .control.midi.mapping import MappingError, default_mappings, resolve_mapping
 from .control.midi.ports import MidiConfig, MidiError, MidiInput
+from .control.models import ModelSwitcher
 from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
 from .control.params import MAP_KINDS, build_registry
@@ -201,6 +202,8 @@ class _Show:
             map_image = torch.from_numpy(grey)[None, None]
         self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
                                      compile=cfg.compile, precision=cfg.precision, scales=checkpoint.scales(card))
+        if controls.models is None:  # the model action: bundled models, loaded on this show's device
+            controls.models = ModelSwitcher(model.levels, str(device))
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
         # typo there never opens a camera or an output first; they start once the outputs are open.
         services = surfaces(cfg, controls) + services

@@ -457,3 +457,26 @@ def test_the_first_source_frame_shows_at_once_and_a_new_scene_is_grown_out_of():
     assert np.abs(frames[0] - dark).mean() < 12  # frame 0 already shows the source, not noise
     assert frames[8].mean() > frames[4].mean() + 20  # re-seeded from the new scene, fading in over ½ s
     assert np.abs(frames[22] - bright).mean() < np.abs(frames[22] - dark).mean()
+
+
+def test_a_model_switch_mid_show_is_no_cut():
+    """``model`` fired mid-show (as /ffvj/model s f would): the file worker loads the bundled model, the
+    render loop switches and crossfades; no exception, no black frame, and no frame-to-frame change
+    larger than the show's own before the switch."""
+    from ffvj.model.checkpoint import bundled_models
+
+    other = next(name for name in bundled_models() if name != "default")
+    controls = Controls.for_levels(3)
+    frames = []
+
+    def on_frame(slot, picture, source, engine):
+        frames.append(picture.astype(np.float32))
+        if slot == 40:
+            assert controls.fire("model", other, 1.0)
+
+    run(RunConfig(source="generator", sinks=["null"], width=160, height=96, fps=30, frames=150, pace="offline",
+                  status_interval=1e9), controls=controls, on_frame=on_frame)
+    assert controls.models.current == other and controls.failed_actions == 0
+    change = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
+    assert max(change[41:]) <= 1.5 * max(change[10:40]) + 1.0, (max(change[10:40]), max(change[41:]))
+    assert min(f.std() for f in frames) > 10 and min(f.mean() for f in frames) > 20  # never black, never flat

@@ -1,10 +1,11 @@
 """The controls: what a performer plays, and every surface it is played from.
 
     params       the one registry of parameters (φ): build_registry(levels), Param, ParamStore
-    actions      the one table of actions (reset, tap, bpm, learn, presets, snapshots): ACTIONS, Arg, Action
+    actions      the one table of actions (reset, tap, bpm, learn, presets, snapshots, model): ACTIONS, Arg, Action
     controls     Controls: what surfaces share with the render loop; fire(action, ...), frame(engine, dt, now)
     presets      PresetBank: parameter targets in TOML files, morphed on recall
     snapshots    SnapshotBank: every level's feedback state, crossfaded on recall
+    models       ModelSwitcher: a bundled model loaded off the render loop, switched to on it
     tempo        Tempo: BPM and beat from MIDI clock, tap or a set value
     modulation   Modulation: the LFO slots, applied once per frame
     service      Service (one lifecycle for every surface), LatestValueSender (rate-capped talk-back),

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..tally import RateLimitedLog
+from .models import check_model_name
 from .params import ADDRESS_PREFIX
 from .presets import check_name
 from .snapshots import SNAPSHOT_SLOTS
@@ -225,6 +226,11 @@ def _snapshot_recall(controls, engine, slot: int, seconds: float) -> bool:
     return bank is not None and bank.recall(engine, slot, seconds)
 
 
+def _model(controls, engine, name: str, seconds: float) -> bool:
+    switcher = _bank(controls, "models")
+    return switcher is not None and switcher.load(name, seconds)
+
+
 # --- the table --------------------------------------------------------------------------------------
 
 _NAME = Arg("name", str, "the preset's name (letters, digits, space, _ . + -)", check=check_name)
@@ -248,6 +254,10 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
            (_SLOT,)),
     Action("snapshot.recall", "recall snapshot SLOT, crossfading over SECONDS", _snapshot_recall,
            (_SLOT, _SECONDS), coalesce=True),
+    Action("model", "switch to bundled model NAME, keeping the picture and crossfading over SECONDS", _model,
+           (Arg("name", str, "a bundled model ('ffvj model list')", check=check_model_name),
+            Arg("seconds", float, "crossfade time (0: at once)", default=2.0, min=0.0, max=60.0, clamp=True)),
+           thread=FILES),
 )}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, FILES, NOW, ActionQueue, perform
 from .modulation import Modulation
+from .models import ModelSwitcher
 from .params import ParamStore, build_registry
 from .presets import PresetBank, factory_presets_dir
 from .snapshots import SnapshotBank
@@ -40,6 +41,7 @@ class Controls:
     modulation: Modulation | None = None
     snapshots: SnapshotBank | None = field(default_factory=SnapshotBank)
     learner: object | None = None  # a midi.Learner, set where MIDI learn runs
+    models: ModelSwitcher | None = None  # the ``model`` action's (the show sets it)
 
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
@@ -84,6 +86,8 @@ class Controls:
                 self._file_worker().submit(self._perform, action, args)
             else:
                 self._guarded(f"action {action.name}", self._perform, action, args, engine)
+        if self.models is not None and engine is not None:
+            self._guarded("model switch", self.models.apply, engine)
         if self.presets is not None:
             self._guarded("preset morph", self.presets.update, dt)
         phi = self.store.frame(dt)

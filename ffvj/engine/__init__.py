@@ -2,7 +2,8 @@
 
     delta     the pieces of Δ as plain functions (bound, colour, warp, inject, maps) and reference_step,
               the formula computed plainly: the oracle
-    engine    FeedbackEngine (step, readback, reset, set_states) and its StabilityGuard
+    amplify   layer amplification: the Δ term that grows what the features above a level respond to
+    engine    FeedbackEngine (step, readback, reset, set_states, switch_model) and its StabilityGuard
     kernels   the engine's own hot loops (banded grid sampling, cached constants)
     grade     the output's colour grade (a gradient map), never fed back
     flashes   FlashLimiter: what the sinks get, within 3 flashes a second

@@ -139,6 +139,24 @@ class _Crossfade:
         return [torch.lerp(live, t, w) for live, t in zip(states, self.target)], False
 
 
+class _ModelFade:
+    """A model switch's crossfade: the old model's engine steps on by itself, and the picture is
+    lerp(its picture, the new loop's, w), w = smoothstep(t / seconds). The blend is what the new loop
+    feeds back, so it grows out of the old picture; at t = seconds the old loop is dropped."""
+
+    def __init__(self, engine: FeedbackEngine, seconds: float):
+        self.engine, self.seconds, self.elapsed = engine, seconds, 0.0
+
+    def blend(self, picture: torch.Tensor, phi: dict, source, dt: float) -> tuple[torch.Tensor, bool]:
+        old = self.engine.step(phi, source, dt)
+        self.elapsed += max(float(dt), 0.0)
+        u = min(self.elapsed / self.seconds, 1.0)
+        if u >= 1.0:
+            return picture, True
+        w = u * u * (3.0 - 2.0 * u)
+        return torch.lerp(old, picture, w), False
+
+
 #: Engine precisions: the states, the weights and the arithmetic of the step. The reference stays fp32.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -164,11 +182,35 @@ class FeedbackEngine:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
+        self.width, self.height = width, height
+        self.compile = compile
+        self.map_image = map_image
+        self.spans = map_spans()
+        self.noise = torch.Generator(device=self.device).manual_seed(seed)
+        self.guard = guard or StabilityGuard()
+        self.frame_index = 0
+        self._color: tuple[tuple, torch.Tensor | None] = ((), None)
+        self._map: tuple[tuple, torch.Tensor | None] = ((), None)
+        self._use_model(model, scales)
+        self._warn = RateLimitedLog(log, interval=5.0)
+        self.source: torch.Tensor | None = None  # the newest source frame step() was given
+        self._fade: _Crossfade | None = None
+        self._reseed: float | None = None  # a re-seed asked for, to run at the next step: its fade time
+        self._nudge = 0  # frames of the guard's nudge still to come
+        self._outgoing: _ModelFade | None = None  # the model switched from, fading out
+        self._seeded_from_source = False
+        self.states = self.seed_states(None)
+        if compile:  # compile now, at start-up, not on the first frame of the show
+            for lvl in range(self.model.levels):
+                self.fast.encode(lvl, self.states[lvl])
+
+    def _use_model(self, model: FeatureAutoencoder, scales) -> None:
+        """Everything that belongs to the model: the model on the device, its levels' sizes and scales,
+        grids, the fast path, and the caches of its states (emptied)."""
         if self.dtype != torch.float32:  # a copy: the caller's model (the reference's) stays fp32
             model = copy.deepcopy(model)
         self.model = model.to(self.device, self.dtype).eval()
-        self.width, self.height = width, height
-        self.sizes = self.model.level_sizes(height, width)
+        self.sizes = self.model.level_sizes(self.height, self.width)
         # Each level's natural scale s_ℓ (see ``delta``): the model card's, or 1 for every level.
         self.scales = tuple(float(v) for v in scales) if scales is not None else (1.0,) * len(self.sizes)
         if len(self.scales) != len(self.sizes) or self.scales[0] != 1.0 or not all(0 < v <= 1 for v in self.scales):
@@ -176,29 +218,41 @@ class FeedbackEngine:
         # Sampling grids stay fp32 whatever the precision: fp16 resolves only ~2 pixels across a 4K
         # frame and bf16 ~15. The half-precision states are sampled through fp32 (``_resample``).
         self.grids = [base_grid(h, w, self.device) for h, w in self.sizes]
-        self.map_image = map_image
-        self.spans = map_spans()
-        self.noise = torch.Generator(device=self.device).manual_seed(seed)
-        self.guard = guard or StabilityGuard()
-        self.frame_index = 0
         self._versions = [0] * len(self.sizes)  # bumped when a level's state changes
         self._decoded: dict[int, tuple[int, torch.Tensor]] = {}  # level -> (version of level+1, γ⁻¹ output)
-        self._color: tuple[tuple, torch.Tensor | None] = ((), None)
-        self._map: tuple[tuple, torch.Tensor | None] = ((), None)
         self._affine: dict[int, tuple[tuple, torch.Tensor]] = {}  # level -> (zoom, rot, tx, ty), grid
         self._planar_affine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # level -> grid, as (2, H·W)
-        self._warn = RateLimitedLog(log, interval=5.0)
-        self.fast = self.model.fast(compile)  # γ and γ⁻¹, fused (after the move to device and dtype)
-        self.source: torch.Tensor | None = None  # the newest source frame step() was given
-        self._fade: _Crossfade | None = None
-        self._reseed: float | None = None  # a re-seed asked for, to run at the next step: its fade time
-        self._nudge = 0  # frames of the guard's nudge still to come
         self.amplify_memory: dict[int, torch.Tensor] = {}  # layer amplification's RMSProp energy per level
-        self._seeded_from_source = False
-        self.states = self.seed_states(None)
-        if compile:  # compile now, at start-up, not on the first frame of the show
-            for lvl in range(self.model.levels):
-                self.fast.encode(lvl, self.states[lvl])
+        self.fast = self.model.fast(self.compile)  # γ and γ⁻¹, fused (after the move to device and dtype)
+
+    @torch.no_grad()
+    def switch_model(self, model: FeatureAutoencoder, scales=None, seconds: float = 2.0) -> None:
+        """Run on ``model`` from the next step on, keeping the picture: every deeper level is re-encoded
+        from it by the new model (any channel counts; the same number of levels, so every parameter
+        still means what it meant). For ``seconds`` the old model's loop runs on beside the new one
+        and the picture crossfades from its picture to the new loop's (``_ModelFade``): the hierarchy
+        changes under the picture, not the picture. A switch during a fade starts from the picture
+        being shown; crossfades to stored states (snapshots of the old model) stop."""
+        if model.levels != self.model.levels:
+            raise ValueError(f"a model of {model.levels} levels cannot replace one of {self.model.levels}: the "
+                             f"show's parameters are per level; start the show with --model instead")
+        outgoing = None
+        if math.isfinite(seconds) and seconds > 0:
+            outgoing = copy.copy(self)  # the old loop carries on alone: it keeps the old model and caches
+            outgoing._outgoing = outgoing._fade = None
+            outgoing.guard = copy.deepcopy(self.guard)
+            outgoing.noise = torch.Generator(device=self.device).manual_seed(int(self.noise.initial_seed()) + 1)
+        picture = self.states[0]
+        self._fade = None
+        self._use_model(model, scales)
+        self.states = [picture] + [_engine_layout(lvl, s) for lvl, s in
+                                   enumerate(self.model.encode_all(picture.contiguous()), 0) if lvl > 0]
+        self._outgoing = _ModelFade(outgoing, float(seconds)) if outgoing is not None else None
+
+    @property
+    def switching(self) -> bool:
+        """A model switch's crossfade is under way."""
+        return self._outgoing is not None
 
     @property
     def levels(self) -> int:
@@ -446,6 +500,10 @@ class FeedbackEngine:
             self._fade = None if done else self._fade
             self._versions = [v + 1 for v in self._versions]
             self._decoded.clear()
+        if self._outgoing is not None:
+            new[0], done = self._outgoing.blend(new[0], phi, source, dt)
+            self._outgoing = None if done else self._outgoing
+            self._versions[0] += 1
         self.states = new
         self.frame_index += 1
         need = self.guard.check(new, [lvl for lvl, u in enumerate(updating) if u])

@@ -2,7 +2,7 @@
 
 Phase 1 (layer-wise), for ℓ = 0 … L-1: the encoders below ℓ are frozen; γ_ℓ and γ_ℓ⁻¹ learn to
 reconstruct level ℓ's state, ‖γ_ℓ⁻¹(γ_ℓ(h^ℓ)) − h^ℓ‖².
-Phase 2 (fine-tuning): every parameter, against both objectives at once: the per-level ones above and
+Phase 2 (fine-tuning): every parameter (the decoders' alone with ``random_encoders``), against both objectives at once: the per-level ones above and
 the whole-stack ones, the picture's round trip through every depth d = 1 … L, ‖rec_d(x) − x‖².
 The original experiment found deep stacks need exactly this: layer-wise training alone leaves the
 decoders unused to each other's errors, end-to-end training alone drifts hidden levels away from
@@ -47,6 +47,10 @@ class TrainConfig:
     device: str = "cpu"
     video_frames: int = 32
     progress: bool = True
+    # The encoders keep their random initial filters (from ``seed``) and only the decoders learn: the
+    # original write-up found random filters make livelier feedback than learned ones, which settle;
+    # learned decoders keep the hierarchy a round trip, so the loop still sees its picture.
+    random_encoders: bool = False
 
 
 def _split_validation(pictures: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -125,6 +129,8 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
     val_batch = CropSampler(val_pictures, cfg.crop).fixed_crops(per_picture=max(1, 64 // len(val_pictures))).to(device)
 
     model = FeatureAutoencoder(model_config).to(device).train()
+    if cfg.random_encoders:
+        model.encoders.requires_grad_(False)
     history: list[dict] = []
     phases = [(f"layer {lvl}", lvl, cfg.layerwise_epochs) for lvl in range(model.levels)]
     phases.append(("fine-tune", None, cfg.finetune_epochs))
@@ -138,6 +144,7 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
             params = list(model.parameters())
         else:
             params = list(model.encoders[level].parameters()) + list(model.decoders[level].parameters())
+        params = [p for p in params if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr)
         steps = epochs * cfg.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))

@@ -191,7 +191,7 @@ def tablet(tmp_path_factory):
 def test_every_action_reaches_every_surface(name, controls, tablet):
     """Declared once, in the table: OSC answers it, OSCQuery lists it with its type tags, MIDI maps it
     (its first argument after a colon, the others as entry keys), and the TouchOSC layout has a button
-    for it unless it needs a name or a free number (preset recall, bpm)."""
+    for it unless it needs a name or a free number (preset recall, bpm, model)."""
     action = ACTIONS[name]
     osc = OscServer(controls)
     assert osc.commands[action.address] is action
@@ -199,13 +199,13 @@ def test_every_action_reaches_every_surface(name, controls, tablet):
     for part in action.address.strip("/").split("/"):
         node = node["CONTENTS"][part]
     assert node["TYPE"] == (action.type_tags or "N") and node["DESCRIPTION"] == action.doc
-    example = {int: "1", float: "120", str: "dawn"}
+    example = {int: "1", float: "120", str: "random" if name == "model" else "dawn"}  # a model must be bundled
     target = name + (f":{example[action.args[0].kind]}" if action.args else "")
     assert parse_target(target, controls.store.registry)[1] is action
     assert all(arg.name in ENTRY_KEYS for arg in action.args[1:])
     on_tablet = (action.button and not action.args) or _slot_action(action)
     assert (action.address in tablet) == on_tablet
-    assert on_tablet == (name not in ("bpm", "preset.recall", "preset.save"))
+    assert on_tablet == (name not in ("bpm", "preset.recall", "preset.save", "model"))
 
 
 def test_actions_that_fail_are_counted_for_the_status_line(tmp_path):
@@ -233,3 +233,10 @@ def test_a_coalesced_action_takes_the_place_of_its_latest_firing():
     queue.post(ACTIONS["reset"], {})
     queue.post(ACTIONS["snapshot.recall"], {"slot": 2, "seconds": 0.0})
     assert [(a.name, args.get("slot")) for a, args in queue.drain()] == [("reset", None), ("snapshot.recall", 2)]
+
+
+def test_a_model_switch_names_a_bundled_model_or_is_refused_at_once(controls):
+    """A name from a network client never becomes a path: only bundled models, checked as it is fired."""
+    with pytest.raises(ValueError, match="no bundled model '../secret'; bundled: default"):
+        controls.fire("model", "../secret")
+    assert controls.fire("model", "random", 0.5)

@@ -172,3 +172,17 @@ def test_amplification_at_60_percent_makes_a_held_out_pan_visibly_different(tmp_
     diff = np.mean([np.abs(a - b).mean() for a, b in zip(frames["off"], frames["on"])])
     assert diff >= 6.0, diff
     assert min(f.std() for f in frames["on"]) > 10  # not flat
+
+
+@pytest.mark.parametrize("activation, pooling", [("tanh", "max"), ("elu", "avg")])
+def test_encoders_without_a_closed_form_go_through_autograd(activation, pooling):
+    """The fast path's fallback (``torch.func.vjp`` on detached weights, as for the bundled ``crisp``) gives
+    the reference's gradient and leaves the weights' gradients alone."""
+    torch.manual_seed(8)
+    model = FeatureAutoencoder(ModelConfig(channels=(3, 5, 7), activation=activation, pooling=pooling)).double()
+    x = torch.rand(1, 3, 12, 10, dtype=torch.float64) * 1.6 - 0.8
+    knobs = AmplifyKnobs(depth=2)
+    ours = feature_gradient(model.fast().encode_vjp, range(0, 2), x, 1.0, 0.5, knobs)
+    theirs = feature_gradient(autograd_vjp(model), range(0, 2), x, 1.0, 0.5, knobs)
+    assert torch.allclose(ours, theirs, atol=1e-14)
+    assert all(p.grad is None for p in model.parameters())

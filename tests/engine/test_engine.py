@@ -374,3 +374,29 @@ def test_the_picture_bounded_on_its_luminance_keeps_its_hues_and_its_gamut():
     assert (chroma_out.norm(dim=1) <= chroma_in.norm(dim=1) + 1e-6).all()
     assert torch.allclose(luma(out), torch.tanh(3.0 * luma(x)), atol=1e-6)  # the bound is on the luminance
     assert torch.equal(bound_picture(x, "tanh", 3.0, "rgb"), torch.tanh(3.0 * x))
+
+
+def test_a_model_switch_keeps_the_picture_and_crossfades(model):
+    """To a model with other channel counts: the picture is kept, the deeper levels are the new model's
+    encodings of it (their shapes), the old loop fades out over the crossfade and is then dropped; a
+    model of another depth is refused with the reason."""
+    torch.manual_seed(1)
+    other = FeatureAutoencoder(ModelConfig(channels=(3, 4, 12, 6))).eval()
+    engine = FeedbackEngine(model, W, H, seed=2)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    for _ in range(5):
+        engine.step(phi)
+    picture = engine.states[0].clone()
+    engine.switch_model(other, None, seconds=0.2)
+    assert torch.equal(engine.states[0], picture) and engine.switching
+    assert [s.shape[1] for s in engine.states] == [3, 4, 12, 6]
+    assert torch.allclose(engine.states[2], other.encode_all(picture)[2], atol=1e-6)
+    changes, last = [], picture
+    for _ in range(12):  # 0.4 s at 30 fps: through the fade and beyond
+        engine.step(phi, dt=1 / 30)
+        changes.append((engine.states[0] - last).abs().mean().item())
+        last = engine.states[0].clone()
+    assert not engine.switching and engine.model is other
+    assert all(torch.isfinite(s).all() for s in engine.states)
+    with pytest.raises(ValueError, match="a model of 2 levels cannot replace one of 3"):
+        engine.switch_model(FeatureAutoencoder(ModelConfig(channels=(3, 6, 8))), None)
