@@ -17,10 +17,11 @@ Command line::
     ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured, with contact sheets
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]'; --random-encoders)
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
-    ffvj model show | photos | list
+    ffvj model show | photos | list | views
 
 Sources: ``auto``, ``generator[:NAME]``, ``video:PATH``, ``image:PATH``, ``camera[:INDEX]``.
-Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``, ``spout``, ``null``.
+Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``, ``spout``, ``null``;
+``lN:SPEC`` sends feature level N as a picture (its principal components) through any of them.
 The picture the sinks get: ``grade.*`` (the output's colour grade), then the flash limiter.
 Layer amplification (DeepDream in the loop): ``lN.amplify`` > 0, shared ``amplify.*`` knobs.
 Mid-show model switch: ``/ffvj/model s f`` (bundled names, ``ffvj model list``), crossfaded.

@@ -130,6 +130,12 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     ls = msub.add_parser("list", help="list bundled models")
     ls.set_defaults(func=_cmd_model_list)
 
+    v = msub.add_parser("views", help="fit every feature level's view projection (its principal components) on "
+                                      "training pictures and write it into the model's card")
+    v.add_argument("--model", default=None, help="bundled model name or card path (default: default)")
+    v.add_argument("--data", action="append", metavar="SPEC", help="pictures to fit on (default: builtin:train)")
+    v.set_defaults(func=_cmd_model_views)
+
 
 def _load_model(name: str | None, device: str = "cpu"):
     from .model import checkpoint
@@ -191,6 +197,24 @@ def _cmd_model_photos(args: argparse.Namespace) -> int:
     for name, rgb in photos.items():
         cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     print(f"wrote {len(photos)} pictures to {out}")
+    return 0
+
+
+def _cmd_model_views(args: argparse.Namespace) -> int:
+    """``views`` in the card (``model.views``): what ``--sink lN:SPEC`` shows. The weights are untouched."""
+    from .model import checkpoint
+    from .model.data import CropSampler, load_sources
+    from .model.train import level_views
+
+    try:
+        card_path, card = checkpoint.read_card(args.model)
+        model, _ = checkpoint.load(args.model)
+        sampler = CropSampler(load_sources(args.data or ["builtin:train"]), 64)
+    except (checkpoint.CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from exc
+    card["views"] = level_views(model, sampler)
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote the views of {model.levels} levels into {card_path}")
     return 0
 
 
@@ -545,6 +569,8 @@ def _add_look(sub: argparse._SubParsersAction) -> None:
                    help="a parameter set on top of every preset (see 'ffvj params'); repeatable")
     p.add_argument("--out", default=d.out, help=f"folder for the contact sheets and look.json (default: {d.out})")
     p.add_argument("--sheets", choices=("png", "jpg"), default=d.sheets, help="contact sheet format (default: png)")
+    p.add_argument("--no-levels", action="store_true",
+                   help="contact sheets without the feature levels' views (the source and the picture only)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_look)
 
@@ -556,7 +582,8 @@ def _cmd_look(args: argparse.Namespace) -> int:
 
     cfg = LookConfig(inputs=tuple(args.input or INPUTS), presets=tuple(args.preset or ()), width=args.size[0],
                      height=args.size[1], fps=args.fps, seconds=args.seconds, seed=args.seed, model=args.model,
-                     settings=dict(map(_parse_setting, args.set)), out=args.out, sheets=args.sheets)
+                     settings=dict(map(_parse_setting, args.set)), out=args.out, sheets=args.sheets,
+                     levels=not args.no_levels)
     keep_freed_host_memory()  # it renders frames, as ffvj run does
     try:
         report = look(cfg, progress=None if args.json else lambda row: log.info(

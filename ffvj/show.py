@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import re
 import threading
 import time
 from contextlib import ExitStack
@@ -201,7 +202,8 @@ class _Show:
             grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
             map_image = torch.from_numpy(grey)[None, None]
         self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
-                                     compile=cfg.compile, precision=cfg.precision, scales=checkpoint.scales(card))
+                                     compile=cfg.compile, precision=cfg.precision, scales=checkpoint.scales(card),
+                                     views=checkpoint.views(card))
         if controls.models is None:  # the model action: bundled models, loaded on this show's device
             controls.models = ModelSwitcher(model.levels, str(device))
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
@@ -216,7 +218,7 @@ class _Show:
             raise ValueError(f"source option(s) {', '.join(sorted(reserved))}: set them with --size and --fps")
         size = (cfg.width, cfg.height)
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
-        self.outputs = stack.enter_context(_Outputs(cfg, size))
+        self.outputs = stack.enter_context(_Outputs(cfg, size, model.levels))
         self.pace = resolve_pace(cfg, self.source, self.outputs.sinks)
         self.outputs.start(threaded=self.pace == "realtime")
         if self.pace == "realtime":
@@ -229,10 +231,13 @@ class _Show:
 
     def render(self, stop: threading.Event, on_status, on_frame=None) -> RunStats:
         cfg, controls, engine, source, outputs = self.cfg, self.controls, self.engine, self.source, self.outputs
-        formats = sorted(set(outputs.formats) | ({pixfmt.RGB24} if on_frame else set()))
+        # What the sinks get, (level, format): one conversion and copy per distinct pair a frame.
+        wanted = sorted(set(outputs.formats) | ({(0, pixfmt.RGB24)} if on_frame else set()))
         warn = RateLimitedLog(log, interval=5.0)
         stats = RunStats()
-        limiter = FlashLimiter(cfg.fps)  # what the sinks get, never the feedback itself
+        # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
+        limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in wanted})}
+        limiter = limiters[0] if 0 in limiters else FlashLimiter(cfg.fps)
         tuner = None
         if engine.device.type == "cpu" and self.pace == "realtime" and cfg.threads is None \
                 and torch.get_num_threads() > 1:
@@ -287,8 +292,12 @@ class _Show:
 
             t0 = time.perf_counter()
             engine.step(phi, source_tensor, dt)
-            shown = limiter.limit(grade(engine.states[0], phi), phi["output.flash_limit"] >= 0.5)
-            pictures = {fmt: engine.readback(fmt, shown) for fmt in formats}  # one conversion + copy per format
+            limit = phi["output.flash_limit"] >= 0.5
+            shown = {0: limiter.limit(grade(engine.states[0], phi), limit)}  # the picture, graded
+            for lvl in limiters:
+                if lvl:  # a level view (``--sink lN:SPEC``): its projection, ungraded
+                    shown[lvl] = limiters[lvl].limit(engine.view(lvl), limit)
+            pictures = {(lvl, fmt): engine.readback(fmt, shown[lvl]) for lvl, fmt in wanted}
             stats.flash_limited = limiter.limited
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
             if tuner is not None:
@@ -298,7 +307,7 @@ class _Show:
 
             outputs.send(pictures, frame_slot, t_input)
             if on_frame is not None:
-                on_frame(frame_slot, pictures[pixfmt.RGB24], last_frame, engine)
+                on_frame(frame_slot, pictures[0, pixfmt.RGB24], last_frame, engine)
             stats.sink_dropped = outputs.dropped
             stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1
@@ -397,27 +406,44 @@ class _SinkWorker:
         self._thread.join(timeout=5)
 
 
+_LEVEL_PREFIX = re.compile(r"l(\d+):(.+)", re.DOTALL)
+
+
+def split_level(spec: str) -> tuple[int, str]:
+    """``"l2:ndi:ffvj-l2"`` → ``(2, "ndi:ffvj-l2")``: a level view's sink; any other spec shows the
+    picture, level 0 (no sink is called ``l`` and a number)."""
+    m = _LEVEL_PREFIX.fullmatch(spec.strip()) if isinstance(spec, str) else None
+    return (int(m[1]), m[2]) if m else (0, spec)
+
+
 class _Outputs:
     """Every sink of a show: the picture formats they want, their threads in a live show, and a sink
     that fails mid-show dropped while the others go on."""
 
-    def __init__(self, cfg: RunConfig, size: tuple[int, int]):
+    def __init__(self, cfg: RunConfig, size: tuple[int, int], levels: int):
         if cfg.device_formats not in ("on", "off"):
             raise ValueError(f"device_formats must be on or off, not {cfg.device_formats!r}")
         self._stack = ExitStack()
         self.sinks = []
         try:
+            self.level = {}
             for spec in cfg.sinks:
-                sink = open_sink(spec, size=size, fps=cfg.fps)
+                level, sink_spec = split_level(spec)
+                if level > levels:
+                    raise ValueError(f"sink {spec!r}: level {level} is not one of the model's 0..{levels} "
+                                     f"(l1:… to l{levels}:… show a feature level)")
+                sink = open_sink(sink_spec, size=size, fps=cfg.fps)
                 self._stack.callback(_close_quietly, sink)
                 self.sinks.append(sink)
+                self.level[id(sink)] = level
         except BaseException:
             self._stack.close()
             raise
         # The picture format each sink gets: its own (4:2:0 for H.264 files and most virtual cameras),
         # converted on the engine's device, or RGB for all (see RunConfig.device_formats).
-        self.wanted = {id(s): s.preferred_format if cfg.device_formats == "on" else pixfmt.RGB24 for s in self.sinks}
-        self.formats = sorted(set(self.wanted.values())) or [pixfmt.RGB24]
+        self.wanted = {id(s): (self.level[id(s)], s.preferred_format if cfg.device_formats == "on" else pixfmt.RGB24)
+                       for s in self.sinks}
+        self.formats = sorted(set(self.wanted.values())) or [(0, pixfmt.RGB24)]
         self.workers: list[_SinkWorker] = []
         self.inline = list(self.sinks)
         self.inline_failures: list[tuple] = []
@@ -433,11 +459,12 @@ class _Outputs:
     def send(self, pictures: dict, slot: int, t_input: float) -> None:
         for w in self.workers:
             if not w.failed:
-                fmt = self.wanted[id(w.sink)]
-                w.mailbox.put((pictures[fmt], slot, t_input, fmt))
+                key = self.wanted[id(w.sink)]
+                w.mailbox.put((pictures[key], slot, t_input, key[1]))
         for sink in list(self.inline):
             try:
-                sink.send(pictures[self.wanted[id(sink)]], slot, self.wanted[id(sink)])
+                key = self.wanted[id(sink)]
+                sink.send(pictures[key], slot, key[1])
             except SinkError as exc:
                 log.error("sink %s failed and was dropped: %s", sink.spec, exc)
                 self.inline.remove(sink)

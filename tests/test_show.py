@@ -480,3 +480,25 @@ def test_a_model_switch_mid_show_is_no_cut():
     change = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
     assert max(change[41:]) <= 1.5 * max(change[10:40]) + 1.0, (max(change[10:40]), max(change[41:]))
     assert min(f.std() for f in frames) > 10 and min(f.mean() for f in frames) > 20  # never black, never flat
+
+
+def test_a_level_view_reaches_a_file_sink(tmp_path):
+    """``--sink l2:file:...``: level 2 through its card's projection, the real file sink, read back with
+    PyAV: every frame there, at the show's size, a picture of its own (not the output's); a level the
+    model lacks is refused at start-up with the levels it has."""
+    from ffvj.show import split_level
+
+    assert split_level("l2:ndi:ffvj-l2") == (2, "ndi:ffvj-l2") and split_level("file:l2.mp4") == (0, "file:l2.mp4")
+    picture, level = tmp_path / "picture.mp4", tmp_path / "level2.mp4"
+    run(RunConfig(source="generator", sinks=[f"file:{picture}", f"l2:file:{level}"], width=160, height=96,
+                  frames=30, pace="offline", status_interval=1e9))
+    frames = {}
+    for path in (picture, level):
+        with av.open(str(path)) as container:
+            frames[path] = [f.to_ndarray(format="rgb24").astype(np.float32) for f in container.decode(video=0)]
+    assert len(frames[level]) == len(frames[picture]) == 30
+    assert frames[level][0].shape == (96, 160, 3)
+    assert np.mean([np.abs(a - b).mean() for a, b in zip(frames[level], frames[picture])]) > 10
+    assert min(f.std() for f in frames[level]) > 5
+    with pytest.raises(StartupError, match=r"level 4 is not one of the model.s 0..3"):
+        run(RunConfig(source="generator", sinks=["l4:null"], frames=2, pace="offline"))

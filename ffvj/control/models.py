@@ -48,7 +48,7 @@ class ModelSwitcher:
                           "with --model %s", name, model.levels, self.levels, name)
             return False
         with self._lock:
-            self._pending = (name, model, checkpoint.scales(card), seconds)
+            self._pending = (name, model, checkpoint.scales(card), checkpoint.views(card), seconds)
         return True
 
     def apply(self, engine) -> bool:
@@ -57,8 +57,8 @@ class ModelSwitcher:
             pending, self._pending = self._pending, None
         if pending is None:
             return False
-        name, model, scales, seconds = pending
-        engine.switch_model(model, scales, seconds)
+        name, model, scales, views, seconds = pending
+        engine.switch_model(model, scales, seconds, views)
         self.current = name
         log.info("model %s (crossfading over %.1f s)", name, seconds)
         return True

@@ -19,6 +19,7 @@ import torch
 from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name,
                               map_spans)
 from ..model.net import FeatureAutoencoder
+from ..model.views import LevelView, fallback, project
 from ..tally import RateLimitedLog
 from . import kernels, pixfmt
 from .amplify import AmplifyKnobs, amplify
@@ -177,7 +178,7 @@ class FeedbackEngine:
 
     def __init__(self, model: FeatureAutoencoder, width: int, height: int, device: str | torch.device = "cpu",
                  seed: int = 0, map_image: torch.Tensor | None = None, guard: StabilityGuard | None = None,
-                 compile: bool = False, precision: str = "fp32", scales=None):
+                 compile: bool = False, precision: str = "fp32", scales=None, views=None):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
@@ -191,7 +192,7 @@ class FeedbackEngine:
         self.frame_index = 0
         self._color: tuple[tuple, torch.Tensor | None] = ((), None)
         self._map: tuple[tuple, torch.Tensor | None] = ((), None)
-        self._use_model(model, scales)
+        self._use_model(model, scales, views)
         self._warn = RateLimitedLog(log, interval=5.0)
         self.source: torch.Tensor | None = None  # the newest source frame step() was given
         self._fade: _Crossfade | None = None
@@ -204,9 +205,10 @@ class FeedbackEngine:
             for lvl in range(self.model.levels):
                 self.fast.encode(lvl, self.states[lvl])
 
-    def _use_model(self, model: FeatureAutoencoder, scales) -> None:
-        """Everything that belongs to the model: the model on the device, its levels' sizes and scales,
-        grids, the fast path, and the caches of its states (emptied)."""
+    def _use_model(self, model: FeatureAutoencoder, scales, views=None) -> None:
+        """Everything that belongs to the model: the model on the device, its levels' sizes, scales and
+        view projections (the card's ``views``: one dict per feature level, or None for the first three
+        channels), grids, the fast path, and the caches of its states (emptied)."""
         if self.dtype != torch.float32:  # a copy: the caller's model (the reference's) stays fp32
             model = copy.deepcopy(model)
         self.model = model.to(self.device, self.dtype).eval()
@@ -224,9 +226,25 @@ class FeedbackEngine:
         self._planar_affine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # level -> grid, as (2, H·W)
         self.amplify_memory: dict[int, torch.Tensor] = {}  # layer amplification's RMSProp energy per level
         self.fast = self.model.fast(self.compile)  # γ and γ⁻¹, fused (after the move to device and dtype)
+        channels = self.model.channels
+        if views is not None and len(views) != self.model.levels:
+            raise ValueError(f"views must be one per feature level ({self.model.levels}), got {len(views)}")
+        self.views = [None] + [LevelView.from_dict(v, channels[lvl + 1]) if views is not None else
+                               fallback(channels[lvl + 1]) for lvl, v in
+                               enumerate(views if views is not None else [None] * self.model.levels)]
 
     @torch.no_grad()
-    def switch_model(self, model: FeatureAutoencoder, scales=None, seconds: float = 2.0) -> None:
+    def view(self, level: int) -> torch.Tensor:
+        """Level ``level`` as a (1, 3, H, W) picture in [−1, 1] at the show's size (``model.views``): the
+        picture itself for level 0, a new tensor each call."""
+        if not 0 <= level <= self.model.levels:
+            raise ValueError(f"level {level} is not one of this model's 0..{self.model.levels}")
+        if level == 0:
+            return self.states[0]
+        return project(self.states[level], self.views[level], (self.height, self.width))
+
+    @torch.no_grad()
+    def switch_model(self, model: FeatureAutoencoder, scales=None, seconds: float = 2.0, views=None) -> None:
         """Run on ``model`` from the next step on, keeping the picture: every deeper level is re-encoded
         from it by the new model (any channel counts; the same number of levels, so every parameter
         still means what it meant). For ``seconds`` the old model's loop runs on beside the new one
@@ -244,7 +262,7 @@ class FeedbackEngine:
             outgoing.noise = torch.Generator(device=self.device).manual_seed(int(self.noise.initial_seed()) + 1)
         picture = self.states[0]
         self._fade = None
-        self._use_model(model, scales)
+        self._use_model(model, scales, views)
         self.states = [picture] + [_engine_layout(lvl, s) for lvl, s in
                                    enumerate(self.model.encode_all(picture.contiguous()), 0) if lvl > 0]
         self._outgoing = _ModelFade(outgoing, float(seconds)) if outgoing is not None else None

@@ -52,6 +52,7 @@ class LookConfig:
     out: str = "runs/look"  # contact sheets go here
     sheets: str = "png"  # or "jpg" (a tenth of the bytes, for pages that show many)
     sample_every: float = 0.25  # seconds between the costlier measures (lattice, SSIM)
+    levels: bool = True  # contact sheets show every feature level's view under the picture
 
 
 @dataclass
@@ -146,7 +147,9 @@ def look(cfg: LookConfig, progress=None) -> dict:
                 def on_frame(slot, picture, source, engine, measured=measured):
                     measured(slot, picture, source, engine)
                     if slot in sheet_at:
-                        measured.sheet[slot] = (None if source is None else source.copy(), picture.copy())
+                        views = [engine.readback(picture=engine.view(lvl)) for lvl in range(1, engine.levels + 1)] \
+                            if cfg.levels else []
+                        measured.sheet[slot] = (None if source is None else source.copy(), picture.copy(), views)
 
                 run(RunConfig(source=spec, source_options=options, sinks=["null"], width=cfg.width, height=cfg.height,
                               fps=cfg.fps, frames=frames, model=cfg.model, seed=cfg.seed, pace="offline",
@@ -239,11 +242,14 @@ def _tile(rgb: np.ndarray | None, text: str) -> np.ndarray:
 
 
 def _contact_sheet(m: _Run, path: Path, label: str, fps: float) -> Path:
-    """The source (top row) and the picture (bottom row) at the same moments."""
+    """The source (top row), the picture (below it) and each feature level's view (``engine.view``: its
+    principal components as RGB; one row per level) at the same moments."""
     slots = sorted(m.sheet)
-    top = [_tile(m.sheet[s][0], f"source {s / fps:.1f} s") for s in slots]
-    bottom = [_tile(m.sheet[s][1], f"{label} {s / fps:.1f} s") for s in slots]
-    sheet = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
+    rows = [[_tile(m.sheet[s][0], f"source {s / fps:.1f} s") for s in slots],
+            [_tile(m.sheet[s][1], f"{label} {s / fps:.1f} s") for s in slots]]
+    for lvl in range(len(m.sheet[slots[0]][2])):
+        rows.append([_tile(m.sheet[s][2][lvl], f"level {lvl + 1} {s / fps:.1f} s") for s in slots])
+    sheet = np.concatenate([np.concatenate(row, 1) for row in rows], 0)
     options = [cv2.IMWRITE_JPEG_QUALITY, 88] if path.suffix == ".jpg" else []
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), options)
     return path

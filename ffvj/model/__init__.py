@@ -7,4 +7,5 @@
     data         training pictures: image folders, video frames, scikit-image's built-in photos
     train        train(ModelConfig, TrainConfig, out): layer-wise, then end to end
     evaluate     per-level PSNR/SSIM next to bicubic, and the model card's pictures
+    views        LevelView: a feature level projected to RGB (its principal components, kept in the card)
 """

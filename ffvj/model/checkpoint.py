@@ -70,7 +70,7 @@ def _sha256(path: Path) -> str:
 
 
 def save(model: FeatureAutoencoder, path: str | Path, training: dict | None = None,
-         metrics: dict | None = None, scales: dict | None = None) -> Path:
+         metrics: dict | None = None, scales: dict | None = None, views: dict | None = None) -> Path:
     """Write ``path`` (.json; the weights beside it as .safetensors). Returns the card's path."""
     card_path = Path(path).with_suffix(".json")
     weights_path = card_path.with_suffix(".safetensors")
@@ -86,6 +86,7 @@ def save(model: FeatureAutoencoder, path: str | Path, training: dict | None = No
         "training": training or {},
         "metrics": metrics or {},
         **({"scales": scales} if scales else {}),
+        **({"views": views} if views else {}),
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card_path
@@ -118,6 +119,13 @@ def scales(card: dict) -> list[float] | None:
     far each feature level's units swing on natural pictures), or None for a card without them."""
     found = card.get("scales", {}).get("levels") if isinstance(card.get("scales"), dict) else None
     return [float(v) for v in found] if found else None
+
+
+def views(card: dict) -> list[dict] | None:
+    """Each feature level's view projection (``engine.views``) from a card: ``card["views"]["levels"]``,
+    one entry per level above the picture, or None for a card without them."""
+    found = card.get("views", {}).get("levels") if isinstance(card.get("views"), dict) else None
+    return list(found) if found else None
 
 
 def load(name_or_path: str | Path | None = None, device: str | torch.device = "cpu"

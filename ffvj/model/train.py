@@ -99,6 +99,18 @@ def natural_scales(model: FeatureAutoencoder, sampler: CropSampler, crops: int =
 
 
 @torch.no_grad()
+def level_views(model: FeatureAutoencoder, sampler: CropSampler, crops: int = 256, seed: int = 0) -> dict:
+    """Every feature level's view projection (its first three principal components over ``crops``
+    random training crops; ``engine.views``), as the card stores it."""
+    from .views import fit
+
+    model.eval()
+    states = model.encode_all(sampler.sample(crops, torch.Generator().manual_seed(seed + 1)))
+    return {"levels": [fit(h).to_dict() for h in states[1:]],
+            "how": f"the first 3 principal components of each level over {crops} training crops"}
+
+
+@torch.no_grad()
 def _validate(model: FeatureAutoencoder, val: torch.Tensor) -> dict:
     model.eval()
     out = {}
@@ -178,6 +190,7 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
 
     model.eval()
     scales = natural_scales(model, sampler, seed=cfg.seed)
+    views = level_views(model, sampler, seed=cfg.seed)
     metrics: dict = {"validation": history[-1] if history else {}}
     if cfg.eval_sources:
         metrics["eval"] = {"sources": cfg.eval_sources, **evaluate(model, load_sources(cfg.eval_sources), device)}
@@ -198,7 +211,8 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
     }
     card_path = checkpoint.save(model, out, training=training, metrics=metrics,
                                 scales={"levels": scales, "how": f"the {SCALE_QUANTILE:.0%} quantile of |h| over "
-                                                                 "512 training crops, per level"})
+                                                                 "512 training crops, per level"},
+                                views=views)
     stem = card_path.with_suffix("")
     reconstruction_sheet(model, val_pictures | dict(list(pictures.items())[:2]), Path(f"{stem}-reconstructions.png"))
     filter_sheet(model, Path(f"{stem}-filters.png"))
