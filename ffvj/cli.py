@@ -94,6 +94,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         card_path, card = train(model_config, cfg, Path(args.out), command=command)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise CliError(str(exc)) from exc
+    if card_path is None:  # a torchrun rank other than 0: rank 0 writes the checkpoint and reports
+        return 0
     print(f"wrote {card_path} and {card_path.with_suffix('.safetensors').name} "
           f"({card['training']['seconds']} s)")
     if "eval" in card["metrics"]:

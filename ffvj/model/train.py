@@ -7,6 +7,15 @@ the whole-stack ones, the picture's round trip through every depth d = 1 … L, 
 The original experiment found deep stacks need exactly this: layer-wise training alone leaves the
 decoders unused to each other's errors, end-to-end training alone drifts hidden levels away from
 being image-like.
+
+Many processes or machines: run ``ffvj train`` under ``torchrun`` (``Distributed.from_environment``
+reads its RANK / WORLD_SIZE / LOCAL_RANK). Each phase's loss is a module wrapped in
+``DistributedDataParallel`` (gloo on CPUs, NCCL on GPUs), so every step's gradients are averaged over
+the ranks and every rank holds the same weights. The batch is split over the ranks (``batch`` stays
+the global batch, so the optimisation, and with it the result, is the single process's), and each rank
+draws its own crops: its shard of the data is its own stream of random crops (seed + rank), disjoint
+from the others' but for chance. Rank 0 alone validates, measures scales and views, evaluates and
+writes the one checkpoint.
 """
 
 from __future__ import annotations
@@ -60,6 +69,49 @@ def _split_validation(pictures: dict[str, np.ndarray]) -> tuple[dict, dict]:
         return pictures, pictures
     val = set(names[::10][: max(1, len(names) // 10)])
     return ({k: v for k, v in pictures.items() if k not in val}, {k: v for k, v in pictures.items() if k in val})
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a ``torchrun`` job (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> "Distributed":
+        import os
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+class _PhaseLoss(torch.nn.Module):
+    """One phase's training loss as a module (``level``: a layer-wise phase; None: fine-tuning), so
+    DistributedDataParallel can wrap it and average the gradients of the parameters it trains."""
+
+    def __init__(self, model: FeatureAutoencoder, level: int | None):
+        super().__init__()
+        self.model, self.level = model, level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if self.level is None:
+            states = model.encode_all(x)
+            return _whole_stack_loss(model, states) + sum(
+                _per_level_loss(model, states, lvl) for lvl in range(model.levels)) / model.levels
+        with torch.no_grad():
+            states = model.encode_all(x, self.level)
+        return _per_level_loss(model, states, self.level)
 
 
 def _per_level_loss(model: FeatureAutoencoder, states: list[torch.Tensor], level: int) -> torch.Tensor:
@@ -125,9 +177,31 @@ def _validate(model: FeatureAutoencoder, val: torch.Tensor) -> dict:
 def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str | None = None) -> tuple[Path, dict]:
     """Train a model, write ``out``.json/.safetensors plus PNGs beside it; return (card path, card)."""
     started = time.perf_counter()
-    torch.manual_seed(cfg.seed)
+    dist = Distributed.from_environment()
     device = torch.device(cfg.device)
-    crops = torch.Generator().manual_seed(cfg.seed)
+    if dist.enabled:
+        import torch.distributed as td
+
+        if device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(device)
+        if cfg.batch % dist.world:
+            raise ValueError(f"--batch {cfg.batch} does not split over {dist.world} processes: make it a multiple")
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train(model_config, cfg, out, command, dist, device, started)
+    finally:
+        if dist.enabled:
+            import torch.distributed as td
+
+            td.destroy_process_group()
+
+
+def _train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str | None, dist: Distributed,
+           device: torch.device, started: float) -> tuple[Path | None, dict]:
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    crops = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank its own crops
+    batch = cfg.batch // dist.world
 
     pictures = load_sources(cfg.sources, cfg.video_frames)
     val_specs = cfg.val_sources
@@ -143,11 +217,13 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
     model = FeatureAutoencoder(model_config).to(device).train()
     if cfg.random_encoders:
         model.encoders.requires_grad_(False)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
     history: list[dict] = []
     phases = [(f"layer {lvl}", lvl, cfg.layerwise_epochs) for lvl in range(model.levels)]
     phases.append(("fine-tune", None, cfg.finetune_epochs))
     total_steps = sum(e for *_, e in phases) * cfg.steps_per_epoch
-    bar = tqdm(total=total_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=total_steps, disable=not (cfg.progress and dist.main), unit="step", dynamic_ncols=True,
+               file=sys.stderr)
     first_loss = last_loss = None
     for phase, level, epochs in phases:
         if epochs <= 0:
@@ -156,24 +232,25 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
             params = list(model.parameters())
         else:
             params = list(model.encoders[level].parameters()) + list(model.decoders[level].parameters())
-        params = [p for p in params if p.requires_grad]
+        params = [p for p in params if id(p) in trainable]
+        chosen = {id(p) for p in params}
+        for p in model.parameters():  # this phase's parameters train, the rest stay put (and DDP skips them)
+            p.requires_grad_(id(p) in chosen)
+        loss_fn: torch.nn.Module = _PhaseLoss(model, level)
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            loss_fn = DistributedDataParallel(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
         opt = torch.optim.Adam(params, lr=cfg.lr)
         steps = epochs * cfg.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
         for epoch in range(epochs):
             running = 0.0
             for _ in range(cfg.steps_per_epoch):
-                x = sampler.sample(cfg.batch, crops).to(device)
-                if level is None:
-                    states = model.encode_all(x)
-                    loss = _whole_stack_loss(model, states) + sum(
-                        _per_level_loss(model, states, lvl) for lvl in range(model.levels)) / model.levels
-                else:
-                    with torch.no_grad():
-                        states = model.encode_all(x, level)
-                    loss = _per_level_loss(model, states, level)
+                x = sampler.sample(batch, crops).to(device)
+                loss = loss_fn(x)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # under DDP: the gradients averaged over every rank
                 opt.step()
                 sched.step()
                 running += loss.item()
@@ -182,11 +259,20 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
             mean = running / cfg.steps_per_epoch
             first_loss = mean if first_loss is None else first_loss
             last_loss = mean
-            row = {"phase": phase, "epoch": epoch + 1, "train_loss": mean, **_validate(model, val_batch)}
-            history.append(row)
-            bar.write(f"{phase} epoch {epoch + 1}/{epochs}: train {mean:.5f}  val " +
-                      "  ".join(f"L{d} {row[f'psnr_l{d}']:.2f} dB" for d in range(1, model.levels + 1)))
+            if dist.main:
+                row = {"phase": phase, "epoch": epoch + 1, "train_loss": mean, **_validate(model, val_batch)}
+                history.append(row)
+                bar.write(f"{phase} epoch {epoch + 1}/{epochs}: train {mean:.5f}  val " +
+                          "  ".join(f"L{d} {row[f'psnr_l{d}']:.2f} dB" for d in range(1, model.levels + 1)))
     bar.close()
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    if dist.enabled:
+        # Every rank holds the same weights (DDP's promise); the log shows it, rank by rank.
+        checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
+        log.info("rank %d of %d: trained, parameter checksum %.12e", dist.rank, dist.world, checksum)
+        if not dist.main:
+            return None, {}
 
     model.eval()
     scales = natural_scales(model, sampler, seed=cfg.seed)
@@ -208,6 +294,7 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
         "seconds": round(time.perf_counter() - started, 1),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "processes": dist.world,
     }
     card_path = checkpoint.save(model, out, training=training, metrics=metrics,
                                 scales={"levels": scales, "how": f"the {SCALE_QUANTILE:.0%} quantile of |h| over "

@@ -140,3 +140,35 @@ def test_model_show_writes_pictures(picture_dir, tmp_path, small_model):
     for name in ("filters.png", "activations.png", "reconstructions.png"):
         img = cv2.imread(str(tmp_path / "s" / name))
         assert img is not None and img.shape[0] > 10
+
+
+def test_torchrun_trains_on_two_processes_like_one(picture_dir, tmp_path):
+    """``ffvj train`` under torchrun, 2 CPU processes (gloo), on a tiny set: both ranks end with the same
+    weights (DDP averaged every step's gradients), rank 0 alone writes the one checkpoint, and its
+    validation is as good as the same run on one process (the same global batch)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    ffvj = shutil.which("ffvj")
+    assert ffvj, "the ffvj command is installed with the package"
+    args = ["train", "--data", str(picture_dir), "--channels", "3,6,8,10", "--layerwise-epochs", "1",
+            "--finetune-epochs", "2", "--steps-per-epoch", "15", "--batch", "4", "--crop", "32", "--seed", "1",
+            "--no-progress"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           ffvj, "-v", *args, "--out", str(tmp_path / "ddp" / "tiny")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checksums = re.findall(r"rank (\d) of 2: trained, parameter checksum (\S+)", done.stderr)
+    assert sorted(r for r, _ in checksums) == ["0", "1"] and len({c for _, c in checksums}) == 1, done.stderr[-2000:]
+    written = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert written == ["tiny-filters.png", "tiny-reconstructions.png", "tiny.json", "tiny.safetensors"]
+    ddp = json.loads((tmp_path / "ddp" / "tiny.json").read_text())
+    assert ddp["training"]["processes"] == 2
+    assert main([*args, "--out", str(tmp_path / "one" / "tiny")]) == 0
+    one = json.loads((tmp_path / "one" / "tiny.json").read_text())
+    for depth in (1, 2, 3):
+        key = f"psnr_l{depth}"
+        assert ddp["metrics"]["validation"][key] >= one["metrics"]["validation"][key] - 1.5, key
