@@ -102,12 +102,13 @@ def pull_prox(d: torch.Tensor, weight: float, c: float, iterations: int = 4) -> 
         for root, at in ((2, 32), (4, 1024)):  # x^(1/5) ≤ root + (x − at)/(5·root⁴)
             u = torch.minimum(u, (x - at).div_(5 * root ** 4).add_(root))
         u.clamp_min_(0)
-        r, f = x, torch.empty_like(u)  # x is not needed any more: its memory holds u⁴
+        r, t = x, torch.empty_like(u)  # x is not needed any more: its memory holds u⁴
         for _ in range(iterations):
+            # u − (u + w·u⁵ − A) / (1 + 5w·u⁴) = (A + 4w·u⁵) / (1 + 5w·u⁴): seven passes, and ≥ 0 by itself
             torch.mul(u, u, out=r)
             r.mul_(r)  # u⁴
-            torch.addcmul(u, u, r, value=weight, out=f).sub_(a)  # u + w·u⁵ − A
-            u.sub_(f.div_(r.mul_(5 * weight).add_(1))).clamp_min_(0)  # u − f / (1 + 5w·u⁴)
+            torch.mul(u, r, out=t).mul_(4 * weight).add_(a)
+            torch.div(t, r.mul_(5 * weight).add_(1), out=u)
         return u.mul_(c).copysign_(d)
 
 
