@@ -44,7 +44,7 @@ from .control.controls import Controls
 from .control.midi.learn import Learner, default_learn_file
 from .control.midi.mapping import MappingError, default_mappings, resolve_mapping
 from .control.midi.ports import MidiConfig, MidiError, MidiInput
-from .control.models import ModelSwitcher
+from .control.models import ModelSwitcher, check_model_name
 from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
 from .control.params import MAP_KINDS, build_registry
@@ -197,6 +197,14 @@ class _Show:
         _check_fit(controls, model.levels, cfg.model)
         stack.callback(controls.close)  # finishes preset files still being written
         _starting_values(cfg, controls)
+        look_model = controls.presets.last_model if cfg.preset and controls.presets is not None else None
+        if look_model is not None and cfg.model is None and look_model != checkpoint.DEFAULT_MODEL:
+            try:  # the preset's look is made for another model: start on it (--model would override)
+                check_model_name(look_model)
+            except ValueError as exc:
+                raise ValueError(f"--preset {cfg.preset}: meta.model: {exc}") from None
+            model, card = checkpoint.load(look_model, device)
+            _check_fit(controls, model.levels, look_model)
         map_image = None
         if cfg.map_image:
             grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255

@@ -502,3 +502,34 @@ def test_a_level_view_reaches_a_file_sink(tmp_path):
     assert min(f.std() for f in frames[level]) > 5
     with pytest.raises(StartupError, match=r"level 4 is not one of the model.s 0..3"):
         run(RunConfig(source="generator", sinks=["l4:null"], frames=2, pace="offline"))
+
+
+def test_a_preset_made_for_another_model_switches_to_it(tmp_path):
+    """``[meta] model = "crisp"``: --preset starts the show on that model (no --model given), and the same
+    preset recalled mid-show switches a show on another model to it, crossfading; a name that is not a
+    bundled model is refused at start-up."""
+    preset = '[meta]\nname = "edges"\nbase = "default"\nmodel = "crisp"\n[params]\ndrive = 1.4\n'
+    (tmp_path / "edges.toml").write_text(preset)
+    seen = []
+    run(RunConfig(source="generator", sinks=["null"], width=96, height=64, frames=3, pace="offline",
+                  presets_dir=str(tmp_path), preset="edges", status_interval=1e9),
+        on_frame=lambda slot, picture, source, engine: seen.append(engine.model.config.pooling))
+    assert seen == ["max"] * 3
+
+    controls = Controls.for_levels(3, presets_dir=str(tmp_path))
+    pooling = []
+
+    def on_frame(slot, picture, source, engine):
+        pooling.append(engine.model.config.pooling)
+        if slot == 5:
+            controls.fire("preset.recall", "edges", 0.0)
+
+    run(RunConfig(source="generator", sinks=["null"], width=96, height=64, frames=60, pace="offline",
+                  status_interval=1e9), controls=controls, on_frame=on_frame)
+    assert pooling[0] == "avg" and pooling[-1] == "max" and controls.models.current == "crisp"
+    assert controls.failed_actions == 0
+
+    (tmp_path / "bad.toml").write_text(preset.replace('"crisp"', '"../weights"'))
+    with pytest.raises(StartupError, match=r"--preset bad: meta.model: no bundled model '../weights'"):
+        run(RunConfig(source="generator", sinks=["null"], frames=2, pace="offline", presets_dir=str(tmp_path),
+                      preset="bad"))

@@ -37,6 +37,7 @@ from .tempo import MAX_BPM, MIN_BPM
 log = logging.getLogger(__name__)
 
 LOOP, FILES, NOW = "loop", "files", "now"
+MODEL_FADE_WITH_PRESET = 1.0  # seconds: a preset recalled at once still crossfades the model it names
 _TAGS = {int: "i", float: "f", str: "s"}
 _warn = RateLimitedLog(log)
 
@@ -208,7 +209,11 @@ def _bank(controls, what: str):
 
 def _preset_recall(controls, engine, name: str, seconds: float) -> bool:
     bank = _bank(controls, "presets")
-    return bank is not None and bank.recall(name, seconds)
+    if bank is None or not bank.recall(name, seconds):
+        return False
+    if bank.last_model is not None and controls.models is not None:  # a look made for another model
+        return controls.models.load(bank.last_model, max(float(seconds), MODEL_FADE_WITH_PRESET))
+    return True
 
 
 def _preset_save(controls, engine, name: str) -> bool:

@@ -113,7 +113,8 @@ def format_preset(values: Mapping[str, float], registry: Mapping[str, Param], na
 OUTPUT_PREFIX = "output."  # parameters of the output, not of the look: a base preset leaves them alone
 
 
-def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, float], list[str]]:
+def read_preset(path: Path, registry: Mapping[str, Param], meta: dict | None = None
+                ) -> tuple[dict[str, float], list[str]]:
     """Parse a preset file into ``{name: value in native units}`` for ``registry``, plus notes on what
     was ignored: names this registry lacks (a model with more levels, a newer ffvj), enum choices it
     lacks (an LFO target on such a level), and values clamped into range.
@@ -121,6 +122,8 @@ def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, fl
     With ``base = "default"`` in ``[meta]`` (as every factory preset has) the preset is a whole look: every
     parameter it leaves out is given its default, except the output's own (``output.*``, such as the
     flash limiter). Without it, what the preset leaves out keeps its value when it is recalled.
+    ``model = "NAME"`` in ``[meta]`` names the bundled model the look is for: recalling it switches the
+    show to that model (``models``). ``meta``, when given, receives the file's ``[meta]`` table.
 
     Raises PresetError naming the file for anything malformed: unreadable, not TOML, no ``[params]``
     table, a value that is not a number, bool or (for an enum) a choice name, a non-finite number, a
@@ -136,9 +139,15 @@ def read_preset(path: Path, registry: Mapping[str, Param]) -> tuple[dict[str, fl
     table = data.get("params")
     if not isinstance(table, dict):
         raise PresetError(f"preset file {path} has no [params] table")
-    meta = data.get("meta", {})
-    if not isinstance(meta, dict):
+    found = data.get("meta", {})
+    if not isinstance(found, dict):
         raise PresetError(f"preset file {path}: meta must be a table")
+    if meta is not None:
+        meta.update(found)
+    meta = found
+    model = meta.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise PresetError(f"preset file {path}: meta.model = {model!r} should be a bundled model's name")
     base = meta.get("base")
     if base not in (None, "default"):
         raise PresetError(f"preset file {path}: meta.base = {base!r}: the one base is \"default\" (what the "
@@ -221,6 +230,7 @@ class PresetBank:
         self._elapsed = 0.0
         self._duration = 0.0
         self._warn = RateLimitedLog(log)
+        self.last_model: str | None = None  # ``[meta] model`` of the preset read last
         store.add_listener(self._on_set)
 
     # Files.
@@ -259,7 +269,10 @@ class PresetBank:
             raise PresetError(f"no preset {name!r} in {self.directory}"
                               + (f" or {self.factory}" if self.factory else "")
                               + f"; available: {', '.join(self.names()) or 'none'}")
-        return read_preset(path, self.store.registry)
+        meta: dict = {}
+        values, notes = read_preset(path, self.store.registry, meta)
+        self.last_model = meta.get("model")  # the model the preset read last is for (None: any)
+        return values, notes
 
     def load(self, name: str) -> dict[str, float]:
         """Preset ``name`` as ``{parameter: native value}``, parameters this registry lacks left out
