@@ -209,7 +209,8 @@ def bench(cfg: BenchConfig) -> dict:
     for name, value in cfg.settings.items():
         if name not in store.registry:
             raise ValueError(f"--set {name}: no such parameter; 'ffvj params' lists them")
-        store.set(name, value, source="--set")
+        if not store.set(name, value, source="--set"):
+            raise ValueError(f"--set {name}={value}: not a value {name} takes (see 'ffvj params')")
     phi = store.frame(0)
     source = torch.rand(1, 3, cfg.height, cfg.width, device=device) * 2 - 1
     t = time.perf_counter()

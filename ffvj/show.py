@@ -245,7 +245,6 @@ class _Show:
         stats = RunStats()
         # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
         limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in wanted})}
-        limiter = limiters[0] if 0 in limiters else FlashLimiter(cfg.fps)
         tuner = None
         if engine.device.type == "cpu" and self.pace == "realtime" and cfg.threads is None \
                 and torch.get_num_threads() > 1:
@@ -301,12 +300,11 @@ class _Show:
             t0 = time.perf_counter()
             engine.step(phi, source_tensor, dt)
             limit = phi["output.flash_limit"] >= 0.5
-            shown = {0: limiter.limit(grade(engine.states[0], phi), limit)}  # the picture, graded
-            for lvl in limiters:
-                if lvl:  # a level view (``--sink lN:SPEC``): its projection, ungraded
-                    shown[lvl] = limiters[lvl].limit(engine.view(lvl), limit)
+            # The picture graded; a level view (``--sink lN:SPEC``) its projection, ungraded.
+            shown = {lvl: limiters[lvl].limit(grade(engine.states[0], phi) if lvl == 0 else engine.view(lvl), limit)
+                     for lvl in limiters}
             pictures = {(lvl, fmt): engine.readback(fmt, shown[lvl]) for lvl, fmt in wanted}
-            stats.flash_limited = limiter.limited
+            stats.flash_limited = sum(lim.limited for lim in limiters.values())
             stats.engine_ms.append((time.perf_counter() - t0) * 1000)
             if tuner is not None:
                 tuner.record(stats.engine_ms[-1])

@@ -9,6 +9,7 @@ level): it takes a restart with ``--model``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -18,11 +19,18 @@ log = logging.getLogger(__name__)
 _warn = RateLimitedLog(log)
 
 
-def check_model_name(name: str) -> str:
-    """A bundled model's name, or ValueError listing them."""
+@functools.cache
+def _bundled() -> tuple[str, ...]:
+    # Read once: the bundled models are installed with ffvj and do not change while it runs, and the
+    # check runs on the OSC or MIDI thread as an action is fired (no directory listing there).
     from ..model.checkpoint import bundled_models
 
-    known = bundled_models()
+    return tuple(bundled_models())
+
+
+def check_model_name(name: str) -> str:
+    """A bundled model's name, or ValueError listing them."""
+    known = _bundled()
     if name not in known:
         raise ValueError(f"no bundled model {name!r}; bundled: {', '.join(known)}")
     return name

@@ -124,14 +124,15 @@ def autograd_vjp(model):
     """``encode_vjp`` by autograd through the model's own encoders: the reference's (the engine's fast
     path, ``FastPath.encode_vjp``, is tested against it)."""
     def encode_vjp(level: int, h: torch.Tensor):
-        return torch.func.vjp(model.encoders[level], h)
+        out, vjp = torch.func.vjp(model.encoders[level], h)
+        return out, lambda g: vjp(g)[0]
     return encode_vjp
 
 
 def feature_gradient(encode_vjp, levels, state: torch.Tensor, scale_in: float, scale_out: float,
                      knobs: AmplifyKnobs) -> torch.Tensor:
     """∂F/∂x at x = state / scale_in, through the encoders of ``levels`` (level ℓ's, then the ones above);
-    ``encode_vjp(level, h)`` gives ``(γ_level(h), vjp)``."""
+    ``encode_vjp(level, h)`` gives ``(γ_level(h), vjp)``, ``vjp(g)`` a tensor of h's size."""
     a, vjps = state, []
     for lvl in levels:
         a, vjp = encode_vjp(lvl, a)
@@ -139,7 +140,6 @@ def feature_gradient(encode_vjp, levels, state: torch.Tensor, scale_in: float, s
     grad = objective_gradient(a / scale_out, knobs).div_(scale_out)
     for vjp in reversed(vjps):
         grad = vjp(grad)
-        grad = grad[0] if isinstance(grad, tuple) else grad  # torch.func.vjp answers a tuple
     return grad * scale_in
 
 

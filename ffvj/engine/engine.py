@@ -232,6 +232,7 @@ class FeedbackEngine:
         self.views = [None] + [LevelView.from_dict(v, channels[lvl + 1]) if views is not None else
                                fallback(channels[lvl + 1]) for lvl, v in
                                enumerate(views if views is not None else [None] * self.model.levels)]
+        self._projections = [None] + [v.matrix(self.device, self.dtype) for v in self.views[1:]]
 
     @torch.no_grad()
     def view(self, level: int) -> torch.Tensor:
@@ -241,7 +242,7 @@ class FeedbackEngine:
             raise ValueError(f"level {level} is not one of this model's 0..{self.model.levels}")
         if level == 0:
             return self.states[0]
-        return project(self.states[level], self.views[level], (self.height, self.width))
+        return project(self.states[level], self._projections[level], (self.height, self.width))
 
     @torch.no_grad()
     def switch_model(self, model: FeatureAutoencoder, scales=None, seconds: float = 2.0, views=None) -> None:
@@ -263,8 +264,8 @@ class FeedbackEngine:
         picture = self.states[0]
         self._fade = None
         self._use_model(model, scales, views)
-        self.states = [picture] + [_engine_layout(lvl, s) for lvl, s in
-                                   enumerate(self.model.encode_all(picture.contiguous()), 0) if lvl > 0]
+        encoded = self.model.encode_all(picture.contiguous())
+        self.states = [picture] + [_engine_layout(lvl, s) for lvl, s in enumerate(encoded) if lvl > 0]
         self._outgoing = _ModelFade(outgoing, float(seconds)) if outgoing is not None else None
 
     @property

@@ -259,7 +259,8 @@ class FastPath:
         encoder = self.model.encoders[level]
         if self._vjp_doubled is None:
             params = {k: v.detach() for k, v in encoder.named_parameters()}
-            return torch.func.vjp(lambda x: torch.func.functional_call(encoder, params, (x,)), h)
+            out, vjp_fn = torch.func.vjp(lambda x: torch.func.functional_call(encoder, params, (x,)), h)
+            return out, lambda g: vjp_fn(g)[0]
         pad = encoder.conv.padding[0]
         odd_h, odd_w = h.shape[-2] % 2, h.shape[-1] % 2
         weight2, bias2 = self._vjp_doubled[level]

@@ -82,9 +82,10 @@ def fit(states: torch.Tensor) -> LevelView:
     return LevelView(tuple(mean.tolist()), tuple(tuple(r.tolist()) for r in comps_t), tuple(std.tolist()))
 
 
-def project(state: torch.Tensor, view: LevelView, size: tuple[int, int]) -> torch.Tensor:
-    """Level ``state`` (1, C, h, w) as a (1, 3, H, W) picture in [−1, 1] at ``size`` (H, W), plain layout."""
-    weights, offset = view.matrix(state.device, state.dtype)
+def project(state: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Level ``state`` (1, C, h, w) as a (1, 3, H, W) picture in [−1, 1] at ``size`` (H, W), plain layout;
+    ``projection`` is a view's ``matrix`` on the state's device and dtype (made once, used every frame)."""
+    weights, offset = projection
     rgb = torch.einsum("kc,nchw->nkhw", weights, state) + offset[None, :, None, None]
     rgb = rgb.clamp_(-1, 1)
     if tuple(rgb.shape[-2:]) != tuple(size):

@@ -146,6 +146,7 @@ def test_torchrun_trains_on_two_processes_like_one(picture_dir, tmp_path):
     """``ffvj train`` under torchrun, 2 CPU processes (gloo), on a tiny set: both ranks end with the same
     weights (DDP averaged every step's gradients), rank 0 alone writes the one checkpoint, and its
     validation is as good as the same run on one process (the same global batch)."""
+    import os
     import re
     import shutil
     import subprocess
@@ -156,7 +157,7 @@ def test_torchrun_trains_on_two_processes_like_one(picture_dir, tmp_path):
     args = ["train", "--data", str(picture_dir), "--channels", "3,6,8,10", "--layerwise-epochs", "1",
             "--finetune-epochs", "2", "--steps-per-epoch", "15", "--batch", "4", "--crop", "32", "--seed", "1",
             "--no-progress"]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            ffvj, "-v", *args, "--out", str(tmp_path / "ddp" / "tiny")],
                           capture_output=True, text=True, timeout=600, env=env)

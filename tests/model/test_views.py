@@ -19,12 +19,12 @@ def test_fit_finds_the_principal_directions_and_project_spreads_them():
     assert torch.allclose(torch.tensor(view.components[0]), a, atol=1e-2)
     assert torch.allclose(torch.tensor(view.components[1]).abs(), b, atol=1e-2)
     assert view.std[0] == pytest.approx(0.5, rel=0.05) and view.std[1] == pytest.approx(0.1, rel=0.05)
-    rgb = project(states, view, (80, 200))
+    rgb = project(states, view.matrix('cpu', states.dtype), (80, 200))
     assert rgb.shape == (1, 3, 80, 200) and rgb.abs().max() <= 1.0 and rgb.is_contiguous()
-    native = project(states, view, (40, 100))
+    native = project(states, view.matrix('cpu', states.dtype), (40, 100))
     assert native[0, 0].std().item() == pytest.approx(1 / SPREAD, rel=0.05)  # ±SPREAD deviations → ±1
     again = LevelView.from_dict(view.to_dict(), 4)
-    assert torch.allclose(project(states, again, (40, 100)), project(states, view, (40, 100)), atol=1e-5)
+    assert torch.allclose(project(states, again.matrix('cpu', states.dtype), (40, 100)), project(states, view.matrix('cpu', states.dtype), (40, 100)), atol=1e-5)
 
 
 def test_a_bad_view_entry_is_refused_and_a_missing_one_falls_back():
