@@ -299,6 +299,7 @@ def _option_value(text: str):
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from .control.midi.ports import MIDI_BACKENDS, MidiConfig
     from .control.osc import OscConfig
+    from .control.web import WebConfig
     from .engine.engine import PRECISIONS
     from .media.sinks import sink_names
     from .media.sources import source_names
@@ -378,6 +379,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                            "~/.config/ffvj/mappings/learned-DATE.toml); the learn action binds the next moved "
                            "control to the parameter last touched over OSC")
     midi.add_argument("--no-midi", action="store_true", help="no MIDI at all")
+    w = WebConfig()
+    web = p.add_argument_group("web page", "every control and the live picture in a browser, at "
+                                           f"http://127.0.0.1:{w.port}/ by default")
+    web.add_argument("--web-port", type=_port, default=w.port, help=f"HTTP port (default: {w.port})")
+    web.add_argument("--web-host", default=w.host,
+                     help=f"address to serve on; 0.0.0.0 lets a tablet on the LAN open it, with a token "
+                          f"(default: {w.host})")
+    web.add_argument("--web-token", default=None, metavar="TOKEN",
+                     help="the token a page beyond this machine must give (default: made up at start, printed "
+                          "in the page's URL)")
+    web.add_argument("--web-preview-fps", type=float, default=w.preview_fps,
+                     help=f"the page's preview rate, at most (default: {w.preview_fps:g})")
+    web.add_argument("--no-web", action="store_true", help="no web page")
     p.set_defaults(func=_cmd_run)
 
 
@@ -386,6 +400,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .control.midi.ports import MidiConfig
     from .control.osc import OscConfig
+    from .control.web import WebConfig
     from .engine.device import keep_freed_host_memory
     from .show import DEFAULT_SINK, RunConfig, StartupError, run
 
@@ -402,6 +417,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     midi = None if args.no_midi else MidiConfig(
         ports=tuple(args.midi), mappings=tuple(args.midi_mapping), virtual_name=args.midi_virtual_name,
         backend=args.midi_backend, learn_file=args.midi_learn_file)
+    web = None if args.no_web else WebConfig(host=args.web_host, port=args.web_port, token=args.web_token,
+                                             preview_fps=args.web_preview_fps)
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK],
                     width=args.size[0], height=args.size[1], fps=args.fps, frames=args.frames, model=args.model,
                     device=args.device, seed=args.seed, pace=args.pace, map_image=args.map_image,
@@ -409,7 +426,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     settings={**dict(map(_parse_setting, args.set)),
                               **({"output.flash_limit": args.flash_limit == "on"} if args.flash_limit else {})},
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
-                    threads=args.threads, osc=osc, midi=midi)
+                    threads=args.threads, osc=osc, midi=midi, web=web)
     stop = threading.Event()
 
     def _stop(signum, _frame):

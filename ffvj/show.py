@@ -2,7 +2,8 @@
 
     source.read() ──newest frame──▶ engine.step(φ) ──one readback per format──▶ every sink
                                          ▲
-    OSC · OSCQuery · MIDI ──▶ Controls ──┘ φ once per frame (Controls.frame)
+    OSC · OSCQuery · MIDI · web ──▶ Controls ──┘ φ once per frame (Controls.frame)
+                                     the web page's preview ◀── a readback it already has, ≤ 15 fps
 
 ``run(RunConfig(...))`` reads the model once, makes or checks the controls, sets the starting values,
 opens the source, the sinks and the surfaces (any problem there raises ``StartupError``, one line that
@@ -50,6 +51,7 @@ from .control.oscquery import OscQueryServer
 from .control.params import MAP_KINDS, build_registry
 from .control.presets import PresetError
 from .control.service import Service
+from .control.web import WebConfig, WebServer
 from .engine import pixfmt
 from .engine.grade import grade
 from .engine.device import ThreadTuner, resolve_device, use_cpu_threads
@@ -101,6 +103,7 @@ class RunConfig:
     threads: int | None = None
     osc: OscConfig | None = None  # None: no OSC (and no OSCQuery)
     midi: MidiConfig | None = None  # None: no MIDI
+    web: WebConfig | None = None  # None: no web page
     status_interval: float = 2.0
 
 
@@ -132,6 +135,15 @@ class RunStats:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def figures(self) -> dict:
+        """The status line's figures as numbers (for the web page's status panel)."""
+        eng = np.array(self.engine_ms or [0.0])
+        return {"frame": self.frames, "fps": round(self.fps, 1), "engine_ms": round(float(np.median(eng)), 2),
+                "engine_p99_ms": round(float(np.percentile(eng, 99)), 2), "late": self.late, "slots": self.slots,
+                "sink_dropped": self.sink_dropped, "latency_ms": round(float(np.median(self.latency_ms or [0.0])), 1),
+                "reseeds": self.reseeds, "nudges": self.nudges, "flash_limited": self.flash_limited,
+                "threads": self.threads}
 
     def summary(self) -> str:
         eng = np.array(self.engine_ms or [0.0])
@@ -170,11 +182,15 @@ def surfaces(cfg: RunConfig, controls: Controls) -> list[Service]:
             controls.learner.save_each_time(cfg.midi.learn_file or default_learn_file())
         out.append(MidiInput(controls, mappings, ports=cfg.midi.ports, virtual_name=cfg.midi.virtual_name or None,
                              backend=cfg.midi.backend))
+    osc = None
     if cfg.osc is not None:
         osc = OscServer(controls, cfg.osc)
         out.append(osc)
         if cfg.osc.query_port is not None:
             out.append(OscQueryServer(osc, port=cfg.osc.query_port, mdns=cfg.osc.mdns))
+    if cfg.web is not None:  # the page admits whom OSC admits (--osc-allow), as OSCQuery does
+        out.append(WebServer(controls, cfg.web, allow=osc.allow if osc is not None else None,
+                             size=(cfg.width, cfg.height), fps=cfg.fps))
     return out
 
 
@@ -254,7 +270,7 @@ class _Show:
         start_clock = time.monotonic()
         if self.pace == "offline":
             controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
-        last_status = start
+        last_status = last_figures = start
         last_frame = None
         epoch = source.epoch
         slot = 0  # the schedule slot of the next frame: slot n is due at start + n·period
@@ -314,12 +330,18 @@ class _Show:
             outputs.send(pictures, frame_slot, t_input)
             if on_frame is not None:
                 on_frame(frame_slot, pictures[0, pixfmt.RGB24], last_frame, engine)
+            for svc in self.services:  # the web preview: a picture it asked for, handed off
+                if levels := self._guarded_levels(warn, svc):
+                    self._offer(warn, svc, frame_slot, levels, pictures, shown, phi)
             stats.sink_dropped = outputs.dropped
             stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1
 
             now = time.perf_counter()
             stats.seconds = now - start
+            if now - last_figures >= FIGURES_INTERVAL and self.services:
+                last_figures = now
+                self._show_figures(warn, stats)
             if now - last_status >= cfg.status_interval:
                 last_status = now
                 parts = [part for svc in (*self.services, controls) if (part := _status(warn, svc))]
@@ -328,6 +350,50 @@ class _Show:
         stats.sinks_failed = outputs.failed
         log.info("stopped: %s", stats.summary())
         return stats
+
+
+    def _guarded_levels(self, warn: RateLimitedLog, svc: Service) -> tuple[int, ...]:
+        try:
+            return tuple(lvl for lvl in svc.picture_levels() if 0 <= lvl <= self.engine.model.levels)
+        except Exception as exc:  # noqa: BLE001 — a broken preview must not stop the show
+            warn.warning("picture_levels", "%s.picture_levels failed (%s: %s)", type(svc).__name__,
+                         type(exc).__name__, exc)
+            return ()
+
+    def _offer(self, warn, svc: Service, slot: int, levels, pictures: dict, shown: dict, phi: dict) -> None:
+        """The levels ``svc`` asked for, from the readback the sinks got where there is one (RGB first,
+        else their 4:2:0), else one made for it: the graded picture, or the level's view (ungraded and,
+        being the performer's monitor rather than the audience's output, not flash-limited)."""
+        offered = {}
+        for lvl in levels:
+            have = sorted((fmt != pixfmt.RGB24, fmt) for level, fmt in pictures if level == lvl)
+            if have:
+                fmt = have[0][1]
+                offered[lvl] = (fmt, pictures[lvl, fmt])
+            else:
+                picture = shown.get(lvl)
+                if picture is None:
+                    picture = grade(self.engine.states[0], phi) if lvl == 0 else self.engine.view(lvl)
+                offered[lvl] = (pixfmt.RGB24, self.engine.readback(pixfmt.RGB24, picture))
+        try:
+            svc.picture(slot, offered)
+        except Exception as exc:  # noqa: BLE001
+            warn.warning("picture", "%s.picture failed (%s: %s)", type(svc).__name__, type(exc).__name__, exc)
+
+    def _show_figures(self, warn: RateLimitedLog, stats: RunStats) -> None:
+        figures = stats.figures()
+        figures["surfaces"] = [part for svc in (*self.services, self.controls) if (part := _status(warn, svc))]
+        figures["sinks"] = self.outputs.health()
+        figures["target_fps"] = self.cfg.fps
+        for svc in self.services:
+            try:
+                svc.show_status(figures)
+            except Exception as exc:  # noqa: BLE001
+                warn.warning("show_status", "%s.show_status failed (%s: %s)", type(svc).__name__,
+                             type(exc).__name__, exc)
+
+
+FIGURES_INTERVAL = 0.5  # seconds between the figures the surfaces get (the web page's status panel)
 
 
 def _status(warn: RateLimitedLog, svc: Service) -> str | None:
@@ -488,6 +554,13 @@ class _Outputs:
 
     def latencies(self) -> list[float]:
         return [w.latency_ms for w in self.workers]
+
+    def health(self) -> list[dict]:
+        """Each sink: its spec, whether it still runs, and why not."""
+        failed = {id(s): why for s, why in self.inline_failures}
+        failed.update({id(w.sink): w.failed for w in self.workers if w.failed})
+        return [{"spec": s.spec, "ok": id(s) not in failed, **({"why": failed[id(s)]} if id(s) in failed else {})}
+                for s in self.sinks]
 
     def __enter__(self) -> _Outputs:
         return self

@@ -28,6 +28,11 @@ def _bundled() -> tuple[str, ...]:
     return tuple(bundled_models())
 
 
+def bundled_names() -> tuple[str, ...]:
+    """The bundled models' names (read once)."""
+    return _bundled()
+
+
 def check_model_name(name: str) -> str:
     """A bundled model's name, or ValueError listing them."""
     known = _bundled()

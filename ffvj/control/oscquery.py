@@ -21,11 +21,18 @@ HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OS
   an attribute the node lacks answers 204, an unknown attribute 400, an unknown path 404.
 - ``GET /?HOST_INFO`` ``{"NAME", "OSC_PORT", "OSC_TRANSPORT": "UDP", "EXTENSIONS", ["OSC_IP"]}``.
 
+LISTEN (the proposal's WebSocket, on the same port): a client upgrades any GET to a WebSocket and sends
+``{"COMMAND": "LISTEN", "DATA": "/ffvj/l0/zoom"}`` (``IGNORE`` to stop); every change of that value,
+from any surface and from an LFO, then comes to it as a binary OSC message of the node's type (a
+``/norm`` path gets the 0..1 value), at most 20 a second per path, latest value wins. At most 16
+sessions at once (more are answered 503); a session's commands are ≤ 4 KiB each; one that stops reading
+is closed after 5 s stuck. The WebSocket protocol is python-hyper's ``wsproto``, run on the
+connection ``http.server`` accepted.
+
 mDNS (``mdns=None``: when python-zeroconf is installed, ``pip install 'ffvj[oscquery]'``, and the
 show listens beyond loopback, ``--osc-host 0.0.0.0``; zeroconf absent, a warning and HTTP still
 served; ``True`` requires it, ``False`` never): ``_oscjson._tcp`` at the HTTP port and ``_osc._udp``
-at the OSC port, registered on a background thread because probing takes seconds. No websocket
-(``LISTEN``): clients get live values from OSC feedback (``/ffvj/feedback/subscribe``).
+at the OSC port, registered on a background thread because probing takes seconds.
 """
 
 from __future__ import annotations
@@ -39,8 +46,14 @@ import sys
 import threading
 import urllib.parse
 
+from pythonosc.osc_message_builder import OscMessageBuilder
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request,
+                            TextMessage)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
 from .actions import Action
-from .osc import OscServer
+from .osc import NORM_SUFFIX, OscServer
 from .params import ADDRESS_PREFIX, Param
 from ..tally import RateLimitedLog
 from .service import LimitedConnections, Service, stop_server
@@ -49,10 +62,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9010
 EXTENSIONS = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "UNIT": True, "CLIPMODE": True,
-              "TAGS": False, "CRITICAL": False, "EXTENDED_TYPE": False, "LISTEN": False, "PATH_CHANGED": False,
+              "TAGS": False, "CRITICAL": False, "EXTENDED_TYPE": False, "LISTEN": True, "PATH_CHANGED": False,
               "PATH_RENAMED": False, "PATH_ADDED": False, "PATH_REMOVED": False, "HTML": False}
 # The attributes a node may be asked for one at a time (``?VALUE``).
 ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION", "UNIT", "CLIPMODE")
+MAX_LISTENERS = 16  # LISTEN sessions at once
+MAX_COMMAND = 4096  # bytes of one LISTEN/IGNORE command
+LISTEN_INTERVAL = 0.05  # s: a session sends what changed at most this often
+SEND_TIMEOUT = 5.0  # s a send may be stuck before the session is closed
 
 class OscQueryServer(Service):
     def __init__(self, osc: OscServer, port: int = DEFAULT_PORT, host: str | None = None, name: str = "ffvj",
@@ -70,6 +87,13 @@ class OscQueryServer(Service):
         self._services: list = []
         self._mdns_lock = threading.Lock()
         self.announced = threading.Event()  # set once mDNS registration finished (or was skipped)
+        self._sessions: set[_ListenSession] = set()
+        self._sessions_lock = threading.Lock()
+        self._by_path = {}  # OSC path → (param, normalized) for LISTEN
+        for param in osc.params.values():
+            self._by_path[param.address] = (param, False)
+            if param.kind in ("float", "int"):
+                self._by_path[param.address + NORM_SUFFIX] = (param, True)
 
     # -- lifecycle --
 
@@ -93,6 +117,7 @@ class OscQueryServer(Service):
         except OSError as exc:
             raise OSError(exc.errno, f"cannot serve OSCQuery on http {self.host}:{self._port}: {exc.strerror}; "
                                      "choose another --oscquery-port") from exc
+        self.osc.store.add_listener(self._on_change)
         thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
                                   name="ffvj-oscquery-http", daemon=True)
         thread.start()
@@ -106,6 +131,11 @@ class OscQueryServer(Service):
             self._mdns_thread.start()
 
     def _close(self) -> None:
+        self.osc.store.remove_listener(self._on_change)
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.closing = True  # each ends within LISTEN_INTERVAL
         if self._mdns_thread is not None:
             self._mdns_thread.join(timeout=15)
         with self._mdns_lock:
@@ -130,6 +160,41 @@ class OscQueryServer(Service):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    # -- LISTEN --
+
+    @property
+    def sessions(self) -> int:
+        with self._sessions_lock:
+            return len(self._sessions)
+
+    def _join(self, session: _ListenSession) -> bool:
+        with self._sessions_lock:
+            if len(self._sessions) >= MAX_LISTENERS or self._closed:
+                return False
+            self._sessions.add(session)
+            return True
+
+    def _leave(self, session: _ListenSession) -> None:
+        with self._sessions_lock:
+            self._sessions.discard(session)
+
+    def report(self, name: str, value: float) -> None:
+        """An LFO moved ``name``: its listeners hear where it is, not only where it was set."""
+        self._on_change(name, value, "lfo")
+
+    def _on_change(self, name: str, value: float, source: str) -> None:
+        if not self._sessions:
+            return
+        param = self.osc.store.registry.get(name)
+        if param is None:
+            return
+        if source != "lfo":
+            value = self.osc.store.get(name)
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.changed(param, value)
 
     # -- mDNS --
 
@@ -252,6 +317,67 @@ def _param_node(p: Param, value: float) -> dict:
     return node
 
 
+def osc_value(param: Param, value: float, normalized: bool) -> bytes:
+    """One value as the OSC message LISTEN sends: the node's own type (``f``, or ``i`` for int, bool and
+    enum), or the 0..1 float of a ``/norm`` path."""
+    address = param.address + (NORM_SUFFIX if normalized else "")
+    msg = OscMessageBuilder(address)
+    if normalized:
+        msg.add_arg(float(param.to_normalized(value)), "f")
+    elif param.kind == "float":
+        msg.add_arg(float(value), "f")
+    else:
+        msg.add_arg(int(round(value)), "i")
+    return msg.build().dgram
+
+
+class _ListenSession:
+    """One LISTEN WebSocket: the paths it listens to and the latest value of each waiting to go out."""
+
+    def __init__(self, owner: OscQueryServer):
+        self.owner = owner
+        self.paths: set[str] = set()
+        self.names: dict[str, list[tuple[str, bool]]] = {}  # parameter name → its listened (path, normalized)
+        self.pending: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+        self.closing = False
+
+    def changed(self, param: Param, value: float) -> None:
+        with self.lock:
+            for path, normalized in self.names.get(param.name, ()):
+                self.pending[path] = osc_value(param, value, normalized)
+
+    def command(self, text: str) -> str | None:
+        """A LISTEN or IGNORE; returns why it was refused, or None."""
+        try:
+            cmd = json.loads(text)
+        except (ValueError, RecursionError):
+            return "not JSON"
+        if not isinstance(cmd, dict) or cmd.get("COMMAND") not in ("LISTEN", "IGNORE") \
+                or not isinstance(cmd.get("DATA"), str):
+            return 'expected {"COMMAND": "LISTEN" or "IGNORE", "DATA": "/a/path"}'
+        path = urllib.parse.unquote(cmd["DATA"])
+        target = self.owner._by_path.get(path)
+        if target is None:
+            return f"no parameter at {path[:80]}"
+        param, normalized = target
+        with self.lock:
+            listened = self.names.setdefault(param.name, [])
+            if cmd["COMMAND"] == "LISTEN":
+                if (path, normalized) not in listened:
+                    listened.append((path, normalized))
+            else:
+                if (path, normalized) in listened:
+                    listened.remove((path, normalized))
+                self.pending.pop(path, None)
+        return None
+
+    def take(self) -> list[bytes]:
+        with self.lock:
+            out, self.pending = list(self.pending.values()), {}
+        return out
+
+
 def _action_node(action: Action, controls) -> dict:
     node = {"FULL_PATH": action.address, "TYPE": action.type_tags or "N", "ACCESS": 2, "DESCRIPTION": action.doc}
     if action.args:
@@ -299,6 +425,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = _HttpServer.idle_timeout  # StreamRequestHandler sets it on the socket
 
     def do_GET(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._listen()
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path) or "/"
         attribute = url.query.split("&")[0].split("=")[0] if url.query else ""
@@ -316,6 +444,66 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return None
         return self._json(200, {attribute: node[attribute]})
+
+    def _listen(self) -> None:
+        """The LISTEN WebSocket on this connection, until the client closes it or the server stops."""
+        session = _ListenSession(self.owner)
+        if not self.owner._join(session):
+            return self._json(503, {"error": f"{MAX_LISTENERS} LISTEN sessions are open already"})
+        sock = self.connection
+        self.server._forget(sock)  # no longer a short request that a flood of new ones may evict
+        self.close_connection = True
+        try:
+            ws = WSConnection(ConnectionType.SERVER)
+            # http.server has read the request line and headers: wsproto runs the handshake from them.
+            head = self.requestline + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
+            ws.receive_data(head.encode("latin-1"))
+            if not any(isinstance(e, Request) for e in ws.events()):
+                return
+            self.wfile.write(ws.send(AcceptConnection()))
+            self.wfile.flush()
+            self._serve_session(ws, sock, session)
+        except (LocalProtocolError, RemoteProtocolError) as exc:
+            log.debug("OSCQuery LISTEN from %s: %s", self.client_address[0], exc)
+        finally:
+            self.owner._leave(session)
+
+    def _serve_session(self, ws: WSConnection, sock: socket.socket, session: _ListenSession) -> None:
+        text = ""
+        while not session.closing:
+            sock.settimeout(LISTEN_INTERVAL)
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                return
+            if data:
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, CloseConnection):
+                        self._send(sock, ws.send(event.response()))
+                        return
+                    if isinstance(event, Ping):
+                        self._send(sock, ws.send(event.response()))
+                    elif isinstance(event, TextMessage):
+                        text += event.data
+                        if len(text) > MAX_COMMAND:
+                            self._send(sock, ws.send(CloseConnection(code=1009, reason="command too long")))
+                            return
+                        if event.message_finished:
+                            why, text = session.command(text), ""
+                            if why is not None:
+                                self.server._warn.warning("listen", "OSCQuery LISTEN from %s refused: %s",
+                                                          self.client_address[0], why)
+            for dgram in session.take():
+                self._send(sock, ws.send(BytesMessage(dgram)))
+        self._send(sock, ws.send(CloseConnection(code=1001, reason="ffvj is stopping")))
+
+    @staticmethod
+    def _send(sock: socket.socket, data: bytes) -> None:
+        sock.settimeout(SEND_TIMEOUT)  # a client that stopped reading: TimeoutError ends the session
+        sock.sendall(data)
 
     def _json(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()

@@ -2,9 +2,11 @@
 
 ``Service`` is their lifecycle, written once: ``start()`` binds or opens at once and raises there, at
 start-up, if it cannot (having closed what it half-opened); ``close()`` is idempotent; a service is a
-context manager. Subclasses implement ``_start`` and ``_close``. The render loop calls three hooks on
+context manager. Subclasses implement ``_start`` and ``_close``. The render loop calls these hooks on
 every service: ``poll()`` once per frame, ``report(name, value)`` for a value an LFO moved (no store
-change announced it), and ``status()`` for the status line.
+change announced it), ``status()`` for the status line, and, for surfaces that show the show (the web
+page): ``picture_levels()`` once per frame then ``picture(slot, pictures)`` with the levels it asked for,
+and ``show_status(figures)`` twice a second. Every hook runs on the render loop: each must be quick.
 
 ``LatestValueSender`` is how a service talks back without ever making the talker wait: the latest
 value per key, sent from a thread of its own, each key at most once per ``interval``; a key's last
@@ -164,6 +166,18 @@ class Service:
     def status(self) -> str | None:
         """A short part of the status line, or None."""
         return None
+
+    def picture_levels(self) -> tuple[int, ...]:
+        """The levels (0: the picture) whose picture this service would take this frame; asked once per
+        frame, so a preview that wants 15 fps asks only every other frame of a 30 fps show."""
+        return ()
+
+    def picture(self, slot: int, pictures: dict) -> None:
+        """``{level: (pixel format, array)}`` for the levels ``picture_levels`` asked for: arrays the
+        render loop no longer touches (the sinks' own readback where one exists). Must only hand off."""
+
+    def show_status(self, figures: dict) -> None:
+        """The show's figures (``RunStats.figures`` with the surfaces' and sinks' health), twice a second."""
 
     def _start(self) -> None:
         raise NotImplementedError

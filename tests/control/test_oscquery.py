@@ -104,7 +104,7 @@ def test_host_info(query, osc):
     assert info["OSC_PORT"] == osc.port
     assert info["OSC_TRANSPORT"] == "UDP"
     assert info["OSC_IP"] == "127.0.0.1"
-    assert info["EXTENSIONS"]["VALUE"] is True and info["EXTENSIONS"]["LISTEN"] is False
+    assert info["EXTENSIONS"]["VALUE"] is True and info["EXTENSIONS"]["LISTEN"] is True
 
 
 def test_values_follow_the_store_and_osc(query, osc, store):
@@ -277,3 +277,99 @@ def test_osc_allow_covers_oscquery(controls):
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://127.0.0.1:{q.port}/?HOST_INFO", timeout=5).read()
         assert osc.stats["denied"] >= 1
+
+
+# -- LISTEN: the OSCQuery WebSocket, with aiohttp's client (an implementation independent of wsproto) --
+
+def _listen_session(query, commands, then, timeout: float = 10.0):
+    """Connect a LISTEN WebSocket to ``query``, send ``commands``, call ``then()``, and return the
+    OSC messages (address, args) received until ``timeout`` or until ``then`` returns a count reached."""
+    import asyncio
+
+    import aiohttp
+    from pythonosc.osc_message import OscMessage
+
+    async def go():
+        got = []
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{query.port}/") as ws:
+            for c in commands:
+                await ws.send_str(c if isinstance(c, str) else json.dumps(c))
+            await asyncio.sleep(0.3)  # the session has read them
+            want = then()
+            deadline = time.monotonic() + timeout
+            while len(got) < want and time.monotonic() < deadline:
+                try:
+                    msg = await ws.receive(timeout=deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                m = OscMessage(msg.data)
+                got.append((m.address, m.params))
+        return got
+
+    return asyncio.run(go())
+
+
+def test_listen_pushes_changes_from_every_surface_as_osc(query, osc, store):
+    assert get(query, "/?HOST_INFO")[1]["EXTENSIONS"]["LISTEN"] is True
+    zoom = store.registry["l0.zoom"]
+    commands = [{"COMMAND": "LISTEN", "DATA": "/ffvj/l0/zoom"}, {"COMMAND": "LISTEN", "DATA": "/ffvj/l0/zoom/norm"},
+                {"COMMAND": "LISTEN", "DATA": "/ffvj/bound"}, {"COMMAND": "LISTEN", "DATA": "/ffvj/l1/rotate"},
+                {"COMMAND": "IGNORE", "DATA": "/ffvj/l1/rotate"},
+                "not json", {"COMMAND": "LISTEN", "DATA": "/no/such/path"}, {"COMMAND": "EXPLODE", "DATA": "/"}]
+
+    def then():
+        SimpleUDPClient("127.0.0.1", osc.port).send_message("/ffvj/l0/zoom", 1.04)  # a real OSC packet
+        store.set("bound", "sine", source="midi")
+        store.set("l1.rotate", 0.5, source="osc")  # ignored: not listened to
+        return 3
+
+    got = dict(_listen_session(query, commands, then))
+    assert got["/ffvj/l0/zoom"] == [pytest.approx(1.04)]
+    assert got["/ffvj/l0/zoom/norm"] == [pytest.approx(zoom.to_normalized(1.04), abs=1e-6)]
+    assert got["/ffvj/bound"] == [store.registry["bound"].choices.index("sine")]
+    assert "/ffvj/l1/rotate" not in got
+
+
+def test_listen_hears_lfo_moved_values(query, osc, store):
+    got = _listen_session(query, [{"COMMAND": "LISTEN", "DATA": "/ffvj/l2/zoom"}],
+                          lambda: (query.report("l2.zoom", 1.011), 1)[1])
+    assert got == [("/ffvj/l2/zoom", [pytest.approx(1.011)])]
+
+
+def test_listen_sessions_are_bounded_and_not_evicted_by_a_flood(query, store):
+    """16 sessions at once (the 17th answered 503); a flood of idle HTTP connections evicts short
+    requests, never a LISTEN session."""
+    import asyncio
+    import socket
+
+    import aiohttp
+    from pythonosc.osc_message import OscMessage
+
+    from ffvj.control.oscquery import MAX_LISTENERS
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            sessions = [await s.ws_connect(f"http://127.0.0.1:{query.port}/") for _ in range(MAX_LISTENERS)]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(f"http://127.0.0.1:{query.port}/")
+            assert exc.value.status == 503
+            await sessions[0].send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/ffvj/l0/blur"}))
+            idle = [socket.create_connection(("127.0.0.1", query.port), timeout=5) for _ in range(100)]
+            try:
+                await asyncio.sleep(0.5)
+                store.set("l0.blur", 0.25, source="osc")
+                msg = await sessions[0].receive(timeout=10)
+                assert OscMessage(msg.data).params == [pytest.approx(0.25)]
+            finally:
+                for sock in idle:
+                    sock.close()
+            for ws in sessions:
+                await ws.close()
+
+    asyncio.run(go())
+    deadline = time.monotonic() + 5
+    while query.sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert query.sessions == 0

@@ -1,0 +1,458 @@
+"""``WebServer``: the page, its WebSocket, and the live preview, served off the render loop.
+
+Contract
+--------
+``WebServer(controls, WebConfig(host="127.0.0.1", port=9020, token=None, preview_fps=15), allow=None)``
+is a ``Service``: ``start()`` binds at once and raises if it cannot (port in use, a LAN host without a
+token); ``close()`` is idempotent. aiohttp runs on a thread of its own, with its own event loop.
+
+- ``GET /`` the page; ``GET /page/NAME`` its script and style; ``GET /ws`` the page's WebSocket.
+  Reachable from this machine only unless ``host`` says otherwise; beyond loopback every request needs
+  ``?token=TOKEN`` (made up at start and printed in the URL when none is given), and only clients the
+  OSC allow-list admits (``--osc-allow``) may connect.
+- The WebSocket, server → page: ``{"type": "hello", "groups", "actions", "values", ...}`` once, then
+  ``{"type": "values", "values": {name: value}}`` for every change from any surface (LFO-moved values
+  too), ``{"type": "status", ...}`` twice a second (the status line's figures, the surfaces' counts,
+  the sinks' health), ``{"type": "error", "message"}`` for what the page sent that was refused, and
+  binary messages: one byte of level, then a JPEG (the preview, ≤ ``preview_fps``; level views ≤ 5 fps).
+- Page → server (text, JSON, ≤ 16 KiB a message, ≤ 200 messages a second a page): ``{"type": "set",
+  "name", "value"}`` (native units) or ``"norm"`` (0..1 through the parameter's curve); ``{"type":
+  "fire", "action", "args": [...]}``; ``{"type": "learn", "name"}`` (MIDI learn: the next MIDI control
+  moved binds to ``name``); ``{"type": "levels", "levels": [0, 2]}`` (which pictures to preview).
+
+Bounds: at most ``max_clients`` pages at once (more are answered 503). Every send to a page is
+latest-value-wins (pending values merge into one dict, a newer preview replaces an unsent one), so a
+page that stops reading holds one message's worth and is closed after ``send_timeout`` seconds stuck;
+the show never waits on a page. What a page sends that is refused is counted in ``stats`` and logged,
+rate-limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib.resources
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+
+from ... import __version__
+from ...tally import Counts, RateLimitedLog
+from ..service import Service
+from . import layout
+from .preview import Preview
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9020
+MAX_MESSAGE = 16 * 1024  # bytes of one message from a page: the longest legitimate one is a preset name
+MAX_RATE = 200.0  # messages a second from one page (a slider dragged sends ~60)
+LEVEL_VIEW_FPS = 5.0  # feature-level previews: each costs a projection and a readback of its own
+VALUE_PUSH_HZ = 30.0  # value changes are gathered and sent to the pages at most this often
+STAT_KEYS = ("connections", "refused", "messages", "bad_json", "bad_message", "rejected", "over_rate",
+             "slow_closed", "previews_sent")
+PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"  # this machine only; "0.0.0.0" for a tablet on the LAN (then a token is required)
+    port: int = DEFAULT_PORT
+    token: str | None = None  # None: none on loopback, a random one beyond it (printed in the URL)
+    preview_fps: float = 15.0
+    preview_quality: int = 70
+    preview_width: int = 960  # wider pictures are scaled down for the page
+    max_clients: int = 32
+    send_timeout: float = 5.0  # seconds a send to a page may be stuck before the page is closed
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Page:
+    """One connected page: what waits to be sent to it (latest values only) and its message budget."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request):
+        self.ws, self.request = ws, request
+        self.values: dict[str, float] = {}
+        self.status: dict | None = None
+        self.pictures: dict[int, bytes] = {}
+        self.texts: collections.deque = collections.deque(maxlen=8)  # replies (errors, learn state)
+        self.wake = asyncio.Event()
+        self.levels: set[int] = {0}
+        self.allowance, self.last = MAX_RATE, time.monotonic()  # a token bucket
+
+    def take_token(self) -> bool:
+        now = time.monotonic()
+        self.allowance = min(MAX_RATE, self.allowance + (now - self.last) * MAX_RATE)
+        self.last = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
+
+
+class WebServer(Service):
+    def __init__(self, controls, config: WebConfig | None = None, *, allow: frozenset[str] | None = None,
+                 size: tuple[int, int] | None = None, fps: float | None = None):
+        super().__init__()
+        self.controls, self.store = controls, controls.store
+        self.config = config = config or WebConfig()
+        if not 0 < config.preview_fps <= 60:
+            raise ValueError(f"--web-preview-fps must be in (0, 60], not {config.preview_fps}")
+        if not 1 <= config.preview_quality <= 100:
+            raise ValueError(f"the preview's JPEG quality must be 1..100, not {config.preview_quality}")
+        self.host, self._port = config.host, config.port
+        self.token = config.token or (None if loopback(config.host) else secrets.token_urlsafe(12))
+        self.allow = allow
+        self.size, self.fps = size, fps
+        self.levels = max((p.level for p in self.store.registry.values() if p.level is not None), default=0)
+        self._layout = layout.groups(self.store.registry)
+        self._counts = Counts(*STAT_KEYS)
+        self._warn = RateLimitedLog(log, interval=5.0)
+        self._pages: set[_Page] = set()
+        self._pending_lock = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self._status: dict | None = None
+        self._wanted: frozenset[int] = frozenset()  # levels some page previews (read by the render loop)
+        self._last_offer: dict[int, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
+        self._preview: Preview | None = None
+
+    # -- lifecycle --
+
+    def _start(self) -> None:
+        self._preview = Preview(self._publish_picture, self.config.preview_quality, self.config.preview_width)
+        started = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(started, failure), name="ffvj-web", daemon=True)
+        self._thread.start()
+        if not started.wait(15):
+            raise OSError(f"the web page's server did not start within 15 s on {self.host}:{self._port}")
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, f"cannot serve the web page on http {self.host}:{self._port}: "
+                                         f"{exc.strerror}; choose another --web-port (or --no-web)") from exc
+            raise exc
+        self.store.add_listener(self._on_change)
+        log.info("web page on %s", self.url)
+
+    def _serve(self, started: threading.Event, failure: list) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._bind())
+        except BaseException as exc:  # noqa: BLE001 — handed to start(), which raises it on its thread
+            failure.append(exc)
+            started.set()
+            loop.run_until_complete(self._unbind())
+            loop.close()
+            return
+        started.set()
+        push = loop.create_task(self._push_values())
+        try:
+            loop.run_forever()
+        finally:
+            push.cancel()
+            loop.run_until_complete(self._unbind())
+            loop.close()
+
+    async def _bind(self) -> None:
+        app = web.Application(client_max_size=MAX_MESSAGE)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/page/{name}", self._page_file)
+        app.router.add_get("/ws", self._socket)
+        app.router.add_get("/favicon.ico", _no_icon)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._port, backlog=64)
+        await site.start()
+        self._bound_port = site._server.sockets[0].getsockname()[1]
+
+    async def _unbind(self) -> None:
+        for page in list(self._pages):
+            await page.ws.close(code=1001, message=b"ffvj is stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _close(self) -> None:
+        self.store.remove_listener(self._on_change)
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        if self._preview is not None:
+            self._preview.close()
+
+    @property
+    def port(self) -> int:
+        return self._bound_port or self._port
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self._counts.snapshot()
+
+    @property
+    def pages(self) -> int:
+        return len(self._pages)
+
+    # -- the render loop's side (every call here only records and hands off) --
+
+    def picture_levels(self) -> tuple[int, ...]:
+        wanted = self._wanted
+        if not wanted or self._preview is None or not self._preview.idle:
+            return ()
+        now = time.monotonic()
+        due = tuple(lvl for lvl in sorted(wanted) if now - self._last_offer.get(lvl, -math.inf)
+                    >= 1 / (self.config.preview_fps if lvl == 0 else min(LEVEL_VIEW_FPS, self.config.preview_fps)))
+        return due
+
+    def picture(self, slot: int, pictures: dict) -> None:
+        now = time.monotonic()
+        for lvl in pictures:
+            self._last_offer[lvl] = now
+        self._preview.offer(slot, pictures)
+
+    def show_status(self, figures: dict) -> None:
+        self._status = figures
+        if self._loop is not None and self._pages:
+            self._loop.call_soon_threadsafe(self._publish_status, figures)
+
+    def report(self, name: str, value: float) -> None:
+        self._on_change(name, value, "lfo")
+
+    def status(self) -> str | None:
+        st = self.stats
+        bad = st["bad_json"] + st["bad_message"] + st["rejected"] + st["over_rate"]
+        return f"web {len(self._pages)} pages, {st['messages']} msgs, {bad} bad"
+
+    # -- value changes: any thread → the loop, gathered --
+
+    def _on_change(self, name: str, value: float, source: str) -> None:
+        if source != "lfo":
+            value = self.store.get(name)  # whichever listener runs last reads the value that won
+        with self._pending_lock:
+            self._pending[name] = value
+
+    async def _push_values(self) -> None:
+        while True:
+            await asyncio.sleep(1 / VALUE_PUSH_HZ)
+            with self._pending_lock:
+                pending, self._pending = self._pending, {}
+            if pending:
+                for page in self._pages:
+                    page.values.update(pending)
+                    page.wake.set()
+
+    def _publish_status(self, figures: dict) -> None:
+        for page in self._pages:
+            page.status = figures
+            page.wake.set()
+
+    def _publish_picture(self, level: int, slot: int, jpeg: bytes) -> None:
+        """From the encoder thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._deliver_picture, level, jpeg)
+            except RuntimeError:  # the loop closed in between: the show is stopping
+                pass
+
+    def _deliver_picture(self, level: int, jpeg: bytes) -> None:
+        for page in self._pages:
+            if level in page.levels:
+                page.pictures[level] = jpeg  # replaces one not yet sent: a slow page skips pictures
+                page.wake.set()
+
+    # -- HTTP --
+
+    def _admit(self, request: web.Request) -> None:
+        peer = request.remote or ""
+        if self.allow is not None and peer not in self.allow:
+            raise web.HTTPForbidden(text="this address is not on the show's --osc-allow list\n")
+        if self.token is not None and not secrets.compare_digest(request.query.get("token", ""), self.token):
+            raise web.HTTPForbidden(text="this page needs the show's token: open the URL ffvj printed at "
+                                         "start-up (…/?token=…)\n")
+
+    async def _index(self, request: web.Request) -> web.Response:
+        self._admit(request)
+        return web.Response(body=_page_file("index.html"), content_type="text/html",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def _page_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in PAGE_FILES:
+            raise web.HTTPNotFound(text=f"no page file {name!r}\n")
+        return web.Response(body=_page_file(name), content_type=PAGE_FILES[name],
+                            headers={"Cache-Control": "no-cache"})
+
+    # -- the page's WebSocket --
+
+    def hello(self) -> dict:
+        return {"type": "hello", "name": "ffvj", "version": __version__, "groups": self._layout,
+                "actions": layout.actions(self.controls), "values": self.store.targets(), "levels": self.levels,
+                "size": list(self.size) if self.size else None, "fps": self.fps, "status": self._status,
+                "learn": self.controls.learner is not None, "max_rate": MAX_RATE}
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        self._admit(request)
+        if len(self._pages) >= self.config.max_clients:
+            self._counts.add("refused")
+            raise web.HTTPServiceUnavailable(text=f"{self.config.max_clients} pages are open already\n")
+        # No compression: the JPEGs would not shrink, and deflating them would cost the show's CPU.
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=10.0, timeout=1.0, compress=False)
+        await ws.prepare(request)
+        page = _Page(ws, request)
+        self._pages.add(page)
+        self._refresh_wanted()
+        self._counts.add("connections")
+        hello = json.dumps(self.hello())  # the layout, before any change is sent
+        writer = asyncio.get_running_loop().create_task(self._writer(page, hello))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._receive(page, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self._refuse(page, "bad_message", "binary messages are not understood")
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._pages.discard(page)
+            self._refresh_wanted()
+            writer.cancel()
+        return ws
+
+    async def _writer(self, page: _Page, hello: str) -> None:
+        """Send what waits for this page; a send stuck ``send_timeout`` seconds closes the page."""
+        ws = page.ws
+        try:
+            await asyncio.wait_for(ws.send_str(hello), self.config.send_timeout)
+            while not ws.closed:
+                await page.wake.wait()
+                page.wake.clear()
+                while page.texts:
+                    await asyncio.wait_for(ws.send_str(page.texts.popleft()), self.config.send_timeout)
+                if page.values:
+                    values, page.values = page.values, {}
+                    await asyncio.wait_for(ws.send_str(json.dumps({"type": "values", "values": values})),
+                                           self.config.send_timeout)
+                if page.status is not None:
+                    status, page.status = page.status, None
+                    await asyncio.wait_for(ws.send_str(json.dumps({"type": "status", **status})),
+                                           self.config.send_timeout)
+                for level in list(page.pictures):
+                    jpeg = page.pictures.pop(level, None)
+                    if jpeg is not None:
+                        await asyncio.wait_for(ws.send_bytes(bytes((level,)) + jpeg), self.config.send_timeout)
+                        self._counts.add("previews_sent")
+        except (asyncio.TimeoutError, ConnectionError):
+            self._counts.add("slow_closed")
+            self._warn.warning("slow", "web page at %s stopped reading: closed", page.request.remote)
+            transport = page.request.transport
+            if transport is not None:
+                transport.abort()  # no closing handshake: it would wait on the same full buffer
+
+    def _reply(self, page: _Page, message: dict) -> None:
+        page.texts.append(json.dumps(message))
+        page.wake.set()
+
+    def _refuse(self, page: _Page, key: str, why: str) -> None:
+        self._counts.add(key)
+        self._warn.warning(key, "web page at %s: %s", page.request.remote, why)
+        self._reply(page, {"type": "error", "message": why})
+
+    def _receive(self, page: _Page, text: str) -> None:
+        if not page.take_token():
+            self._counts.add("over_rate")
+            self._warn.warning("rate", "web page at %s sends more than %g messages a second: dropped",
+                               page.request.remote, MAX_RATE)
+            return
+        self._counts.add("messages")
+        try:
+            msg = json.loads(text)
+        except (ValueError, RecursionError):
+            return self._refuse(page, "bad_json", "not JSON")
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            return self._refuse(page, "bad_message", 'a message is an object with a "type"')
+        handler = self._HANDLERS.get(msg["type"])
+        if handler is None:
+            return self._refuse(page, "bad_message", f"unknown message type {msg['type'][:40]!r}")
+        try:
+            handler(self, page, msg)
+        except (TypeError, ValueError) as exc:
+            self._refuse(page, "bad_message", f"{msg['type']}: {str(exc)[:200]}")
+
+    def _on_set(self, page: _Page, msg: dict) -> None:
+        name = msg.get("name")
+        if not isinstance(name, str) or name not in self.store.registry:
+            raise ValueError(f"no parameter {str(name)[:60]!r}")
+        normalized = "norm" in msg
+        value = msg.get("norm" if normalized else "value")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{name}: a value is a number (or an enum's name)")
+        if not self.store.set(name, value, normalized=normalized, source="web"):
+            self._counts.add("rejected")
+            self._reply(page, {"type": "error", "message": f"{name}: value {str(value)[:40]} refused"})
+
+    def _on_fire(self, page: _Page, msg: dict) -> None:
+        args = msg.get("args", [])
+        if not isinstance(args, list) or len(args) > 8:
+            raise ValueError("args is a list of at most 8 values")
+        action = msg.get("action")
+        if not isinstance(action, str):
+            raise ValueError("action is an action's name ('ffvj actions')")
+        self.controls.fire(action, *args)
+
+    def _on_learn(self, page: _Page, msg: dict) -> None:
+        learner = self.controls.learner
+        if learner is None:
+            raise ValueError("MIDI learn needs MIDI: this show runs without it (--no-midi, or no MIDI library)")
+        name = msg.get("name")
+        if name is None:
+            learner.cancel()
+            return self._reply(page, {"type": "learn", "armed": None})
+        if not isinstance(name, str) or name not in self.store.registry:
+            raise ValueError(f"no parameter {str(name)[:60]!r}")
+        self._reply(page, {"type": "learn", "armed": learner.arm(name)})
+
+    def _on_levels(self, page: _Page, msg: dict) -> None:
+        levels = msg.get("levels")
+        if not isinstance(levels, list) or len(levels) > self.levels + 1 or not all(
+                isinstance(lvl, int) and not isinstance(lvl, bool) and 0 <= lvl <= self.levels for lvl in levels):
+            raise ValueError(f"levels is a list of levels 0..{self.levels}")
+        page.levels = set(levels)
+        self._refresh_wanted()
+
+    _HANDLERS = {"set": _on_set, "fire": _on_fire, "learn": _on_learn, "levels": _on_levels}
+
+    def _refresh_wanted(self) -> None:
+        self._wanted = frozenset().union(*(page.levels for page in self._pages))
+
+
+async def _no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def _page_file(name: str) -> bytes:
+    return importlib.resources.files(__package__).joinpath("page", name).read_bytes()
