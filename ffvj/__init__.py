@@ -7,13 +7,15 @@ Command line::
     ffvj run [--source SPEC] [--sink SPEC ...] [--size 640x360] [--fps 30] [--frames N]
              [--model NAME|PATH] [--device auto|cpu|cuda|mps] [--set NAME=VALUE ...] [--preset NAME]
              [--osc-port 9000 --osc-host H --osc-feedback HOST:PORT] [--midi NAME --midi-mapping M]
+             [--web-port 9020 --web-host H --web-token T | --no-web]
              [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off] [--threads N]
     ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
     ffvj actions [--json]            every action: OSC address and arguments, MIDI target
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
-    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--set N=V] [--json]
+    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--set N=V]
+               [--web-pages N --web-stalled M] [--json]
     ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured, with contact sheets
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]'; --random-encoders)
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
@@ -25,7 +27,9 @@ Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``
 The picture the sinks get: ``grade.*`` (the output's colour grade), then the flash limiter.
 Layer amplification (DeepDream in the loop): ``lN.amplify`` > 0, shared ``amplify.*`` knobs.
 Mid-show model switch: ``/ffvj/model s f`` (bundled names, ``ffvj model list``), crossfaded.
-Bounds on everything a client sends (OSC, OSCQuery, MIDI): docs/RELIABILITY.md.
+The web page: http://127.0.0.1:9020/ (every parameter and action, the live picture, the status);
+OSCQuery's WebSocket LISTENs: ``{"COMMAND": "LISTEN", "DATA": "/ffvj/l0/zoom"}``.
+Bounds on everything a client sends (OSC, OSCQuery, MIDI, the page): docs/RELIABILITY.md.
 
 Python::
 
@@ -56,7 +60,7 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
     control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
                modulation, models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc,
-               midi/
+               midi/, web/ (the page: server, layout, preview)
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour), report
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     tally.py   thread-safe counts and a rate-limited log, for every part

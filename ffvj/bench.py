@@ -9,6 +9,10 @@ must do, over this machine's measured copy bandwidth and convolution rate.
 Contended: the engine again beside a competing program the bench starts itself, a single-threaded
 x264 encode running flat out (what OBS does during a show), on a fixed thread count (one per core)
 and as a live show runs it (``engine.device.ThreadTuner``), against the quiet rate.
+
+With pages: the live run again with the web page's server, ``web_pages`` pages reading everything it
+sends (the preview at 15 fps, values, status) from another process, as a tablet would, and
+``web_stalled`` pages that connect and never read; late slots and memory against the run without.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class BenchConfig:
     fps: float = 60.0  # the real-time run's target rate (the latency check)
     contended: bool = True  # also beside a competing encoder (see _contended)
     settings: dict = field(default_factory=dict)  # parameter → value, on top of the defaults (as ``--set``)
+    web_pages: int = 1  # pages reading the web page's socket during a second live run (0: no such run)
+    web_stalled: int = 0  # pages that connect and never read, beside them
 
 
 def _sync(device: torch.device) -> None:
@@ -143,7 +149,84 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
                        "slots": stats.slots, "late_slots": stats.late, "latency_median_ms": round(float(np.median(latency)), 2),
                        "latency_p99_ms": round(float(np.percentile(latency, 99)), 2),
                        "latency_frames": round(float(np.median(latency)) * cfg.fps / 1000, 2)}
+    if cfg.web_pages or cfg.web_stalled:
+        out["realtime_with_pages"] = _live_with_pages(cfg, live)
     return out
+
+
+# Pages in another process, as on a tablet: N read everything, M upgrade and never read a byte more.
+PAGES = r"""
+import asyncio, base64, json, os, socket, sys, time
+import aiohttp
+url, pages, stalled, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+host, port = url.split("//")[1].split("/")[0].split(":")
+stuck = []
+for _ in range(stalled):
+    s = socket.create_connection((host, int(port)))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    stuck.append(s)
+got = {"pictures": 0, "texts": 0}
+async def page(session):
+    async with session.ws_connect(url) as ws:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                msg = await ws.receive(timeout=deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+            if msg.type == aiohttp.WSMsgType.BINARY: got["pictures"] += 1
+            elif msg.type == aiohttp.WSMsgType.TEXT: got["texts"] += 1
+            else: break
+async def main():
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(page(session) for _ in range(pages)))
+print("connected", flush=True)
+asyncio.run(main())
+print(json.dumps(got), flush=True)
+"""
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
+def _live_with_pages(cfg: BenchConfig, live: dict) -> dict:
+    """The live run again, with the web page's server and its pages (see the module docstring)."""
+    from .control.controls import Controls
+    from .control.web import WebConfig, WebServer
+    from .show import RunConfig, run
+
+    model, _card = checkpoint.load(cfg.model, "cpu")
+    controls = Controls.for_levels(model.levels)
+    web = WebServer(controls, WebConfig(port=0, max_clients=max(32, cfg.web_pages + cfg.web_stalled + 1)),
+                    size=(cfg.width, cfg.height), fps=cfg.fps).start()
+    seconds = live["frames"] / cfg.fps + 30  # the pages outlast the run; they are stopped after it
+    pages = subprocess.Popen([sys.executable, "-c", PAGES, f"http://127.0.0.1:{web.port}/ws", str(cfg.web_pages),
+                              str(cfg.web_stalled), str(seconds)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while web.pages < cfg.web_pages + cfg.web_stalled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        connected = web.pages
+        rss = _rss_mb()
+        stats = run(RunConfig(source="generator", sinks=["null"], **live), controls=controls, services=[web])
+        rss_after = _rss_mb()
+        st = web.stats
+    finally:
+        web.close()
+        pages.terminate()
+        pages.wait(10)
+    return {"pages": cfg.web_pages, "stalled": cfg.web_stalled, "connected": connected, "fps": round(stats.fps, 1),
+            "frames": stats.frames, "slots": stats.slots, "late_slots": stats.late,
+            "previews_sent": st["previews_sent"], "slow_closed": st["slow_closed"],
+            "rss_growth_mb": None if rss is None or rss_after is None else round(rss_after - rss, 1)}
 
 
 # The competitor: libx264 on one thread, veryfast, 640x360, as fast as it goes, until killed.
@@ -344,6 +427,12 @@ def format_report(r: dict) -> str:
         lines.append(f"live at {rt['target_fps']:g} fps: {rt['fps']} fps, {rt['frames']} frames in {rt['slots']} slots "
                      f"({rt['late_slots']} skipped, late), latency {rt['latency_median_ms']} ms median "
                      f"({rt['latency_frames']} frames), {rt['latency_p99_ms']} ms p99")
+        wp = e.get("realtime_with_pages")
+        if wp:
+            lines.append(f"live with {wp['pages']} web page(s) reading and {wp['stalled']} never reading "
+                         f"({wp['connected']} connected): {wp['fps']} fps, {wp['late_slots']} skipped of "
+                         f"{wp['slots']} slots (without: {rt['late_slots']}), {wp['previews_sent']} previews sent, "
+                         f"{wp['slow_closed']} stalled pages closed, memory {wp['rss_growth_mb']:+} MB over the run")
     lines.append(f"peak memory {r['peak_memory_mb']} MB ({r['peak_memory_kind']}); engine start-up {r['startup_s']} s")
     return "\n".join(lines)
 

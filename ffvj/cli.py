@@ -663,6 +663,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="skip the run beside a competing encoder (one x264 thread, as OBS runs during a show)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter for every run (see 'ffvj params'), e.g. l0.amplify=0.06; repeatable")
+    p.add_argument("--web-pages", type=int, default=d.web_pages,
+                   help="pages reading the web page's socket during a second live run (default: %(default)s; "
+                        "0 with --web-stalled 0: no such run)")
+    p.add_argument("--web-stalled", type=int, default=d.web_stalled,
+                   help="pages that connect and never read, beside them (default: %(default)s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -676,7 +681,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(width=args.size[0], height=args.size[1], device=args.device, model=args.model,
                       frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end,
                       precision=args.precision, fps=args.fps, contended=not args.no_contended,
-                      settings=dict(map(_parse_setting, args.set)))
+                      settings=dict(map(_parse_setting, args.set)), web_pages=args.web_pages,
+                      web_stalled=args.web_stalled)
     logging.getLogger("ffvj.show").setLevel(logging.WARNING)  # the end-to-end runs' status lines
     keep_freed_host_memory()  # as ffvj run does: the bench measures what a show gets
     use_cpu_threads(args.threads)

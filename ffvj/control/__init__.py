@@ -12,9 +12,10 @@
                  LimitedConnections (capped, timed-out socket servers), stop_server (a bounded stop)
     osc          OscServer: every parameter and action over UDP/TCP, with feedback; every packet's cost bounded
     osc_pattern  OSC 1.0 address patterns matched in linear time
-    oscquery     OscQueryServer: the OSC namespace over HTTP JSON, announced over mDNS
+    oscquery     OscQueryServer: the OSC namespace over HTTP JSON (and LISTEN over its WebSocket), over mDNS
     touchosc     generate_layout / validate_layout: a TouchOSC layout from the registry and the actions
     midi/        mapping files, the mapper, ports and MIDI learn
+    web/         WebServer: the web page (controls from the registry and actions, live preview, status)
 
 Control threads only write the store, fire actions and move the tempo; the render loop reads one
 snapshot of φ per frame (``Controls.frame``).

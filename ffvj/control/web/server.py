@@ -280,9 +280,10 @@ class WebServer(Service):
                 pass
 
     def _deliver_picture(self, level: int, jpeg: bytes) -> None:
+        message = bytes((level,)) + jpeg  # one message for every page: the level's byte, then the JPEG
         for page in self._pages:
             if level in page.levels:
-                page.pictures[level] = jpeg  # replaces one not yet sent: a slow page skips pictures
+                page.pictures[level] = message  # replaces one not yet sent: a slow page skips pictures
                 page.wake.set()
 
     # -- HTTP --
@@ -362,9 +363,9 @@ class WebServer(Service):
                     await asyncio.wait_for(ws.send_str(json.dumps({"type": "status", **status})),
                                            self.config.send_timeout)
                 for level in list(page.pictures):
-                    jpeg = page.pictures.pop(level, None)
-                    if jpeg is not None:
-                        await asyncio.wait_for(ws.send_bytes(bytes((level,)) + jpeg), self.config.send_timeout)
+                    message = page.pictures.pop(level, None)
+                    if message is not None:
+                        await asyncio.wait_for(ws.send_bytes(message), self.config.send_timeout)
                         self._counts.add("previews_sent")
         except (asyncio.TimeoutError, ConnectionError):
             self._counts.add("slow_closed")

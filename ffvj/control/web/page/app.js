@@ -182,15 +182,16 @@ function build(h) {
   if (h.status) status(h.status);
 }
 function sendLevels() {
-  const levels = [0];
+  const hidden = document.visibilityState === "hidden";
+  const levels = hidden ? [] : [0];
   const previews = document.getElementById("previews");
   for (const box of document.querySelectorAll("#level-picks input")) {
     const lvl = Number(box.dataset.level);
     let fig = previews.querySelector(`figure[data-level="${lvl}"]`);
     if (box.checked) {
-      levels.push(lvl);
+      if (!hidden) levels.push(lvl);
       if (!fig) {
-        const img = el("img", {alt: `level ${lvl}`});
+        const img = el("canvas", {"aria-label": `level ${lvl}`});
         fig = el("figure", {class: "preview", "data-level": lvl}, img, el("figcaption", {text: `level ${lvl} (its principal components)`}));
         previews.append(fig);
         pictures.set(lvl, img);
@@ -242,15 +243,21 @@ function connect() {
   };
 }
 async function picture(blob) {
+  // One byte of level, then a JPEG: decoded off the page's main thread, drawn once into a canvas.
   const level = new Uint8Array(await blob.slice(0, 1).arrayBuffer())[0];
-  const img = pictures.get(level);
-  if (!img) return;
-  const url = URL.createObjectURL(blob.slice(1, blob.size, "image/jpeg"));
-  const old = img.dataset.url;
-  img.onload = () => { if (old) URL.revokeObjectURL(old); };
-  img.dataset.url = url;
-  img.src = url;
+  const canvas = pictures.get(level);
+  if (!canvas) return;
+  let bitmap;
+  try { bitmap = await createImageBitmap(blob.slice(1, blob.size, "image/jpeg")); } catch { return; }
+  if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+    canvas.width = bitmap.width; canvas.height = bitmap.height;
+  }
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  bitmap.close();
+  canvas.dataset.frames = String(Number(canvas.dataset.frames || 0) + 1);
 }
+// A hidden tab (another tab in front, a tablet asleep) asks for no pictures: the show encodes none for it.
+document.addEventListener("visibilitychange", () => sendLevels());
 function learnState(armed) {
   for (const c of document.querySelectorAll(".control.armed")) c.classList.remove("armed");
   document.getElementById("learn-state").textContent = armed ? `learn: move a MIDI control for ${armed}` : "";

@@ -1,0 +1,182 @@
+"""The web page in a real browser: Debian's chromium, driven by playwright (never a downloaded browser),
+against a real show (generator → engine → null sink) with real OSC and OSCQuery beside it.
+
+Skipped where chromium or playwright is missing, unless FFVJ_REQUIRE_BROWSER=1 (CI sets it: there the
+browser is installed, and a missing one is a failure)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from pythonosc.udp_client import SimpleUDPClient
+
+from ffvj.control.controls import Controls
+from ffvj.control.midi.learn import Learner
+from ffvj.control.osc import OscConfig, OscServer
+from ffvj.control.oscquery import OscQueryServer
+from ffvj.control.web import WebConfig, WebServer
+from ffvj.show import RunConfig, run
+
+CHROMIUM = os.environ.get("FFVJ_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None
+
+_missing = "chromium (apt-get install chromium)" if not CHROMIUM else "playwright (pip install playwright)" \
+    if sync_playwright is None else None
+if _missing and os.environ.get("FFVJ_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"FFVJ_REQUIRE_BROWSER=1 but {_missing} is missing")
+pytestmark = pytest.mark.skipif(_missing is not None, reason=f"needs {_missing}")
+
+
+@pytest.fixture(scope="module")
+def show(tmp_path_factory):
+    """A live show with OSC, OSCQuery and the page, and MIDI learn armed from the page."""
+    presets = tmp_path_factory.mktemp("presets")
+    controls = Controls.for_levels(3, str(presets))
+    controls.learner = Learner(controls.store.registry, controls.store)
+    osc = OscServer(controls, OscConfig(port=0))
+    query = OscQueryServer(osc, port=0, mdns=False)
+    web = WebServer(controls, WebConfig(port=0), allow=None, size=(320, 180), fps=30)
+    stop = threading.Event()
+    result = {}
+
+    def go():
+        try:
+            result["stats"] = run(RunConfig(source="generator", sinks=["null"], width=320, height=180, fps=30,
+                                            pace="realtime", presets_dir=str(presets)),
+                                  controls=controls, stop=stop, services=[osc, query, web])
+        except BaseException as exc:  # noqa: BLE001 — reported by the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while web._bound_port is None or web._thread is None:
+        assert "error" not in result, result.get("error")
+        assert time.monotonic() < deadline, "the show did not start"
+        time.sleep(0.05)
+    yield {"controls": controls, "osc": osc, "query": query, "web": web, "presets": presets}
+    stop.set()
+    thread.join(30)
+    assert "error" not in result, result.get("error")
+
+
+@pytest.fixture(scope="module")
+def page(show):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(show["web"].url)
+        pg.wait_for_selector("#connection.ok", timeout=30_000)
+        pg.wait_for_selector('[data-param="l0.zoom"]', state="attached", timeout=30_000)
+        yield pg
+        assert not errors, errors
+        browser.close()
+
+
+def _oscquery_value(show, address: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{show['query'].port}{address}?VALUE", timeout=10) as r:
+        return json.loads(r.read())["VALUE"][0]
+
+
+def test_every_parameter_has_a_named_control(show, page):
+    registry = show["controls"].store.registry
+    named = page.evaluate("""() => [...document.querySelectorAll('[data-param]')]
+        .filter(row => row.querySelector('[aria-label]')?.getAttribute('aria-label') === row.dataset.param
+                       && row.querySelector('label').textContent.length > 0)
+        .map(row => row.dataset.param)""")
+    assert len(set(named) & set(registry)) / len(registry) >= 0.8
+    assert set(named) == set(registry)  # in fact every one
+    buttons = page.evaluate("() => [...document.querySelectorAll('[data-action] button')].map(b => b.textContent)")
+    assert "panic" in buttons and len(buttons) >= 9
+
+
+def test_the_preview_is_live(page):
+    page.wait_for_function("() => Number(document.getElementById('preview-0').dataset.frames) > 1", timeout=30_000)
+    preview = page.locator("#preview-0")
+    first = preview.screenshot()
+    time.sleep(2)
+    second = preview.screenshot()
+    import cv2
+
+    a, b = (cv2.imdecode(np.frombuffer(x, np.uint8), cv2.IMREAD_COLOR).astype(np.int16) for x in (first, second))
+    assert a.shape == b.shape and np.abs(a - b).mean() > 2  # the feedback moved in 2 s
+    assert a.std() > 10  # a picture, not a blank box
+
+
+def test_a_slider_moved_on_the_page_changes_the_show(show, page):
+    zoom = show["controls"].store.registry["l0.zoom"]
+    page.click('#tabs button[data-group="l0"]')
+    slider = page.locator('input[aria-label="l0.zoom"]')
+    box = slider.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)  # a real click on the track
+    deadline = time.monotonic() + 10
+    while abs(_oscquery_value(show, zoom.address) - zoom.default) < 1e-6:
+        assert time.monotonic() < deadline, "the page's slider did not reach the show"
+        time.sleep(0.05)
+    value = _oscquery_value(show, zoom.address)
+    assert zoom.to_normalized(value) == pytest.approx(0.8, abs=0.05)
+    shown = page.locator('[data-param="l0.zoom"] output').text_content()
+    assert shown.startswith(f"{value:.3f}")
+
+
+def test_an_osc_change_moves_the_page(show, page):
+    """The figure the issue asks for (within 0.5 s) is printed; the test allows a loaded machine 5 s."""
+    rotate = show["controls"].store.registry["l1.rotate"]
+    target = rotate.from_normalized(0.25)
+    t0 = time.monotonic()
+    SimpleUDPClient("127.0.0.1", show["osc"].port).send_message(rotate.address, target)
+    page.wait_for_function(
+        """([name, norm]) => {
+             const input = document.querySelector(`[data-param="${name}"] input`);
+             return Math.abs(Number(input.value) / 1000 - norm) < 0.002; }""",
+        arg=[rotate.name, 0.25], timeout=5_000, polling=10)
+    print(f"OSC → page slider: {1000 * (time.monotonic() - t0):.0f} ms")
+
+
+def test_action_buttons_reach_the_show(show, page):
+    controls = show["controls"]
+    row = page.locator('[data-action="bpm"]')
+    row.locator("input").fill("141")
+    row.locator("button").click()
+    deadline = time.monotonic() + 10
+    while controls.tempo.bpm != 141:
+        assert time.monotonic() < deadline, "the bpm button did nothing"
+        time.sleep(0.05)
+    row = page.locator('[data-action="preset.save"]')
+    row.locator("input").fill("from-the-page")
+    row.locator("button").click()
+    saved = show["presets"] / "from-the-page.toml"
+    while not saved.exists():
+        assert time.monotonic() < deadline + 10, "preset.save from the page wrote nothing"
+        time.sleep(0.05)
+    assert "l0" in saved.read_text()
+
+
+def test_midi_learn_from_the_page_and_level_views(show, page):
+    learner = show["controls"].learner
+    page.check("#learn-mode")
+    page.click('#tabs button[data-group="l0"]')
+    page.locator('[data-param="l0.blur"] label').click()
+    deadline = time.monotonic() + 10
+    while learner.armed != "l0.blur":
+        assert time.monotonic() < deadline, "learn from the page did not arm"
+        time.sleep(0.05)
+    page.wait_for_function("() => document.getElementById('learn-state').textContent.includes('l0.blur')")
+    page.uncheck("#learn-mode")
+    page.check('#level-picks input[data-level="1"]')
+    page.wait_for_function(
+        "() => Number(document.querySelector('figure[data-level=\"1\"] canvas')?.dataset.frames) > 0",
+        timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#status tbody').textContent.includes('sink null')")
