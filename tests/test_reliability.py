@@ -113,6 +113,62 @@ RANDOM_MIDI = """
 """
 
 
+async def _web_fuzz(port: int, seed: int = 0) -> dict:
+    """20 pages sending 200 hostile messages each and one page that upgrades and never reads; then a
+    good page still connects, and a value it sets comes back to it."""
+    import asyncio
+    import base64
+
+    import aiohttp
+
+    rng = random.Random(seed)
+    stuck = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    stuck.sendall((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    names = ["l0.zoom", "drive", "bound", "no.such", "", "lfo1.target", "l3.amplify", "input.mix"]
+
+    def hostile() -> str:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return "".join(chr(rng.randrange(1, 0x3000)) for _ in range(rng.randrange(200)))
+        if kind == 1:
+            return "[" * rng.randrange(3000) + "]" * rng.randrange(3000)
+        value = rng.choice([rng.uniform(-1e9, 1e9), "NaN", None, True, [], {}, "sine", 1e308, -0.0])
+        msg = rng.choice([{"type": "set", "name": rng.choice(names), "value": value},
+                          {"type": "set", "name": rng.choice(names), "norm": value},
+                          {"type": "fire", "action": rng.choice(["reset", "tap", "bpm", "nope", "snapshot.recall"]),
+                           "args": rng.choice([[], [value], [rng.randrange(-5, 20), value], "x" * 100])},
+                          {"type": "levels", "levels": rng.choice([[0], [0, 1, 2, 3], [-1], ["0"], list(range(50))])},
+                          {"type": rng.choice(["learn", "hello", "", "set"])}, {"no type": 1}])
+        return json.dumps(msg, allow_nan=True)
+
+    async def page(session):
+        async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            for i in range(200):
+                await ws.send_str(hostile())
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(page(session) for _ in range(20)))
+            async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                await ws.send_str(json.dumps({"type": "set", "name": "input.softness", "value": 0.3}))
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    msg = await ws.receive(timeout=deadline - time.monotonic())
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        data = json.loads(msg.data)
+                        if data["type"] == "values" and data["values"].get("input.softness") == 0.3:
+                            return {"echoed": True}
+                    elif msg.type != aiohttp.WSMsgType.BINARY:
+                        break
+        return {"echoed": False}
+    finally:
+        stuck.close()
+
+
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -122,16 +178,19 @@ def _fds(pid: int) -> int:
 def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(jack_server, tmp_path):
     out = tmp_path / "show.mp4"
     osc_port, feedback_port = free_udp_port(), free_udp_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        query_port = s.getsockname()[1]
+    ports = []
+    for _ in range(2):  # OSCQuery's and the web page's
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    query_port, web_port = ports
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", feedback_port))
     feedback.settimeout(0.2)
     show = subprocess.Popen(
         [sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", f"file:{out}", "--size",
          "160x96", "--fps", "20", "--pace", "realtime", "--osc-port", str(osc_port), "--oscquery-port",
-         str(query_port), "--no-mdns", "--osc-feedback", f"127.0.0.1:{feedback_port}", "--midi-backend", "jack",
+         str(query_port), "--web-port", str(web_port), "--no-mdns", "--osc-feedback", f"127.0.0.1:{feedback_port}", "--midi-backend", "jack",
          "--midi-mapping", "generic", "--threads", "1"],
         env=jack_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log_lines: list[str] = []
@@ -154,6 +213,12 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
             if i % 50 == 49:
                 time.sleep(0.01)  # about 5,000 a second: faster, the kernel drops them, not ffvj
         udp.close()
+        assert show.poll() is None, "".join(log_lines)[-3000:]
+        # The web page: 20 hostile pages and one that never reads.
+        import asyncio
+
+        web = asyncio.run(_web_fuzz(web_port))
+        assert web["echoed"], "".join(log_lines)[-3000:]
         # HTTP: 600 idle connections, early hang-ups and garbage at OSCQuery.
         idle = []
         for i in range(600):
@@ -209,6 +274,8 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
     assert readable_frames(out) >= 20
     # What reached the show (the last status line): the fuzz was not lost on the way.
     counts = [line for line in log_lines if " msgs" in line and "midi" in line][-1]
+    web_msgs = int(counts.split("web ")[1].split(" pages, ")[1].split(" msgs")[0])
+    assert web_msgs >= 20 * 200 * 0.9, counts  # (≤ 200 a second a page: a burst may lose a few)
     midi_msgs = int(counts.split("midi 1 in, ")[1].split(" msgs")[0])
     osc_packets = int(counts.split("osc ")[1].split(" packets")[0])
     print(counts, f"\nstopped in {stopped_s:.2f} s; OSCQuery answered in {answered_s:.2f} s with {fds} descriptors open")

@@ -162,6 +162,9 @@ def test_action_buttons_reach_the_show(show, page):
         assert time.monotonic() < deadline + 10, "preset.save from the page wrote nothing"
         time.sleep(0.05)
     assert "l0" in saved.read_text()
+    # The pages' preset menus learn the new name.
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-action="preset.recall"] datalist option')]
+        .some(o => o.value === 'from-the-page')""", timeout=15_000)
 
 
 def test_midi_learn_from_the_page_and_level_views(show, page):

@@ -19,6 +19,7 @@ token); ``close()`` is idempotent. aiohttp runs on a thread of its own, with its
   "name", "value"}`` (native units) or ``"norm"`` (0..1 through the parameter's curve); ``{"type":
   "fire", "action", "args": [...]}``; ``{"type": "learn", "name"}`` (MIDI learn: the next MIDI control
   moved binds to ``name``); ``{"type": "levels", "levels": [0, 2]}`` (which pictures to preview).
+  After a ``preset.save`` from a page every page gets ``{"type": "actions", ...}``, its menus anew.
 
 Bounds: at most ``max_clients`` pages at once (more are answered 503). Every send to a page is
 latest-value-wins (pending values merge into one dict, a newer preview replaces an unsent one), so a
@@ -134,6 +135,7 @@ class WebServer(Service):
         self._thread: threading.Thread | None = None
         self._bound_port: int | None = None
         self._preview: Preview | None = None
+        self._actions_due = False  # a refresh of the pages' action menus is scheduled
 
     # -- lifecycle --
 
@@ -328,8 +330,10 @@ class WebServer(Service):
         self._pages.add(page)
         self._refresh_wanted()
         self._counts.add("connections")
-        hello = json.dumps(self.hello())  # the layout, before any change is sent
-        writer = asyncio.get_running_loop().create_task(self._writer(page, hello))
+        loop = asyncio.get_running_loop()
+        # The layout, before any change is sent; off the loop, as it lists the presets folder.
+        hello = json.dumps(await loop.run_in_executor(None, self.hello))
+        writer = loop.create_task(self._writer(page, hello))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -424,6 +428,21 @@ class WebServer(Service):
         if not isinstance(action, str):
             raise ValueError("action is an action's name ('ffvj actions')")
         self.controls.fire(action, *args)
+        if action == "preset.save":  # a new name for the pages' preset menus, once the file is written
+            self._announce_actions()
+
+    def _announce_actions(self) -> None:
+        if self._actions_due:
+            return
+        self._actions_due = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, lambda: loop.create_task(self._send_actions()))
+
+    async def _send_actions(self) -> None:
+        self._actions_due = False
+        actions = await asyncio.get_running_loop().run_in_executor(None, layout.actions, self.controls)
+        for page in self._pages:
+            self._reply(page, {"type": "actions", "actions": actions})
 
     def _on_learn(self, page: _Page, msg: dict) -> None:
         learner = self.controls.learner

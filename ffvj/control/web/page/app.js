@@ -164,9 +164,7 @@ function build(h) {
     });
     tabs.append(tab); groups.append(box);
   });
-  const acts = document.getElementById("actions");
-  acts.replaceChildren(el("h3", {text: "actions"}));
-  h.actions.forEach(a => acts.append(makeAction(a)));
+  buildActions(h.actions);
   const picks = document.getElementById("level-picks"), previews = document.getElementById("previews");
   picks.replaceChildren(document.createTextNode("feature levels: "));
   for (const fig of [...previews.children]) if (fig.dataset.level !== "0") fig.remove();
@@ -180,6 +178,11 @@ function build(h) {
   document.getElementById("learn-mode").disabled = !h.learn;
   for (const [name, v] of Object.entries(h.values)) setValue(name, v);
   if (h.status) status(h.status);
+}
+function buildActions(actions) {
+  const acts = document.getElementById("actions");
+  acts.replaceChildren(el("h3", {text: "actions"}));
+  actions.forEach(a => acts.append(makeAction(a)));
 }
 function sendLevels() {
   const hidden = document.visibilityState === "hidden";
@@ -240,6 +243,7 @@ function connect() {
     else if (msg.type === "status") status(msg);
     else if (msg.type === "error") error(msg.message);
     else if (msg.type === "learn") learnState(msg.armed);
+    else if (msg.type === "actions") buildActions(msg.actions); // a preset saved: the menus anew
   };
 }
 async function picture(blob) {
