@@ -233,6 +233,7 @@ def test_a_page_that_never_reads_holds_one_picture_and_is_closed(web, controls):
                 web._publish_picture(0, i, encode_jpeg(pixfmt.RGB24, noise, quality=95, max_width=1280))
                 controls.store.set("l0.zoom", 1.0 + i / 10_000, source="osc")
                 await _until(ws, lambda m: isinstance(m, bytes))
+                await asyncio.sleep(0.02)  # ≤ 50 pictures a second: a page's own rate is at most 60
                 if i % 50 == 0:
                     await asyncio.sleep(0.3)
             grown = _rss_mb() - before
@@ -308,3 +309,43 @@ def test_page_files_are_served_and_nothing_else(web):
                 async with s.get(f"http://127.0.0.1:{web.port}{bad}") as r:
                     assert r.status == 404
     run(go())
+
+
+def test_each_page_gets_the_preview_rate_it_asked_for(web):
+    """A page at 2 fps beside one at 15 gets a picture at most every 0.4 s of the 15 offered a second;
+    the render loop is asked at the fastest page's rate, and not at all once no page watches."""
+    rgb = np.full((36, 64, 3), 128, np.uint8)
+    jpeg = encode_jpeg(pixfmt.RGB24, rgb)
+
+    async def go():
+        async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(web)) as fast, s.ws_connect(ws_url(web)) as slow:
+            for ws in (fast, slow):
+                await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "hello")
+            await slow.send_str(json.dumps({"type": "levels", "levels": [0], "fps": 2}))
+            await asyncio.sleep(0.3)
+            assert web._wanted_fps == 15
+            counts = {"fast": 0, "slow": 0}
+
+            async def count(name, ws):
+                while True:
+                    msg = await ws.receive()
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        counts[name] += 1
+                    elif msg.type != aiohttp.WSMsgType.TEXT:
+                        return
+
+            readers = [asyncio.create_task(count("fast", fast)), asyncio.create_task(count("slow", slow))]
+            for i in range(30):  # 2 s at 15 fps
+                web._publish_picture(0, i, jpeg)
+                await asyncio.sleep(1 / 15)
+            await asyncio.sleep(0.3)
+            for ws in (fast, slow):
+                await ws.send_str(json.dumps({"type": "levels", "levels": []}))
+            await asyncio.sleep(0.3)
+            assert web._wanted == frozenset() and web.picture_levels() == ()
+            for task in readers:
+                task.cancel()
+            return counts
+
+    counts = run(go())
+    assert counts["fast"] >= 20 and 3 <= counts["slow"] <= 6, counts

@@ -18,7 +18,8 @@ token); ``close()`` is idempotent. aiohttp runs on a thread of its own, with its
 - Page → server (text, JSON, ≤ 16 KiB a message, ≤ 200 messages a second a page): ``{"type": "set",
   "name", "value"}`` (native units) or ``"norm"`` (0..1 through the parameter's curve); ``{"type":
   "fire", "action", "args": [...]}``; ``{"type": "learn", "name"}`` (MIDI learn: the next MIDI control
-  moved binds to ``name``); ``{"type": "levels", "levels": [0, 2]}`` (which pictures to preview).
+  moved binds to ``name``); ``{"type": "levels", "levels": [0, 2], "fps": 5}`` (which pictures to
+  preview, and at most how often: ``fps`` ≤ ``preview_fps``, optional).
   After a ``preset.save`` from a page every page gets ``{"type": "actions", ...}``, its menus anew.
 
 Bounds: at most ``max_clients`` pages at once (more are answered 503). Every send to a page is
@@ -56,6 +57,7 @@ DEFAULT_PORT = 9020
 MAX_MESSAGE = 16 * 1024  # bytes of one message from a page: the longest legitimate one is a preset name
 MAX_RATE = 200.0  # messages a second from one page (a slider dragged sends ~60)
 LEVEL_VIEW_FPS = 5.0  # feature-level previews: each costs a projection and a readback of its own
+MAX_PAGE_FPS = 60.0
 VALUE_PUSH_HZ = 30.0  # value changes are gathered and sent to the pages at most this often
 STAT_KEYS = ("connections", "refused", "messages", "bad_json", "bad_message", "rejected", "over_rate",
              "slow_closed", "previews_sent")
@@ -94,6 +96,8 @@ class _Page:
         self.texts: collections.deque = collections.deque(maxlen=8)  # replies (errors, learn state)
         self.wake = asyncio.Event()
         self.levels: set[int] = {0}
+        self.fps = MAX_PAGE_FPS  # the preview rate this page asked for (capped by the server's)
+        self.last_picture: dict[int, float] = {}
         self.allowance, self.last = MAX_RATE, time.monotonic()  # a token bucket
 
     def take_token(self) -> bool:
@@ -129,6 +133,7 @@ class WebServer(Service):
         self._pending: dict[str, float] = {}
         self._status: dict | None = None
         self._wanted: frozenset[int] = frozenset()  # levels some page previews (read by the render loop)
+        self._wanted_fps = config.preview_fps  # the fastest rate a page asked for
         self._last_offer: dict[int, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -226,8 +231,9 @@ class WebServer(Service):
         if not wanted or self._preview is None or not self._preview.idle:
             return ()
         now = time.monotonic()
+        fps = self._wanted_fps
         due = tuple(lvl for lvl in sorted(wanted) if now - self._last_offer.get(lvl, -math.inf)
-                    >= 1 / (self.config.preview_fps if lvl == 0 else min(LEVEL_VIEW_FPS, self.config.preview_fps)))
+                    >= 1 / (fps if lvl == 0 else min(LEVEL_VIEW_FPS, fps)))
         return due
 
     def picture(self, slot: int, pictures: dict) -> None:
@@ -283,8 +289,11 @@ class WebServer(Service):
 
     def _deliver_picture(self, level: int, jpeg: bytes) -> None:
         message = bytes((level,)) + jpeg  # one message for every page: the level's byte, then the JPEG
+        now = time.monotonic()
         for page in self._pages:
-            if level in page.levels:
+            # 0.8: a picture a little early still counts, or jitter would halve a page's rate.
+            if level in page.levels and now - page.last_picture.get(level, -math.inf) >= 0.8 / page.fps:
+                page.last_picture[level] = now
                 page.pictures[level] = message  # replaces one not yet sent: a slow page skips pictures
                 page.wake.set()
 
@@ -461,13 +470,18 @@ class WebServer(Service):
         if not isinstance(levels, list) or len(levels) > self.levels + 1 or not all(
                 isinstance(lvl, int) and not isinstance(lvl, bool) and 0 <= lvl <= self.levels for lvl in levels):
             raise ValueError(f"levels is a list of levels 0..{self.levels}")
-        page.levels = set(levels)
+        fps = msg.get("fps", MAX_PAGE_FPS)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0.1 <= fps <= MAX_PAGE_FPS:
+            raise ValueError(f"fps is a preview rate in 0.1..{MAX_PAGE_FPS:g}")
+        page.levels, page.fps = set(levels), float(fps)
         self._refresh_wanted()
 
     _HANDLERS = {"set": _on_set, "fire": _on_fire, "learn": _on_learn, "levels": _on_levels}
 
     def _refresh_wanted(self) -> None:
-        self._wanted = frozenset().union(*(page.levels for page in self._pages))
+        watching = [page for page in self._pages if page.levels]
+        self._wanted_fps = min(self.config.preview_fps, max((page.fps for page in watching), default=1.0))
+        self._wanted = frozenset().union(*(page.levels for page in watching))
 
 
 async def _no_icon(request: web.Request) -> web.Response:

@@ -185,7 +185,9 @@ function buildActions(actions) {
   actions.forEach(a => acts.append(makeAction(a)));
 }
 function sendLevels() {
-  const hidden = document.visibilityState === "hidden";
+  // A hidden tab (another tab in front, a tablet asleep) or a preview turned off asks for no pictures.
+  const rate = Number(document.getElementById("preview-rate").value);
+  const hidden = document.visibilityState === "hidden" || rate === 0;
   const levels = hidden ? [] : [0];
   const previews = document.getElementById("previews");
   for (const box of document.querySelectorAll("#level-picks input")) {
@@ -201,8 +203,9 @@ function sendLevels() {
       }
     } else if (fig) { fig.remove(); pictures.delete(lvl); }
   }
-  send({type: "levels", levels});
+  send({type: "levels", levels, fps: rate || 1});
 }
+document.getElementById("preview-rate").addEventListener("change", sendLevels);
 
 // -- the status panel --
 const STATUS_ROWS = [
@@ -260,7 +263,6 @@ async function picture(blob) {
   bitmap.close();
   canvas.dataset.frames = String(Number(canvas.dataset.frames || 0) + 1);
 }
-// A hidden tab (another tab in front, a tablet asleep) asks for no pictures: the show encodes none for it.
 document.addEventListener("visibilitychange", () => sendLevels());
 function learnState(armed) {
   for (const c of document.querySelectorAll(".control.armed")) c.classList.remove("armed");
