@@ -60,7 +60,9 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
     control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
                modulation, models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc,
-               midi/, web/ (the page: server, layout, preview)
+               midi/
+    web/       the web page: server (aiohttp, one WebSocket a page), layout (from the registry and the
+               actions), preview (JPEG off the render loop), page/ (HTML, CSS, JavaScript)
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour), report
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     tally.py   thread-safe counts and a rate-limited log, for every part

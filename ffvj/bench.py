@@ -200,7 +200,7 @@ def _rss_mb() -> float | None:
 def _live_with_pages(cfg: BenchConfig, live: dict) -> dict:
     """The live run again, with the web page's server and its pages (see the module docstring)."""
     from .control.controls import Controls
-    from .control.web import WebConfig, WebServer
+    from .web import WebConfig, WebServer
     from .show import RunConfig, run
 
     model, _card = checkpoint.load(cfg.model, "cpu")

@@ -299,7 +299,7 @@ def _option_value(text: str):
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from .control.midi.ports import MIDI_BACKENDS, MidiConfig
     from .control.osc import OscConfig
-    from .control.web import WebConfig
+    from .web import WebConfig
     from .engine.engine import PRECISIONS
     from .media.sinks import sink_names
     from .media.sources import source_names
@@ -400,7 +400,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .control.midi.ports import MidiConfig
     from .control.osc import OscConfig
-    from .control.web import WebConfig
+    from .web import WebConfig
     from .engine.device import keep_freed_host_memory
     from .show import DEFAULT_SINK, RunConfig, StartupError, run
 

@@ -51,7 +51,7 @@ from .control.oscquery import OscQueryServer
 from .control.params import MAP_KINDS, build_registry
 from .control.presets import PresetError
 from .control.service import Service
-from .control.web import WebConfig, WebServer
+from .web import WebConfig, WebServer
 from .engine import pixfmt
 from .engine.grade import grade
 from .engine.device import ThreadTuner, resolve_device, use_cpu_threads

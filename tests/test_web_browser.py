@@ -21,7 +21,7 @@ from ffvj.control.controls import Controls
 from ffvj.control.midi.learn import Learner
 from ffvj.control.osc import OscConfig, OscServer
 from ffvj.control.oscquery import OscQueryServer
-from ffvj.control.web import WebConfig, WebServer
+from ffvj.web import WebConfig, WebServer
 from ffvj.show import RunConfig, run
 
 CHROMIUM = os.environ.get("FFVJ_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

@@ -15,7 +15,7 @@
     oscquery     OscQueryServer: the OSC namespace over HTTP JSON (and LISTEN over its WebSocket), over mDNS
     touchosc     generate_layout / validate_layout: a TouchOSC layout from the registry and the actions
     midi/        mapping files, the mapper, ports and MIDI learn
-    web/         WebServer: the web page (controls from the registry and actions, live preview, status)
+(The web page, which shows pictures as well as controls, is a part of its own: ``ffvj.web``.)
 
 Control threads only write the store, fire actions and move the tempo; the render loop reads one
 snapshot of φ per frame (``Controls.frame``).

@@ -8,10 +8,10 @@ snapshot slot).
 
 from __future__ import annotations
 
-from ..actions import ACTIONS, Action
-from ..models import bundled_names, check_model_name
-from ..params import Param
-from ..presets import check_name
+from ..control.actions import ACTIONS, Action
+from ..control.models import bundled_names, check_model_name
+from ..control.params import Param
+from ..control.presets import check_name
 
 
 def _param(p: Param) -> dict:

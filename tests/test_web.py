@@ -20,9 +20,9 @@ from ffvj.control.actions import ACTIONS
 from ffvj.control.controls import Controls
 from ffvj.control.params import ParamStore, build_registry
 from ffvj.control.tempo import Tempo
-from ffvj.control.web import WebConfig, WebServer
-from ffvj.control.web.layout import count_params
-from ffvj.control.web.preview import encode_jpeg, to_bgr
+from ffvj.web import WebConfig, WebServer
+from ffvj.web.layout import count_params
+from ffvj.web.preview import encode_jpeg, to_bgr
 from ffvj.engine import pixfmt
 
 

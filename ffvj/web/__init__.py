@@ -1,5 +1,8 @@
 """The web page: a control surface and live preview served by ``ffvj run`` (``--web-port``, default 9020).
 
+A part of its own, above the controls, the engine and the media: it plays the controls like any surface
+(``control.service.Service``) and shows the pictures the show already read back.
+
     layout   the page's controls, generated from the parameter registry and the actions table
     preview  the picture as JPEG, encoded off the render loop from a readback it already has
     server   ``WebServer``: aiohttp on a thread of its own, one WebSocket per page; every send to a

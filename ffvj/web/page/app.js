@@ -1,5 +1,5 @@
 // ffvj's web page: every control is made from the show's "hello" (its registry and actions table);
-// nothing here names a parameter. See ffvj/control/web/server.py for the messages.
+// nothing here names a parameter. See ffvj/web/server.py for the messages.
 "use strict";
 
 const token = new URLSearchParams(location.search).get("token");

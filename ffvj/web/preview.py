@@ -18,9 +18,9 @@ import threading
 import cv2
 import numpy as np
 
-from ...engine import pixfmt
-from ...media.mailbox import Mailbox
-from ...tally import RateLimitedLog
+from ..engine import pixfmt
+from ..media.mailbox import Mailbox
+from ..tally import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

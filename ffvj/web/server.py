@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
-from ... import __version__
-from ...tally import Counts, RateLimitedLog
-from ..service import Service
+from .. import __version__
+from ..tally import Counts, RateLimitedLog
+from ..control.service import Service
 from . import layout
 from .preview import Preview
 
