@@ -349,3 +349,31 @@ def test_each_page_gets_the_preview_rate_it_asked_for(web):
 
     counts = run(go())
     assert counts["fast"] >= 20 and 3 <= counts["slow"] <= 6, counts
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_idle_connections_are_bounded_and_never_keep_a_page_out(controls):
+    """1,029 idle connections once used up OSCQuery's descriptors; the page's server holds at most
+    64 plain ones (the oldest closed for a new one), each for at most http_idle seconds, and pages
+    (WebSockets) are never among those closed."""
+    with WebServer(controls, WebConfig(port=0, http_idle=1.0)) as web:
+        async def go():
+            async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(web)) as page:
+                await _until(page, lambda m: isinstance(m, dict) and m["type"] == "hello")
+                before = len(os.listdir("/proc/self/fd"))
+                idle = [socket.create_connection(("127.0.0.1", web.port), timeout=5) for _ in range(300)]
+                try:
+                    await asyncio.sleep(0.5)
+                    held = len(os.listdir("/proc/self/fd")) - before - len(idle)
+                    assert held <= 70, held
+                    async with s.get(f"http://127.0.0.1:{web.port}/") as r:
+                        assert r.status == 200
+                    await asyncio.sleep(2.5)  # past http_idle: the idle ones are gone
+                    assert len(web._http) - len(web._upgraded) <= 1
+                    controls.store.set("l0.zoom", 1.03, source="osc")
+                    await _until(page, lambda m: isinstance(m, dict) and m["type"] == "values")
+                finally:
+                    for sock in idle:
+                        sock.close()
+        run(go())
+        assert web.stats["http_closed"] >= 300 - 64

@@ -22,7 +22,9 @@ token); ``close()`` is idempotent. aiohttp runs on a thread of its own, with its
   preview, and at most how often: ``fps`` ≤ ``preview_fps``, optional).
   After a ``preset.save`` from a page every page gets ``{"type": "actions", ...}``, its menus anew.
 
-Bounds: at most ``max_clients`` pages at once (more are answered 503). Every send to a page is
+Bounds: at most ``max_clients`` pages at once (more are answered 503); at most ``max_connections`` plain
+HTTP connections (a new one closes the oldest: a flood of idle ones can never keep a page out or use
+up the show's descriptors), each closed ``http_idle`` seconds after it opened. Every send to a page is
 latest-value-wins (pending values merge into one dict, a newer preview replaces an unsent one), so a
 page that stops reading holds one message's worth and is closed after ``send_timeout`` seconds stuck;
 the show never waits on a page. What a page sends that is refused is counted in ``stats`` and logged,
@@ -60,7 +62,7 @@ LEVEL_VIEW_FPS = 5.0  # feature-level previews: each costs a projection and a re
 MAX_PAGE_FPS = 60.0
 VALUE_PUSH_HZ = 30.0  # value changes are gathered and sent to the pages at most this often
 STAT_KEYS = ("connections", "refused", "messages", "bad_json", "bad_message", "rejected", "over_rate",
-             "slow_closed", "previews_sent")
+             "slow_closed", "previews_sent", "http_closed")
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
@@ -74,6 +76,8 @@ class WebConfig:
     preview_width: int = 960  # wider pictures are scaled down for the page
     max_clients: int = 32
     send_timeout: float = 5.0  # seconds a send to a page may be stuck before the page is closed
+    max_connections: int = 64  # plain HTTP connections (the page's files) at once, besides the pages
+    http_idle: float = 10.0  # seconds a plain HTTP connection may stay open
 
 
 def loopback(host: str) -> bool:
@@ -141,6 +145,9 @@ class WebServer(Service):
         self._bound_port: int | None = None
         self._preview: Preview | None = None
         self._actions_due = False  # a refresh of the pages' action menus is scheduled
+        self._http: dict = {}  # plain HTTP connections (aiohttp's RequestHandler) → when each opened
+        self._upgraded: set = set()  # the connections that became a page's WebSocket
+        self._listener: asyncio.AbstractServer | None = None
 
     # -- lifecycle --
 
@@ -173,11 +180,12 @@ class WebServer(Service):
             loop.close()
             return
         started.set()
-        push = loop.create_task(self._push_values())
+        tasks = [loop.create_task(self._push_values()), loop.create_task(self._close_idle())]
         try:
             loop.run_forever()
         finally:
-            push.cancel()
+            for task in tasks:
+                task.cancel()
             loop.run_until_complete(self._unbind())
             loop.close()
 
@@ -189,15 +197,46 @@ class WebServer(Service):
         app.router.add_get("/favicon.ico", _no_icon)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._port, backlog=64)
-        await site.start()
-        self._bound_port = site._server.sockets[0].getsockname()[1]
+        # Served by asyncio itself (not aiohttp's TCPSite) so that each connection passes _connection,
+        # which bounds them: aiohttp alone accepts every connection and keeps it.
+        self._listener = await asyncio.get_running_loop().create_server(
+            self._connection, self.host, self._port, backlog=64, reuse_address=True)
+        self._bound_port = self._listener.sockets[0].getsockname()[1]
 
     async def _unbind(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         for page in list(self._pages):
             await page.ws.close(code=1001, message=b"ffvj is stopping")
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def _connection(self):
+        """A new connection's protocol (aiohttp's request handler), after making room for it."""
+        now = time.monotonic()
+        self._http = {h: t for h, t in self._http.items() if h.transport is not None or now - t < 1.0}
+        plain = [h for h in self._http if h not in self._upgraded]
+        for handler in plain[:max(0, len(plain) - self.config.max_connections + 1)]:  # the oldest first
+            self._drop(handler)
+        handler = self._runner.server()
+        self._http[handler] = now
+        return handler
+
+    def _drop(self, handler) -> None:
+        self._http.pop(handler, None)
+        self._counts.add("http_closed")
+        if handler.transport is not None:
+            handler.transport.close()
+        else:
+            handler.force_close()
+
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.config.http_idle / 2))
+            now = time.monotonic()
+            for handler, opened in list(self._http.items()):
+                if handler not in self._upgraded and now - opened > self.config.http_idle:
+                    self._drop(handler)
 
     def _close(self) -> None:
         self.store.remove_listener(self._on_change)
@@ -335,6 +374,7 @@ class WebServer(Service):
         # No compression: the JPEGs would not shrink, and deflating them would cost the show's CPU.
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=10.0, timeout=1.0, compress=False)
         await ws.prepare(request)
+        self._upgraded.add(request.protocol)  # a page's socket: no longer a plain HTTP connection
         page = _Page(ws, request)
         self._pages.add(page)
         self._refresh_wanted()
@@ -353,6 +393,8 @@ class WebServer(Service):
                     break
         finally:
             self._pages.discard(page)
+            self._upgraded.discard(request.protocol)
+            self._http.pop(request.protocol, None)
             self._refresh_wanted()
             writer.cancel()
         return ws
