@@ -177,6 +177,13 @@ def test_midi_learn_from_the_page_and_level_views(show, page):
         assert time.monotonic() < deadline, "learn from the page did not arm"
         time.sleep(0.05)
     page.wait_for_function("() => document.getElementById('learn-state').textContent.includes('l0.blur')")
+    # The knob moves (a fader sending CC 21 on channel 1, as the MIDI input would hand it over).
+    import mido
+
+    for value in (10, 30, 50, 70):
+        learner.feed(mido.Message("control_change", channel=0, control=21, value=value))
+    assert [(e["param"], e["type"], e["number"]) for e in learner.entries] == [("l0.blur", "cc", 21)]
+    page.wait_for_function("() => document.getElementById('learn-state').textContent.startsWith('learned')")
     page.uncheck("#learn-mode")
     page.check('#level-picks input[data-level="1"]')
     page.wait_for_function(

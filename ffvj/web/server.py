@@ -166,6 +166,8 @@ class WebServer(Service):
                                          f"{exc.strerror}; choose another --web-port (or --no-web)") from exc
             raise exc
         self.store.add_listener(self._on_change)
+        if self.controls.learner is not None:
+            self.controls.learner.on_learned.append(self._learned)
         log.info("web page on %s", self.url)
 
     def _serve(self, started: threading.Event, failure: list) -> None:
@@ -240,6 +242,9 @@ class WebServer(Service):
 
     def _close(self) -> None:
         self.store.remove_listener(self._on_change)
+        learner = self.controls.learner
+        if learner is not None and self._learned in learner.on_learned:
+            learner.on_learned.remove(self._learned)
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
@@ -506,6 +511,13 @@ class WebServer(Service):
         if not isinstance(name, str) or name not in self.store.registry:
             raise ValueError(f"no parameter {str(name)[:60]!r}")
         self._reply(page, {"type": "learn", "armed": learner.arm(name)})
+
+    def _learned(self, entry) -> None:
+        """A control was bound (on the MIDI thread): every page hears what, and that learn is done."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            message = {"type": "learn", "armed": None, "learned": entry.describe()}
+            loop.call_soon_threadsafe(lambda: [self._reply(page, message) for page in self._pages])
 
     def _on_levels(self, page: _Page, msg: dict) -> None:
         levels = msg.get("levels")

@@ -245,7 +245,7 @@ function connect() {
     else if (msg.type === "values") for (const [n, v] of Object.entries(msg.values)) setValue(n, v);
     else if (msg.type === "status") status(msg);
     else if (msg.type === "error") error(msg.message);
-    else if (msg.type === "learn") learnState(msg.armed);
+    else if (msg.type === "learn") learnState(msg.armed, msg.learned);
     else if (msg.type === "actions") buildActions(msg.actions); // a preset saved: the menus anew
   };
 }
@@ -264,9 +264,10 @@ async function picture(blob) {
   canvas.dataset.frames = String(Number(canvas.dataset.frames || 0) + 1);
 }
 document.addEventListener("visibilitychange", () => sendLevels());
-function learnState(armed) {
+function learnState(armed, learned) {
   for (const c of document.querySelectorAll(".control.armed")) c.classList.remove("armed");
-  document.getElementById("learn-state").textContent = armed ? `learn: move a MIDI control for ${armed}` : "";
+  document.getElementById("learn-state").textContent =
+    armed ? `learn: move a MIDI control for ${armed}` : learned ? `learned: ${learned}` : "";
   if (armed) document.querySelector(`.control[data-param="${CSS.escape(armed)}"]`)?.classList.add("armed");
 }
 document.getElementById("learn-mode").addEventListener("change", (ev) => {
