@@ -364,21 +364,22 @@ class _Show:
         """The levels ``svc`` asked for, from the readback the sinks got where there is one (RGB first,
         else their 4:2:0), else one made for it: the graded picture, or the level's view (ungraded and,
         being the performer's monitor rather than the audience's output, not flash-limited)."""
-        offered = {}
-        for lvl in levels:
-            have = sorted((fmt != pixfmt.RGB24, fmt) for level, fmt in pictures if level == lvl)
-            if have:
-                fmt = have[0][1]
-                offered[lvl] = (fmt, pictures[lvl, fmt])
-            else:
-                picture = shown.get(lvl)
-                if picture is None:
-                    picture = grade(self.engine.states[0], phi) if lvl == 0 else self.engine.view(lvl)
-                offered[lvl] = (pixfmt.RGB24, self.engine.readback(pixfmt.RGB24, picture))
         try:
+            offered = {}
+            for lvl in levels:
+                have = sorted((fmt != pixfmt.RGB24, fmt) for level, fmt in pictures if level == lvl)
+                if have:
+                    fmt = have[0][1]
+                    offered[lvl] = (fmt, pictures[lvl, fmt])
+                else:
+                    picture = shown.get(lvl)
+                    if picture is None:
+                        picture = grade(self.engine.states[0], phi) if lvl == 0 else self.engine.view(lvl)
+                    offered[lvl] = (pixfmt.RGB24, self.engine.readback(pixfmt.RGB24, picture))
             svc.picture(slot, offered)
-        except Exception as exc:  # noqa: BLE001
-            warn.warning("picture", "%s.picture failed (%s: %s)", type(svc).__name__, type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001 — a preview (its own readback too) must not stop the show
+            warn.warning("picture", "the picture for %s failed (%s: %s)", type(svc).__name__, type(exc).__name__,
+                         exc)
 
     def _show_figures(self, warn: RateLimitedLog, stats: RunStats) -> None:
         figures = stats.figures()

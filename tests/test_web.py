@@ -377,3 +377,83 @@ def test_idle_connections_are_bounded_and_never_keep_a_page_out(controls):
                         sock.close()
         run(go())
         assert web.stats["http_closed"] >= 300 - 64
+
+
+def test_another_site_may_not_play_the_show(web, controls):
+    """A browser lets any web page open a WebSocket to 127.0.0.1: its Origin must be the page's own,
+    and without a token the Host must be this machine (DNS rebinding); a token in any alphabet is a
+    403 when wrong, never a 500."""
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            for headers in ({"Origin": "https://evil.example"}, {"Host": f"evil.example:{web.port}"},
+                            {"Origin": f"http://evil.example:{web.port}", "Host": f"evil.example:{web.port}"}):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                    await s.ws_connect(ws_url(web), headers=headers)
+                assert exc.value.status == 403
+            async with s.ws_connect(ws_url(web), headers={"Origin": f"http://127.0.0.1:{web.port}"}) as ws:
+                await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "hello")
+            async with s.get(f"http://127.0.0.1:{web.port}/", headers={"Host": "rebound.example"}) as r:
+                assert r.status == 403
+    run(go())
+    assert controls.store.get("l0.zoom") == controls.store.registry["l0.zoom"].default
+    with WebServer(controls, WebConfig(host="0.0.0.0", port=0)) as lan:
+        async def token():
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{lan.port}/?token=%C3%A9") as r:
+                return r.status
+        assert run(token()) == 403
+
+
+def test_a_400_digit_integer_is_refused_not_fatal(web, controls):
+    huge = "1" + "0" * 400
+
+    async def go():
+        async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(web)) as ws:
+            await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "hello")
+            for text in (f'{{"type": "set", "name": "l0.zoom", "value": {huge}}}',
+                         f'{{"type": "set", "name": "l0.zoom", "norm": {huge}}}',
+                         f'{{"type": "fire", "action": "bpm", "args": [{huge}]}}',
+                         f'{{"type": "fire", "action": "snapshot.store", "args": [{huge}]}}',
+                         f'{{"type": "levels", "levels": [0], "fps": {huge}}}'):
+                await ws.send_str(text)
+                await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "error")
+            await ws.send_str(json.dumps({"type": "set", "name": "l0.zoom", "value": 1.01}))
+            await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "values" and "l0.zoom" in m["values"])
+    run(go())
+    assert controls.store.get("l0.zoom") == pytest.approx(1.01) and controls.tempo.bpm == 120
+
+
+def test_a_page_whose_layout_fails_leaves_no_trace(controls, monkeypatch):
+    from ffvj.web import layout
+
+    with WebServer(controls, WebConfig(port=0, max_clients=2)) as web:
+        def broken(_controls):
+            raise OSError("the presets folder is on a USB stick that was pulled")
+        monkeypatch.setattr(layout, "actions", broken)
+
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                for _ in range(3):
+                    with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                        await s.ws_connect(ws_url(web))
+                    assert exc.value.status == 500
+        run(go())
+        assert web.pages == 0 and web._joining == 0 and web.picture_levels() == ()
+
+
+def test_the_preview_keeps_its_rate_on_a_real_frame_clock(web):
+    """Offers at a 30 fps show's cadence, with a frame's jitter: a page wanting 15 fps gets 15."""
+    async def go():
+        async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(web)) as ws:
+            await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "hello")
+            await asyncio.sleep(0.2)
+            rng = np.random.default_rng(3)
+            start, offers = time.monotonic(), 0
+            for frame in range(60):  # 2 s of frames at 30 fps, each up to 3 ms early or late
+                due = start + frame / 30 + rng.uniform(-0.003, 0.003)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if web.picture_levels():
+                    web._last_offer[0] = time.monotonic()  # what picture() records
+                    web._preview._idle.set()
+                    offers += 1
+            return offers
+    assert 28 <= run(go()) <= 31

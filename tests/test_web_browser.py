@@ -148,6 +148,10 @@ def test_an_osc_change_moves_the_page(show, page):
 def test_action_buttons_reach_the_show(show, page):
     controls = show["controls"]
     row = page.locator('[data-action="bpm"]')
+    before = controls.tempo.bpm
+    row.locator("button").click()  # the field empty: nothing is sent (it once set the tempo to 20)
+    page.wait_for_function("() => document.getElementById('errors').textContent.includes('bpm')")
+    assert controls.tempo.bpm == before
     row.locator("input").fill("141")
     row.locator("button").click()
     deadline = time.monotonic() + 10

@@ -84,9 +84,12 @@ class Arg:
             if self.check is not None:
                 self.check(value)
             return value
-        if (isinstance(value, str) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                or (strict and isinstance(value, bool))):
-            raise ValueError(f"{self.name} must be a finite number, not {value!r}")
+        try:
+            finite = isinstance(value, (int, float)) and not isinstance(value, str) and math.isfinite(value)
+        except OverflowError:  # an integer too large for a float (JSON and TOML have no limit)
+            finite = False
+        if not finite or (strict and isinstance(value, bool)):
+            raise ValueError(f"{self.name} must be a finite number, not {str(value)[:40]}")
         number = float(value)
         if self.kind is int:
             # Surfaces send slots as floats too (OSC's f, a TouchOSC fader): the nearest whole number.

@@ -26,7 +26,7 @@ LISTEN (the proposal's WebSocket, on the same port): a client upgrades any GET t
 from any surface and from an LFO, then comes to it as a binary OSC message of the node's type (a
 ``/norm`` path gets the 0..1 value), at most 20 a second per path, latest value wins. At most 16
 sessions at once (more are answered 503); a session's commands are ≤ 4 KiB each; one that stops reading
-is closed after 5 s stuck. The WebSocket protocol is python-hyper's ``wsproto``, run on the
+is closed after 5 s stuck, one that answers none of three pings (30 s) too. The WebSocket protocol is python-hyper's ``wsproto``, run on the
 connection ``http.server`` accepted.
 
 mDNS (``mdns=None``: when python-zeroconf is installed, ``pip install 'ffvj[oscquery]'``, and the
@@ -44,6 +44,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -70,6 +71,7 @@ MAX_LISTENERS = 16  # LISTEN sessions at once
 MAX_COMMAND = 4096  # bytes of one LISTEN/IGNORE command
 LISTEN_INTERVAL = 0.05  # s: a session sends what changed at most this often
 SEND_TIMEOUT = 5.0  # s a send may be stuck before the session is closed
+PING_INTERVAL = 10.0  # s between pings; a session that answers nothing for 3 of them is closed
 
 class OscQueryServer(Service):
     def __init__(self, osc: OscServer, port: int = DEFAULT_PORT, host: str | None = None, name: str = "ffvj",
@@ -338,14 +340,15 @@ class _ListenSession:
         self.owner = owner
         self.paths: set[str] = set()
         self.names: dict[str, list[tuple[str, bool]]] = {}  # parameter name → its listened (path, normalized)
-        self.pending: dict[str, bytes] = {}
+        self.pending: dict[str, tuple[Param, float, bool]] = {}
         self.lock = threading.Lock()
         self.closing = False
 
     def changed(self, param: Param, value: float) -> None:
+        """Recorded only (this may be the render loop): the session's thread builds the messages."""
         with self.lock:
             for path, normalized in self.names.get(param.name, ()):
-                self.pending[path] = osc_value(param, value, normalized)
+                self.pending[path] = (param, value, normalized)
 
     def command(self, text: str) -> str | None:
         """A LISTEN or IGNORE; returns why it was refused, or None."""
@@ -375,7 +378,7 @@ class _ListenSession:
     def take(self) -> list[bytes]:
         with self.lock:
             out, self.pending = list(self.pending.values()), {}
-        return out
+        return [osc_value(param, value, normalized) for param, value, normalized in out]
 
 
 def _action_node(action: Action, controls) -> dict:
@@ -457,9 +460,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ws = WSConnection(ConnectionType.SERVER)
             # http.server has read the request line and headers: wsproto runs the handshake from them.
             head = self.requestline + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
-            ws.receive_data(head.encode("latin-1"))
-            if not any(isinstance(e, Request) for e in ws.events()):
-                return
+            try:
+                ws.receive_data(head.encode("latin-1"))
+                accepted = any(isinstance(e, Request) for e in ws.events())
+            except RemoteProtocolError as exc:
+                accepted, why = False, str(exc)
+            else:
+                why = "not a WebSocket handshake"
+            if not accepted:  # RFC 6455: a bad handshake is answered, not dropped
+                return self._json(400, {"error": f"LISTEN needs a WebSocket handshake ({why})"})
             self.wfile.write(ws.send(AcceptConnection()))
             self.wfile.flush()
             self._serve_session(ws, sock, session)
@@ -470,6 +479,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve_session(self, ws: WSConnection, sock: socket.socket, session: _ListenSession) -> None:
         text = ""
+        heard = pinged = time.monotonic()
         while not session.closing:
             sock.settimeout(LISTEN_INTERVAL)
             try:
@@ -478,7 +488,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 data = None
             if data == b"":
                 return
+            now = time.monotonic()
+            if now - heard > 3 * PING_INTERVAL:  # gone without a word (a client asleep, a dead link)
+                self._send(sock, ws.send(CloseConnection(code=1001, reason="no answer to pings")))
+                return
+            if now - pinged > PING_INTERVAL:
+                pinged = now
+                self._send(sock, ws.send(Ping()))
             if data:
+                heard = now
                 ws.receive_data(data)
                 for event in ws.events():
                     if isinstance(event, CloseConnection):

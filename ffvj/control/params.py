@@ -312,7 +312,7 @@ class ParamStore:
             return False
         try:
             raw = param.from_normalized(param.parse(value)) if normalized else param.parse(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer of 400 digits
             self._counts.add("rejected")
             self._warn.warning(f"bad:{name}", "ignored bad value for %s from %s: %s", name, source or "?", exc)
             return False

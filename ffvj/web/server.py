@@ -43,6 +43,7 @@ import math
 import secrets
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -145,6 +146,7 @@ class WebServer(Service):
         self._bound_port: int | None = None
         self._preview: Preview | None = None
         self._actions_due = False  # a refresh of the pages' action menus is scheduled
+        self._joining = 0  # pages admitted whose layout is still being made
         self._http: dict = {}  # plain HTTP connections (aiohttp's RequestHandler) → when each opened
         self._upgraded: set = set()  # the connections that became a page's WebSocket
         self._listener: asyncio.AbstractServer | None = None
@@ -257,7 +259,8 @@ class WebServer(Service):
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else "[::1]" if self.host == "::" else self.host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     @property
@@ -276,8 +279,9 @@ class WebServer(Service):
             return ()
         now = time.monotonic()
         fps = self._wanted_fps
+        # 0.8: the render loop's frames come a little early or late; "two frames" must count as two.
         due = tuple(lvl for lvl in sorted(wanted) if now - self._last_offer.get(lvl, -math.inf)
-                    >= 1 / (fps if lvl == 0 else min(LEVEL_VIEW_FPS, fps)))
+                    >= 0.8 / (fps if lvl == 0 else min(LEVEL_VIEW_FPS, fps)))
         return due
 
     def picture(self, slot: int, pictures: dict) -> None:
@@ -344,12 +348,23 @@ class WebServer(Service):
     # -- HTTP --
 
     def _admit(self, request: web.Request) -> None:
+        """Who may have the page or its socket: the allow-list, the token beyond loopback, and never a
+        script of another web site (a browser lets any page open a WebSocket to 127.0.0.1: its
+        ``Origin`` must be this server, and without a token the ``Host`` must be this machine, which
+        also stops DNS rebinding)."""
         peer = request.remote or ""
         if self.allow is not None and peer not in self.allow:
             raise web.HTTPForbidden(text="this address is not on the show's --osc-allow list\n")
-        if self.token is not None and not secrets.compare_digest(request.query.get("token", ""), self.token):
+        if self.token is not None and not secrets.compare_digest(request.query.get("token", "").encode(),
+                                                                 self.token.encode()):
             raise web.HTTPForbidden(text="this page needs the show's token: open the URL ffvj printed at "
                                          "start-up (…/?token=…)\n")
+        host = request.host or ""
+        if self.token is None and _host_name(host) not in ("localhost", "127.0.0.1", "::1", self.host):
+            raise web.HTTPForbidden(text=f"this page answers to 127.0.0.1 or localhost, not {host[:80]!r}\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != "null" and urllib.parse.urlsplit(origin).netloc != host:
+            raise web.HTTPForbidden(text="a page of another site may not play this show\n")
 
     async def _index(self, request: web.Request) -> web.Response:
         self._admit(request)
@@ -373,20 +388,24 @@ class WebServer(Service):
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         self._admit(request)
-        if len(self._pages) >= self.config.max_clients:
+        if len(self._pages) + self._joining >= self.config.max_clients:
             self._counts.add("refused")
             raise web.HTTPServiceUnavailable(text=f"{self.config.max_clients} pages are open already\n")
         # No compression: the JPEGs would not shrink, and deflating them would cost the show's CPU.
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=10.0, timeout=1.0, compress=False)
-        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        self._joining += 1  # its place is kept while the layout is made (a failure there leaks nothing)
+        try:
+            # The layout, before any change is sent; off the loop, as it lists the presets folder.
+            hello = json.dumps(await loop.run_in_executor(None, self.hello))
+            await ws.prepare(request)
+        finally:
+            self._joining -= 1
         self._upgraded.add(request.protocol)  # a page's socket: no longer a plain HTTP connection
         page = _Page(ws, request)
         self._pages.add(page)
         self._refresh_wanted()
         self._counts.add("connections")
-        loop = asyncio.get_running_loop()
-        # The layout, before any change is sent; off the loop, as it lists the presets folder.
-        hello = json.dumps(await loop.run_in_executor(None, self.hello))
         writer = loop.create_task(self._writer(page, hello))
         try:
             async for msg in ws:
@@ -461,7 +480,7 @@ class WebServer(Service):
             return self._refuse(page, "bad_message", f"unknown message type {msg['type'][:40]!r}")
         try:
             handler(self, page, msg)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ArithmeticError) as exc:  # ArithmeticError: a 400-digit integer
             self._refuse(page, "bad_message", f"{msg['type']}: {str(exc)[:200]}")
 
     def _on_set(self, page: _Page, msg: dict) -> None:
@@ -536,6 +555,13 @@ class WebServer(Service):
         watching = [page for page in self._pages if page.levels]
         self._wanted_fps = min(self.config.preview_fps, max((page.fps for page in watching), default=1.0))
         self._wanted = frozenset().union(*(page.levels for page in watching))
+
+
+def _host_name(host: str) -> str:
+    """A Host header's name without its port: "127.0.0.1:9020" → "127.0.0.1", "[::1]:9020" → "::1"."""
+    if host.startswith("["):
+        return host[1:].split("]")[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 async def _no_icon(request: web.Request) -> web.Response:

@@ -373,3 +373,24 @@ def test_listen_sessions_are_bounded_and_not_evicted_by_a_flood(query, store):
     while query.sessions and time.monotonic() < deadline:
         time.sleep(0.05)
     assert query.sessions == 0
+
+
+def test_a_bad_handshake_is_answered_and_a_silent_session_closed(query, monkeypatch):
+    import base64
+    import socket
+
+    import ffvj.control.oscquery as oq
+
+    with socket.create_connection(("127.0.0.1", query.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")  # no key
+        assert s.recv(4096).startswith(b"HTTP/1.0 400")
+    monkeypatch.setattr(oq, "PING_INTERVAL", 0.2)
+    with socket.create_connection(("127.0.0.1", query.port), timeout=10) as s:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert b" 101 " in s.recv(4096)
+        deadline = time.monotonic() + 10
+        while query.sessions and time.monotonic() < deadline:  # it never answers the pings
+            time.sleep(0.05)
+        assert query.sessions == 0

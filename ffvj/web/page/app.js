@@ -59,10 +59,15 @@ function error(text) {
 
 // -- one parameter's control --
 const SLIDER_STEPS = 1000;
-const pendingSets = new Map(); // name → message, sent once per animation frame (a drag sends ≤ 60/s)
+const pendingSets = new Map(); // name → its latest message, sent every 25 ms (≤ 40 a second a slider,
+let setsTimer = null;          // whatever the screen's refresh rate; the last value is always sent)
 function queueSet(msg) {
-  if (!pendingSets.size) requestAnimationFrame(() => { for (const m of pendingSets.values()) send(m); pendingSets.clear(); });
   pendingSets.set(msg.name, msg);
+  if (setsTimer === null) setsTimer = setTimeout(() => {
+    setsTimer = null;
+    for (const m of pendingSets.values()) send(m);
+    pendingSets.clear();
+  }, 25);
 }
 
 function makeControl(p) {
@@ -135,7 +140,9 @@ function makeAction(a) {
   button.addEventListener("click", () => {
     const args = [];
     for (const {arg, f} of fields) {
-      if (f.value === "" && arg.default !== undefined) break; // the rest take their defaults
+      const empty = f.value.trim() === "" || (arg.type !== "str" && !Number.isFinite(Number(f.value)));
+      if (empty && arg.default !== undefined) break; // the rest take their defaults
+      if (empty) return error(`${a.name}: ${arg.name} first (${arg.doc})`); // never a 0 by mistake
       args.push(arg.type === "str" ? f.value : Number(f.value));
     }
     send({type: "fire", action: a.name, args});
