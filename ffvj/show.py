@@ -230,6 +230,8 @@ class _Show:
                                      views=checkpoint.views(card))
         if controls.models is None:  # the model action: bundled models, loaded on this show's device
             controls.models = ModelSwitcher(model.levels, str(device))
+        if controls.models.current is None:  # what the show started on (the web page shows it)
+            controls.models.current = cfg.model or look_model or checkpoint.DEFAULT_MODEL
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
         # typo there never opens a camera or an output first; they start once the outputs are open.
         services = surfaces(cfg, controls) + services
@@ -386,6 +388,8 @@ class _Show:
         figures["surfaces"] = [part for svc in (*self.services, self.controls) if (part := _status(warn, svc))]
         figures["sinks"] = self.outputs.health()
         figures["target_fps"] = self.cfg.fps
+        figures["bpm"] = round(self.controls.tempo.bpm, 1)
+        figures["model"] = self.controls.models.current if self.controls.models is not None else None
         for svc in self.services:
             try:
                 svc.show_status(figures)

@@ -149,6 +149,8 @@ def test_action_buttons_reach_the_show(show, page):
     controls = show["controls"]
     row = page.locator('[data-action="bpm"]')
     before = controls.tempo.bpm
+    assert float(row.locator("input").input_value()) == pytest.approx(before, abs=0.1)  # the tempo now
+    row.locator("input").fill("")
     row.locator("button").click()  # the field empty: nothing is sent (it once set the tempo to 20)
     page.wait_for_function("() => document.getElementById('errors').textContent.includes('bpm')")
     assert controls.tempo.bpm == before
@@ -194,3 +196,5 @@ def test_midi_learn_from_the_page_and_level_views(show, page):
         "() => Number(document.querySelector('figure[data-level=\"1\"] canvas')?.dataset.frames) > 0",
         timeout=30_000)
     page.wait_for_function("() => document.querySelector('#status tbody').textContent.includes('sink null')")
+    status = page.locator("#status tbody").text_content()
+    assert "bpm" in status and "default" in status  # the tempo and the running model

@@ -53,8 +53,9 @@ def _arg_choices(action: Action, controls) -> list[list]:
     """For each argument, the values a menu offers ([] for a free field)."""
     out = []
     for arg in action.args:
-        if arg.check is check_model_name:
-            out.append(list(bundled_names()))
+        if arg.check is check_model_name:  # the running model first
+            current = controls.models.current if controls.models is not None else None
+            out.append(sorted(bundled_names(), key=lambda name: name != current))
         elif arg.check is check_name:
             out.append(controls.presets.names() if controls.presets is not None else [])
         elif arg.kind is int and arg.min is not None and arg.max is not None and arg.max - arg.min <= 64:
@@ -66,7 +67,8 @@ def _arg_choices(action: Action, controls) -> list[list]:
 
 def actions(controls) -> list[dict]:
     """Every action: its table entry, a caption, and the menus for its arguments."""
-    return [{**a.describe(), "title": a.title, "button": a.button, "choices": _arg_choices(a, controls)}
+    return [{**a.describe(), "title": a.title, "button": a.button, "choices": _arg_choices(a, controls),
+             **({"value": a.value(controls)} if a.value is not None else {})}  # the tempo, for its field
             for a in ACTIONS.values()]
 
 

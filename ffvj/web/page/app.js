@@ -132,6 +132,7 @@ function makeAction(a) {
       f = el("input", {type: "number", step: "any", "aria-label": `${a.name} ${arg.name}`, title: arg.doc});
       if (arg.min !== undefined) { f.min = arg.min; f.max = arg.max; }
       if (arg.default !== undefined) f.value = arg.default;
+      else if (a.value !== undefined && a.args.length === 1) f.value = Math.round(a.value * 10) / 10; // the tempo now
       f.placeholder = arg.name;
     }
     return {arg, f};
@@ -224,6 +225,8 @@ const STATUS_ROWS = [
   ["reseeds · nudges", s => `${s.reseeds} · ${s.nudges}`],
   ["flash-limited", s => String(s.flash_limited)],
   ["threads", s => s.threads ?? "fixed"],
+  ["tempo", s => `${s.bpm} bpm`],
+  ["model", s => s.model ?? "?"],
 ];
 function status(s) {
   const body = document.querySelector("#status tbody");
