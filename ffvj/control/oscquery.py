@@ -471,21 +471,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._json(400, {"error": f"LISTEN needs a WebSocket handshake ({why})"})
             self.wfile.write(ws.send(AcceptConnection()))
             self.wfile.flush()
-            self._serve_session(ws, sock, session)
+            # What the client sent right behind its handshake may sit in http.server's buffered reader:
+            # taken without waiting (the socket non-blocking for this one read), it is the first data.
+            sock.setblocking(False)
+            try:
+                early = self.rfile.read1(65536) or b""
+            except (BlockingIOError, InterruptedError):
+                early = b""
+            self._serve_session(ws, sock, session, early)
         except (LocalProtocolError, RemoteProtocolError) as exc:
             log.debug("OSCQuery LISTEN from %s: %s", self.client_address[0], exc)
         finally:
             self.owner._leave(session)
 
-    def _serve_session(self, ws: WSConnection, sock: socket.socket, session: _ListenSession) -> None:
+    def _serve_session(self, ws: WSConnection, sock: socket.socket, session: _ListenSession,
+                       early: bytes = b"") -> None:
         text = ""
         heard = pinged = time.monotonic()
         while not session.closing:
             sock.settimeout(LISTEN_INTERVAL)
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                data = None
+            if early:
+                data, early = early, b""
+            else:
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    data = None
             if data == b"":
                 return
             now = time.monotonic()

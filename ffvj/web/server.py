@@ -179,9 +179,9 @@ class WebServer(Service):
             loop.run_until_complete(self._bind())
         except BaseException as exc:  # noqa: BLE001 — handed to start(), which raises it on its thread
             failure.append(exc)
-            started.set()
-            loop.run_until_complete(self._unbind())
+            loop.run_until_complete(self._unbind())  # before start() hears of it and closes the server
             loop.close()
+            started.set()
             return
         started.set()
         tasks = [loop.create_task(self._push_values()), loop.create_task(self._close_idle())]
@@ -247,9 +247,13 @@ class WebServer(Service):
         learner = self.controls.learner
         if learner is not None and self._learned in learner.on_learned:
             learner.on_learned.remove(self._learned)
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:  # the loop closed itself already (a failed start)
+                pass
+            thread.join(timeout=5)
         if self._preview is not None:
             self._preview.close()
 

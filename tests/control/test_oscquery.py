@@ -394,3 +394,36 @@ def test_a_bad_handshake_is_answered_and_a_silent_session_closed(query, monkeypa
         while query.sessions and time.monotonic() < deadline:  # it never answers the pings
             time.sleep(0.05)
         assert query.sessions == 0
+
+
+def test_a_listen_sent_with_the_handshake_is_heard(query, store):
+    """A client that sends LISTEN in the same packet as its handshake (before the 101): not lost in
+    http.server's buffer."""
+    import base64
+    import socket
+    import struct
+
+    from pythonosc.osc_message import OscMessage
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    command = json.dumps({"COMMAND": "LISTEN", "DATA": "/ffvj/l0/noise"}).encode()
+    mask = os.urandom(4)
+    frame = bytes([0x81, 0x80 | len(command)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(command))
+    with socket.create_connection(("127.0.0.1", query.port), timeout=10) as s:
+        s.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode() + frame)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert b" 101 " in head
+        time.sleep(0.3)
+        store.set("l0.noise", 0.02, source="osc")
+        first = s.recv(2)
+        assert first[0] == 0x82  # a binary frame: the value
+        length = first[1] & 0x7F
+        if length == 126:
+            length = struct.unpack(">H", s.recv(2))[0]
+        payload = b""
+        while len(payload) < length:
+            payload += s.recv(length - len(payload))
+        assert OscMessage(payload).address == "/ffvj/l0/noise"
