@@ -21,7 +21,6 @@ from ffvj.control.controls import Controls
 from ffvj.control.params import ParamStore, build_registry
 from ffvj.control.tempo import Tempo
 from ffvj.web import WebConfig, WebServer
-from ffvj.web.layout import count_params
 from ffvj.web.preview import encode_jpeg, to_bgr
 from ffvj.engine import pixfmt
 
@@ -68,7 +67,7 @@ def test_hello_describes_every_parameter_and_action(web, controls):
     hello = run(go())
     registry = controls.store.registry
     names = [p["name"] for g in hello["groups"] for sec in g["sections"] for p in sec["params"]]
-    assert sorted(names) == sorted(registry) and count_params(hello["groups"]) == len(registry)
+    assert sorted(names) == sorted(registry) and len(names) == len(registry)  # each once
     assert [g["id"] for g in hello["groups"]] == ["picture", "l0", "l1", "l2", "l3", "lfos"]
     assert {a["name"] for a in hello["actions"]} == set(ACTIONS)
     assert hello["values"] == controls.store.targets() and hello["levels"] == 3 and hello["size"] == [640, 360]
@@ -447,13 +446,13 @@ def test_the_preview_keeps_its_rate_on_a_real_frame_clock(web):
             await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "hello")
             await asyncio.sleep(0.2)
             rng = np.random.default_rng(3)
+            tiny = np.full((16, 16, 3), 90, np.uint8)  # encoded in well under a frame
             start, offers = time.monotonic(), 0
             for frame in range(60):  # 2 s of frames at 30 fps, each up to 3 ms early or late
                 due = start + frame / 30 + rng.uniform(-0.003, 0.003)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-                if web.picture_levels():
-                    web._last_offer[0] = time.monotonic()  # what picture() records
-                    web._preview._idle.set()
+                if levels := web.picture_levels():  # as the render loop does: ask, then hand it over
+                    web.picture(frame, {lvl: (pixfmt.RGB24, tiny) for lvl in levels})
                     offers += 1
             return offers
     assert 28 <= run(go()) <= 31

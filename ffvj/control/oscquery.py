@@ -57,7 +57,7 @@ from .actions import Action
 from .osc import NORM_SUFFIX, OscServer
 from .params import ADDRESS_PREFIX, Param
 from ..tally import RateLimitedLog
-from .service import LimitedConnections, Service, stop_server
+from .service import LimitedConnections, Service, is_loopback, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class OscQueryServer(Service):
 
     def _start(self) -> None:
         zeroconf = None
-        if self.mdns is None and _loopback(self.host):
+        if self.mdns is None and is_loopback(self.host):
             # Nothing on the LAN could reach a loopback server, and zeroconf would still bind
             # 0.0.0.0:5353: announce only when the show listens beyond this machine.
             log.debug("OSCQuery on loopback: not announced over mDNS")
@@ -276,16 +276,6 @@ class OscQueryServer(Service):
             if node is None:
                 return None
         return node
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` is this machine only (127.0.0.1, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _unspecified(host: str) -> bool:

@@ -15,11 +15,13 @@ value always goes out. The OSC feedback and the MIDI LED echo are both one.
 ``stop_server(server, timeout)`` stops a ``socketserver`` server's ``serve_forever`` without waiting
 for ever: socketserver's own ``shutdown()`` waits with no timeout for a handler that may be stuck.
 ``LimitedConnections`` bounds a threading ``socketserver`` (the OSC TCP server, OSCQuery's HTTP):
-connections at once, idle time, the listen backlog, and who may connect.
+connections at once, idle time, the listen backlog, and who may connect. ``is_loopback(host)``: whether
+a server on ``host`` is reachable from this machine only (OSCQuery's mDNS, the web page's token).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import socket
@@ -28,6 +30,16 @@ import time
 from collections.abc import Callable, Hashable
 
 log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.1, ::1, localhost): who else could reach it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def stop_server(server, timeout: float = 2.0, what: str = "server") -> bool:

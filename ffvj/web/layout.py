@@ -70,7 +70,3 @@ def actions(controls) -> list[dict]:
     return [{**a.describe(), "title": a.title, "button": a.button, "choices": _arg_choices(a, controls),
              **({"value": a.value(controls)} if a.value is not None else {})}  # the tempo, for its field
             for a in ACTIONS.values()]
-
-
-def count_params(layout: list[dict]) -> int:
-    return sum(len(section["params"]) for group in layout for section in group["sections"])

@@ -79,7 +79,6 @@ class Preview:
         self._box: Mailbox = Mailbox()
         self._idle = threading.Event()
         self._idle.set()
-        self.encoded = 0
         self._warn = RateLimitedLog(log, interval=10.0)
         self._thread = threading.Thread(target=self._loop, name="ffvj-web-preview", daemon=True)
         self._thread.start()
@@ -89,10 +88,6 @@ class Preview:
         """Nothing waiting and nothing being encoded: the render loop offers a picture only then, so
         a slow machine previews at the rate it can encode, never behind."""
         return self._idle.is_set()
-
-    @property
-    def dropped(self) -> int:
-        return self._box.dropped
 
     def offer(self, slot: int, pictures: dict) -> None:
         self._idle.clear()
@@ -107,7 +102,6 @@ class Preview:
                 except (cv2.error, ValueError) as exc:
                     self._warn.warning("encode", "preview of level %d not encoded: %s", level, exc)
                     continue
-                self.encoded += 1
                 self._publish(level, slot, jpeg)
             self._idle.set()
 

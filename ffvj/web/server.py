@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.resources
-import ipaddress
 import json
 import logging
 import math
@@ -50,7 +49,7 @@ from aiohttp import WSMsgType, web
 
 from .. import __version__
 from ..tally import Counts, RateLimitedLog
-from ..control.service import Service
+from ..control.service import Service, is_loopback
 from . import layout
 from .preview import Preview
 
@@ -79,15 +78,6 @@ class WebConfig:
     send_timeout: float = 5.0  # seconds a send to a page may be stuck before the page is closed
     max_connections: int = 64  # plain HTTP connections (the page's files) at once, besides the pages
     http_idle: float = 10.0  # seconds a plain HTTP connection may stay open
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Page:
@@ -126,7 +116,7 @@ class WebServer(Service):
         if not 1 <= config.preview_quality <= 100:
             raise ValueError(f"the preview's JPEG quality must be 1..100, not {config.preview_quality}")
         self.host, self._port = config.host, config.port
-        self.token = config.token or (None if loopback(config.host) else secrets.token_urlsafe(12))
+        self.token = config.token or (None if is_loopback(config.host) else secrets.token_urlsafe(12))
         self.allow = allow
         self.size, self.fps = size, fps
         self.levels = max((p.level for p in self.store.registry.values() if p.level is not None), default=0)
@@ -388,7 +378,7 @@ class WebServer(Service):
         return {"type": "hello", "name": "ffvj", "version": __version__, "groups": self._layout,
                 "actions": layout.actions(self.controls), "values": self.store.targets(), "levels": self.levels,
                 "size": list(self.size) if self.size else None, "fps": self.fps, "status": self._status,
-                "learn": self.controls.learner is not None, "max_rate": MAX_RATE}
+                "learn": self.controls.learner is not None}
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         self._admit(request)
