@@ -7,6 +7,7 @@ to it. In units of the levels' natural scales (x = h / s_ℓ, α = γ(h) / s_ℓ
 
     F(x)  = l1 · mean|α| + l2 · mean clip(α, −g, g)²            the features already active, amplified
     G     = halfband(∂F/∂x)                                    through the real encoders (their VJPs)
+    G     ← G − mean(G)                                        per channel: structure, not exposure
     v     ← ρ·v + (1 − ρ)·mean(G²)                             RMSProp's running energy, one per level
     d     = η · G / √v                                         the nudge: RMS η whatever the model's gain
     d     ← d − tv · ¼·∇TV₂(d)                                  total variation (exponent 2) of the nudge
@@ -25,6 +26,11 @@ to it. In units of the levels' natural scales (x = h / s_ℓ, α = γ(h) / s_ℓ
   c = 2η (it leaves a nudge of RMS size alone and limits outliers), i.e. the y with
   y + pull·c·(|y|/c)^(p−1)·sign(y) = d: monotone in d, so stable for any weight, solved by Newton's
   method from above (``pull_prox``).
+* **Why the gradient's mean is taken out** (per channel, over the level): a constant part of it is added again every
+  frame, so it compounds into a drift of the whole level; at the picture that is its exposure and colour,
+  and the learned features respond most to bright, warm light, so the picture bleached to a pale yellow
+  within seconds. Taking the mean out amplifies the features' structure (streaks, cells) and leaves the
+  picture's overall tone to the loop.
 * RMSProp normalises by the gradient's energy over the whole level (one number, smoothed over frames),
   not per element: the nudge keeps the gradient's spatial structure, strongest where the features are.
 
@@ -154,6 +160,7 @@ def amplify(encode_vjp, levels: int, level: int, state: torch.Tensor, step: floa
     with torch.no_grad():
         grad = feature_gradient(encode_vjp, range(level, top), state, s_in, s_out, knobs).float()
         grad = halfband5(grad)
+        grad = grad.sub_(grad.mean(dim=(-2, -1), keepdim=True))
         energy = grad.pow(2).mean()
         v = memory.get(level)
         v = energy if v is None else torch.lerp(energy, v, RMS_DECAY)

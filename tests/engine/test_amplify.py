@@ -122,6 +122,19 @@ def test_the_nudge_has_rms_step(model):
     assert d10.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=0.05)
 
 
+def test_the_nudge_has_no_mean_so_it_cannot_drift_the_exposure(model):
+    """A constant part of the nudge would be added again every frame (the picture bleached to pale yellow):
+    every channel's nudge averages to zero over the level, at every depth, while still raising the objective."""
+    torch.manual_seed(5)
+    x = torch.rand(1, 3, 48, 64, dtype=torch.float64) * 1.2 - 0.6  # inside ±1: no clamp at the edges
+    for depth in (1, 2, 3):
+        knobs = AmplifyKnobs(depth=depth, tv=0.0, pull=0.0)
+        gradient = feature_gradient(model.fast().encode_vjp, range(depth), x, 1.0, 1.0, knobs)
+        assert gradient.mean(dim=(-2, -1)).abs().max() > 0.1 * gradient.pow(2).mean().sqrt()  # it had one
+        d = amplify(model.fast().encode_vjp, model.levels, 0, x, 0.02, knobs, None, {}).double() - x
+        assert d.mean(dim=(-2, -1)).abs().max() < 1e-4 * d.pow(2).mean().sqrt(), depth
+
+
 def test_amplification_stays_bounded_at_every_level_and_depth(model):
     """The largest step on every level, every depth, 60 frames: every state finite and, once updated, within ±s."""
     model = model.float()
