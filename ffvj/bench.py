@@ -191,7 +191,8 @@ print(json.dumps(got), flush=True)
 """
 
 
-def _rss_mb() -> float | None:
+def rss_mb() -> float | None:
+    """This process's resident memory now, in MB (None where /proc is missing)."""
     try:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
@@ -217,9 +218,9 @@ def _live_with_pages(cfg: BenchConfig, live: dict) -> dict:
         while web.pages < cfg.web_pages + cfg.web_stalled and time.monotonic() < deadline:
             time.sleep(0.05)
         connected = web.pages
-        rss = _rss_mb()
+        rss = rss_mb()
         stats = run(RunConfig(source="generator", sinks=["null"], **live), controls=controls, services=[web])
-        rss_after = _rss_mb()
+        rss_after = rss_mb()
         st = web.stats
     finally:
         web.close()

@@ -146,13 +146,12 @@ class RunStats:
                 "threads": self.threads}
 
     def summary(self) -> str:
-        eng = np.array(self.engine_ms or [0.0])
-        lat = np.array(self.latency_ms or [0.0])
-        return (f"frame {self.frames} | {self.fps:.1f} fps | engine {np.median(eng):.1f} ms "
-                f"(p99 {np.percentile(eng, 99):.1f}) | late {self.late} of {self.slots} slots | "
-                f"sink drops {self.sink_dropped} | latency {np.median(lat):.0f} ms | reseeds {self.reseeds}, "
-                f"nudges {self.nudges} | flash-limited {self.flash_limited}"
-                + (f" | threads {self.threads}" if self.threads is not None else ""))
+        f = self.figures()
+        return (f"frame {f['frame']} | {f['fps']:.1f} fps | engine {f['engine_ms']:.1f} ms "
+                f"(p99 {f['engine_p99_ms']:.1f}) | late {f['late']} of {f['slots']} slots | "
+                f"sink drops {f['sink_dropped']} | latency {f['latency_ms']:.0f} ms | reseeds {f['reseeds']}, "
+                f"nudges {f['nudges']} | flash-limited {f['flash_limited']}"
+                + (f" | threads {f['threads']}" if f['threads'] is not None else ""))
 
 
 def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,

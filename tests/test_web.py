@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from ffvj.bench import rss_mb
 from ffvj.control.actions import ACTIONS
 from ffvj.control.controls import Controls
 from ffvj.control.params import ParamStore, build_registry
@@ -211,11 +212,6 @@ def _handshake(port: int, path: str = "/ws") -> socket.socket:
     return s
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the process's memory in /proc")
 def test_a_page_that_never_reads_holds_one_picture_and_is_closed(web, controls):
     """Pictures of 1 MB offered 200 times to a page that reads nothing: the server holds at most one
@@ -227,7 +223,7 @@ def test_a_page_that_never_reads_holds_one_picture_and_is_closed(web, controls):
     async def go():
         async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(web)) as ws:
             await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "hello")
-            before = _rss_mb()
+            before = rss_mb()
             for i in range(200):
                 web._publish_picture(0, i, encode_jpeg(pixfmt.RGB24, noise, quality=95, max_width=1280))
                 controls.store.set("l0.zoom", 1.0 + i / 10_000, source="osc")
@@ -235,7 +231,7 @@ def test_a_page_that_never_reads_holds_one_picture_and_is_closed(web, controls):
                 await asyncio.sleep(0.02)  # ≤ 50 pictures a second: a page's own rate is at most 60
                 if i % 50 == 0:
                     await asyncio.sleep(0.3)
-            grown = _rss_mb() - before
+            grown = rss_mb() - before
             await _until(ws, lambda m: isinstance(m, dict) and m["type"] == "values"
                          and m["values"].get("l0.zoom") == pytest.approx(1.0199))
             deadline = time.monotonic() + 15

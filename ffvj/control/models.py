@@ -20,7 +20,8 @@ _warn = RateLimitedLog(log)
 
 
 @functools.cache
-def _bundled() -> tuple[str, ...]:
+def bundled_names() -> tuple[str, ...]:
+    """The bundled models' names."""
     # Read once: the bundled models are installed with ffvj and do not change while it runs, and the
     # check runs on the OSC or MIDI thread as an action is fired (no directory listing there).
     from ..model.checkpoint import bundled_models
@@ -28,14 +29,9 @@ def _bundled() -> tuple[str, ...]:
     return tuple(bundled_models())
 
 
-def bundled_names() -> tuple[str, ...]:
-    """The bundled models' names (read once)."""
-    return _bundled()
-
-
 def check_model_name(name: str) -> str:
     """A bundled model's name, or ValueError listing them."""
-    known = _bundled()
+    known = bundled_names()
     if name not in known:
         raise ValueError(f"no bundled model {name!r}; bundled: {', '.join(known)}")
     return name
