@@ -124,7 +124,7 @@ async def _web_fuzz(port: int, seed: int = 0) -> dict:
     rng = random.Random(seed)
     stuck = socket.create_connection(("127.0.0.1", port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
-    stuck.sendall((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    stuck.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
     names = ["l0.zoom", "drive", "bound", "no.such", "", "lfo1.target", "l3.amplify", "input.mix"]
 

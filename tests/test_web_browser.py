@@ -198,3 +198,87 @@ def test_midi_learn_from_the_page_and_level_views(show, page):
     page.wait_for_function("() => document.querySelector('#status tbody').textContent.includes('sink null')")
     status = page.locator("#status tbody").text_content()
     assert "bpm" in status and "default" in status  # the tempo and the running model
+
+
+# Another web site the performer has open: a sandboxed iframe on it runs a script whose origin is
+# opaque, so its requests carry ``Origin: null``. It tries the page's socket (play the show, watch the
+# picture), OSCQuery's LISTEN (stream values) and an OSCQuery GET, and reports what it got.
+_FOREIGN_FRAME = """<script>
+const report = {web: 'pending', webMessages: 0, listen: 'pending', listenMessages: 0, get: 'pending'};
+const send = () => parent.postMessage(JSON.stringify(report), '*');
+const web = new WebSocket('ws://127.0.0.1:WEB_PORT/ws');
+web.binaryType = 'arraybuffer';
+web.onopen = () => { report.web = 'open';
+  web.send(JSON.stringify({type: 'set', name: 'l0.zoom', value: 1.2}));
+  web.send(JSON.stringify({type: 'levels', levels: [0], fps: 15})); send(); };
+web.onmessage = () => { report.webMessages++; send(); };
+web.onerror = () => { if (report.web === 'pending') report.web = 'refused'; send(); };
+const listen = new WebSocket('ws://127.0.0.1:QUERY_PORT/');
+listen.binaryType = 'arraybuffer';
+listen.onopen = () => { report.listen = 'open';
+  listen.send(JSON.stringify({COMMAND: 'LISTEN', DATA: '/ffvj/l0/zoom'})); send(); };
+listen.onmessage = () => { report.listenMessages++; send(); };
+listen.onerror = () => { if (report.listen === 'pending') report.listen = 'refused'; send(); };
+fetch('http://127.0.0.1:QUERY_PORT/ffvj/l0/zoom')  // a read (CORS mode): the browser sends its Origin
+  .then(r => { report.get = 'read ' + r.status; send(); }, e => { report.get = 'failed'; send(); });
+</script>"""
+
+_FOREIGN_SITE = """<!doctype html><title>pending</title><iframe sandbox="allow-scripts" srcdoc="FRAME"></iframe>
+<script>window.addEventListener('message', e => { document.title = e.data; });</script>"""
+
+
+def test_a_sandboxed_frame_of_another_site_reaches_neither_the_page_nor_oscquery(show, page, tmp_path):
+    """The issue's attack, in chromium: the iframe's socket to the page once opened, got the preview and
+    set l0.zoom; OSCQuery answered its LISTEN and GETs. Both now refuse an opaque (and any foreign)
+    origin; OSCQuery clients that send no Origin (the other tests here) keep working."""
+    import html
+    import http.server
+
+    web, query, store = show["web"], show["query"], show["controls"].store
+    frame = _FOREIGN_FRAME.replace("WEB_PORT", str(web.port)).replace("QUERY_PORT", str(query.port))
+    (tmp_path / "index.html").write_text(_FOREIGN_SITE.replace("FRAME", html.escape(frame, quote=True)))
+    handler = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(tmp_path)))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    foreign_before, web_foreign_before = query.foreign, web.stats["foreign"]
+    store.set("l0.zoom", store.registry["l0.zoom"].default, source="test")
+    try:
+        pg = page.context.browser.new_page()  # the same chromium, a tab of its own
+        pg.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
+        # Every attempt has settled (refused or answered), then a moment for anything still to come.
+        pg.wait_for_function("""() => { try { const r = JSON.parse(document.title);
+            return r.web !== 'pending' && r.listen !== 'pending' && r.get !== 'pending'; }
+            catch (e) { return false; } }""", timeout=30_000)
+        time.sleep(1.5)
+        report = json.loads(pg.title())
+        pg.close()
+    finally:
+        site.shutdown()
+        site.server_close()
+    assert report["web"] == "refused" and report["webMessages"] == 0, report
+    assert report["listen"] == "refused" and report["listenMessages"] == 0, report
+    assert store.get("l0.zoom") == store.registry["l0.zoom"].default
+    assert web.stats["foreign"] > web_foreign_before
+    assert query.foreign >= foreign_before + 2  # the LISTEN upgrade and the GET
+    assert report["get"] == "failed", report
+
+
+def test_dns_rebinding_reaches_neither_the_page_nor_oscquery(show, page):
+    """A site whose own name is made to resolve to 127.0.0.1 (DNS rebinding; chromium's host resolver
+    rules stand in for the attacker's DNS) loads the page and OSCQuery as its own origin: same-origin
+    requests carry no Origin, so the Host name is what refuses them."""
+    web, query = show["web"], show["query"]
+    browser = page.context.browser.browser_type.launch(
+        executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP rebound.test 127.0.0.1"])
+    try:
+        pg = browser.new_page()
+        for port, path in ((web.port, "/"), (query.port, "/ffvj/l0/zoom"), (query.port, "/?HOST_INFO")):
+            response = pg.goto(f"http://rebound.test:{port}{path}")
+            assert response.status == 403, (port, path)
+        opened = pg.evaluate("""(port) => new Promise(done => {
+            const ws = new WebSocket(`ws://rebound.test:${port}/`);
+            ws.onopen = () => done('open'); ws.onerror = () => done('refused'); })""", query.port)
+        assert opened == "refused"
+        assert pg.goto(f"http://localhost:{query.port}/ffvj/l0/zoom").status == 200  # this machine's names work
+    finally:
+        browser.close()

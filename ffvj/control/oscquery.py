@@ -57,7 +57,7 @@ from .actions import Action
 from .osc import NORM_SUFFIX, OscServer
 from .params import ADDRESS_PREFIX, Param
 from ..tally import RateLimitedLog
-from .service import LimitedConnections, Service, is_loopback, stop_server
+from .service import LimitedConnections, Service, browser_refusal, is_loopback, local_names, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class OscQueryServer(Service):
         self._port = port
         self.name = name
         self.mdns = mdns
+        self._names = local_names(self.host)  # Host names a request may carry besides addresses
+        self.foreign = 0  # requests refused as another web site's (browser_refusal); the HTTP thread's
         self._http: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._mdns_thread: threading.Thread | None = None
@@ -418,6 +420,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = _HttpServer.idle_timeout  # StreamRequestHandler sets it on the socket
 
     def do_GET(self) -> None:
+        why = browser_refusal(self.headers.get("Host"), self.headers.get("Origin"), self.owner._names)
+        if why is not None:  # a script of another web site, through the performer's browser
+            self.owner.foreign += 1
+            self.server._warn.warning("foreign", "OSCQuery request from %s refused: %s", self.client_address[0], why)
+            return self._json(403, {"error": why})
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self._listen()
         url = urllib.parse.urlsplit(self.path)

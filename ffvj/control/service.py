@@ -27,6 +27,7 @@ import math
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Hashable
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,63 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def local_names(server_host: str) -> frozenset[str]:
+    """The host names a request to a server on ``server_host`` may carry in its ``Host`` header besides
+    an IP address: ``localhost``, the server's own host name, and this machine's name (with ``.local``,
+    as ffvj announces it over mDNS, so an OSCQuery client that found the show there keeps working)."""
+    machine = socket.gethostname().lower().rstrip(".")
+    names = {"localhost", machine, f"{machine.split('.')[0]}.local"}
+    if server_host:
+        names.add(server_host.lower().strip("[]").rstrip("."))
+    return frozenset(names)
+
+
+def host_name(host: str) -> str:
+    """A Host header's name without its port, lower case: "127.0.0.1:9020" → "127.0.0.1",
+    "[::1]:9020" → "::1", "Studio.local." → "studio.local"."""
+    if host.startswith("["):
+        name = host[1:].split("]")[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower().rstrip(".")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def browser_refusal(host: str | None, origin: str | None, names: frozenset[str] | None) -> str | None:
+    """Why a request must be refused because a browser may be sending it for another site, or None.
+
+    A browser lets any web page send requests and open WebSockets to 127.0.0.1 (no CORS for sockets),
+    so a site the performer visits could play the show or stream its values. Three rules stop it:
+
+    - ``Origin`` (browsers send it with every WebSocket and every cross-site request): it must be this
+      server itself, ``http(s)://`` + the ``Host`` the request was sent to. ``null`` (an opaque origin:
+      a sandboxed iframe on any site, a file) is refused: a page opened from the show never sends it.
+    - ``Host`` (DNS rebinding: a site's own name made to resolve to 127.0.0.1 sends requests that are
+      "same-origin" and carry no ``Origin`` at all): it must be an IP address or one of ``names``
+      (``local_names``); None skips this rule (a server that asks for a secret token instead).
+    - No ``Host`` at all: only a program, never a browser, leaves it out (HTTP/1.0 tools): admitted
+      unless it claims an ``Origin``.
+    """
+    if origin is not None:
+        if origin.strip().lower() == "null":
+            return "a page with an opaque origin (a sandboxed frame, a local file) may not reach the show"
+        parts = urllib.parse.urlsplit(origin.strip())
+        if parts.scheme not in ("http", "https") or not host or parts.netloc.lower() != host.lower():
+            return "a page of another site may not reach the show"
+    if names is not None and host:
+        name = host_name(host)
+        if not _is_address(name) and name not in names:
+            return f"this server answers to its own addresses and names, not {host[:80]!r}"
+    return None
 
 
 def stop_server(server, timeout: float = 2.0, what: str = "server") -> bool:

@@ -42,14 +42,13 @@ import math
 import secrets
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
 from .. import __version__
 from ..tally import Counts, RateLimitedLog
-from ..control.service import Service, is_loopback
+from ..control.service import Service, browser_refusal, is_loopback, local_names
 from . import layout
 from .preview import Preview
 
@@ -62,7 +61,7 @@ LEVEL_VIEW_FPS = 5.0  # feature-level previews: each costs a projection and a re
 MAX_PAGE_FPS = 60.0
 VALUE_PUSH_HZ = 30.0  # value changes are gathered and sent to the pages at most this often
 STAT_KEYS = ("connections", "refused", "messages", "bad_json", "bad_message", "rejected", "over_rate",
-             "slow_closed", "previews_sent", "http_closed")
+             "slow_closed", "previews_sent", "http_closed", "foreign")
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
@@ -118,6 +117,7 @@ class WebServer(Service):
         self.host, self._port = config.host, config.port
         self.token = config.token or (None if is_loopback(config.host) else secrets.token_urlsafe(12))
         self.allow = allow
+        self._names = local_names(config.host)  # the Host names a page may be opened at (besides addresses)
         self.size, self.fps = size, fps
         self.levels = max((p.level for p in self.store.registry.values() if p.level is not None), default=0)
         self._layout = layout.groups(self.store.registry)
@@ -294,7 +294,7 @@ class WebServer(Service):
 
     def status(self) -> str | None:
         st = self.stats
-        bad = st["bad_json"] + st["bad_message"] + st["rejected"] + st["over_rate"]
+        bad = st["bad_json"] + st["bad_message"] + st["rejected"] + st["over_rate"] + st["foreign"]
         return f"web {len(self._pages)} pages, {st['messages']} msgs, {bad} bad"
 
     # -- value changes: any thread → the loop, gathered --
@@ -343,9 +343,8 @@ class WebServer(Service):
 
     def _admit(self, request: web.Request) -> None:
         """Who may have the page or its socket: the allow-list, the token beyond loopback, and never a
-        script of another web site (a browser lets any page open a WebSocket to 127.0.0.1: its
-        ``Origin`` must be this server, and without a token the ``Host`` must be this machine, which
-        also stops DNS rebinding)."""
+        script of another web site (``service.browser_refusal``: its ``Origin`` must be this server, never
+        an opaque ``null``, and without a token the ``Host`` must name this machine, against DNS rebinding)."""
         peer = request.remote or ""
         if self.allow is not None and peer not in self.allow:
             raise web.HTTPForbidden(text="this address is not on the show's --osc-allow list\n")
@@ -353,12 +352,12 @@ class WebServer(Service):
                                                                  self.token.encode()):
             raise web.HTTPForbidden(text="this page needs the show's token: open the URL ffvj printed at "
                                          "start-up (…/?token=…)\n")
-        host = request.host or ""
-        if self.token is None and _host_name(host) not in ("localhost", "127.0.0.1", "::1", self.host):
-            raise web.HTTPForbidden(text=f"this page answers to 127.0.0.1 or localhost, not {host[:80]!r}\n")
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != "null" and urllib.parse.urlsplit(origin).netloc != host:
-            raise web.HTTPForbidden(text="a page of another site may not play this show\n")
+        why = browser_refusal(request.headers.get("Host"), request.headers.get("Origin"),
+                              None if self.token is not None else self._names)
+        if why is not None:
+            self._counts.add("foreign")
+            self._warn.warning("foreign", "web page request from %s refused: %s", peer, why)
+            raise web.HTTPForbidden(text=why + "\n")
 
     async def _index(self, request: web.Request) -> web.Response:
         self._admit(request)
@@ -549,13 +548,6 @@ class WebServer(Service):
         watching = [page for page in self._pages if page.levels]
         self._wanted_fps = min(self.config.preview_fps, max((page.fps for page in watching), default=1.0))
         self._wanted = frozenset().union(*(page.levels for page in watching))
-
-
-def _host_name(host: str) -> str:
-    """A Host header's name without its port: "127.0.0.1:9020" → "127.0.0.1", "[::1]:9020" → "::1"."""
-    if host.startswith("["):
-        return host[1:].split("]")[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 async def _no_icon(request: web.Request) -> web.Response:

@@ -382,12 +382,12 @@ def test_a_bad_handshake_is_answered_and_a_silent_session_closed(query, monkeypa
     import ffvj.control.oscquery as oq
 
     with socket.create_connection(("127.0.0.1", query.port), timeout=10) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")  # no key
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")  # no key
         assert s.recv(4096).startswith(b"HTTP/1.0 400")
     monkeypatch.setattr(oq, "PING_INTERVAL", 0.2)
     with socket.create_connection(("127.0.0.1", query.port), timeout=10) as s:
         key = base64.b64encode(os.urandom(16)).decode()
-        s.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        s.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
         assert b" 101 " in s.recv(4096)
         deadline = time.monotonic() + 10
@@ -410,7 +410,7 @@ def test_a_listen_sent_with_the_handshake_is_heard(query, store):
     mask = os.urandom(4)
     frame = bytes([0x81, 0x80 | len(command)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(command))
     with socket.create_connection(("127.0.0.1", query.port), timeout=10) as s:
-        s.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        s.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode() + frame)
         head = b""
         while b"\r\n\r\n" not in head:
@@ -427,3 +427,39 @@ def test_a_listen_sent_with_the_handshake_is_heard(query, store):
         while len(payload) < length:
             payload += s.recv(length - len(payload))
         assert OscMessage(payload).address == "/ffvj/l0/noise"
+
+
+def test_another_web_site_is_refused_and_programs_keep_working(query):
+    """OSCQuery answered any web site: a foreign or opaque Origin (a script of another site, a sandboxed
+    frame) and a foreign Host (DNS rebinding) are refused with 403, on a GET and on a LISTEN upgrade;
+    clients that send no Origin (VDMX, Chataigne, ossia) and this machine's own names keep working."""
+    import socket as socketlib
+
+    def ask(headers: dict, upgrade: bool = False) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{query.port}/ffvj/l0/zoom?VALUE", headers=headers)
+        if upgrade:
+            request.add_header("Upgrade", "websocket")
+            request.add_header("Connection", "Upgrade")
+            request.add_header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            request.add_header("Sec-WebSocket-Version", "13")
+        try:
+            with urllib.request.urlopen(request, timeout=15) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    here = f"127.0.0.1:{query.port}"
+    for upgrade in (False, True):
+        assert ask({"Origin": "null"}, upgrade) == 403
+        assert ask({"Origin": "https://evil.example"}, upgrade) == 403
+        assert ask({"Host": f"rebound.example:{query.port}"}, upgrade) == 403
+        assert ask({"Host": f"rebound.example:{query.port}", "Origin": f"http://rebound.example:{query.port}"},
+                   upgrade) == 403
+    assert query.foreign == 8
+    assert ask({}) == 200  # a program: no Origin
+    assert ask({"Origin": f"http://{here}"}) == 200  # a page of the server's own origin
+    assert ask({"Host": f"localhost:{query.port}"}) == 200
+    assert ask({"Host": f"{socketlib.gethostname()}.local:{query.port}"}) == 200  # found over mDNS
+    with socketlib.create_connection(("127.0.0.1", query.port), timeout=15) as raw:  # HTTP/1.0: no Host at all
+        raw.sendall(b"GET /ffvj/l0/zoom?VALUE HTTP/1.0\r\n\r\n")
+        assert raw.recv(64).startswith(b"HTTP/1.0 200")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ffvj.control.service import LatestValueSender, Service
+from ffvj.control.service import LatestValueSender, Service, browser_refusal, host_name, local_names
 from ffvj.tally import Counts
 from tests.helpers import wait_until
 
@@ -157,3 +157,20 @@ def test_a_connection_whose_thread_cannot_start_gives_its_slot_back(monkeypatch)
         monkeypatch.setattr(threading.Thread, "start", real_start)
     finally:
         srv.server_close()
+
+
+def test_the_browser_rule_refuses_other_sites_and_admits_this_machine():
+    names = local_names("127.0.0.1")
+    assert "localhost" in names
+    ok = [("127.0.0.1:9020", None), ("127.0.0.1:9020", "http://127.0.0.1:9020"), ("[::1]:9020", "http://[::1]:9020"),
+          ("LOCALHOST:9020", "http://localhost:9020"), ("192.168.1.5:9020", None), (None, None)]
+    for host, origin in ok:
+        assert browser_refusal(host, origin, names) is None, (host, origin)
+    refused = [("127.0.0.1:9020", "null"), ("127.0.0.1:9020", " NULL "), ("127.0.0.1:9020", "https://evil.example"),
+               ("127.0.0.1:9020", "http://127.0.0.1:9021"), ("127.0.0.1:9020", "file://"),
+               ("evil.example:9020", None), ("evil.example:9020", "http://evil.example:9020"), (None, "http://x")]
+    for host, origin in refused:
+        assert browser_refusal(host, origin, names), (host, origin)
+    assert browser_refusal("evil.example:9020", None, None) is None  # a server with a token skips the Host rule
+    assert browser_refusal("evil.example:9020", "null", None)  # but never admits an opaque origin
+    assert host_name("[::1]:9020") == "::1" and host_name("Studio.Local.:80") == "studio.local"
