@@ -212,6 +212,20 @@ def test_start_up_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count("nothere") == 1, result.stderr
 
 
+def test_a_hand_edited_or_special_preset_file_is_a_one_line_start_up_error(tmp_path):
+    """A 10,000-deep array and a 3,000-digit integer crashed start-up with a traceback; a FIFO hung it."""
+    import os
+
+    (tmp_path / "deep.toml").write_text('[params]\n"l0.zoom" = ' + "[" * 10_000 + "]" * 10_000 + "\n")
+    (tmp_path / "digits.toml").write_text('[params]\n"l0.zoom" = 1' + "0" * 3000 + "\n")
+    os.mkfifo(tmp_path / "pipe.toml")
+    for name, why in (("deep", "nested too deep"), ("digits", "far outside"), ("pipe", "is a FIFO")):
+        result = ffvj("run", "--presets-dir", str(tmp_path), "--preset", name, "--sink", "null", "--frames", "1",
+                      "--no-osc", "--no-web", "--no-midi", timeout=60)
+        assert result.returncode == 2 and why in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_parameters_and_actions_reach_the_engine(tmp_path):
     """input.mix = 1 shows the source itself; a posted snapshot.store lands in the render loop."""
     import cv2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ..tally import Counts, RateLimitedLog
@@ -115,8 +116,11 @@ class Controls:
         return self._counts.snapshot()["failed_actions"]
 
     def status(self) -> str | None:
-        """The status line's part for actions: only once one has failed."""
-        return f"{self.failed_actions} actions failed" if self.failed_actions else None
+        """The status line's part for actions: only once one has failed, or a file operation is stuck."""
+        stuck = self._files.stuck if self._files is not None else 0
+        parts = [f"{self.failed_actions} actions failed"] * bool(self.failed_actions) + \
+            [f"{stuck} file operations stuck"] * bool(stuck)
+        return ", ".join(parts) or None
 
     def close(self) -> None:
         """Stop the file worker (a later FILES action starts a new one)."""
@@ -140,32 +144,96 @@ class Controls:
 
 
 class _FileWorker:
-    """Preset files are read and written on this thread, not the render loop: a slow disk (a USB stick)
-    must not stall the picture. Bounded: a flood of requests drops the newest, logged."""
+    """Preset files (and model weights) are read and written here, not on the render loop: a slow disk
+    (a USB stick) must not stall the picture. Jobs run one at a time, in order, on a worker thread.
 
-    def __init__(self, maxsize: int = 16):
+    Bounded three ways: at most ``maxsize`` jobs wait (a flood drops the newest, logged); a job still
+    running after ``job_timeout`` seconds (a hung network mount) is abandoned: its thread is left to
+    its fate and a fresh one takes the jobs behind it, so one stuck file never holds the others; and
+    after ``max_stuck`` abandoned threads the worker refuses new jobs (the disk is gone), logged.
+    ``close`` lets the jobs in progress and waiting finish, waiting at most ``close_timeout`` seconds."""
+
+    def __init__(self, maxsize: int = 16, job_timeout: float = 10.0, max_stuck: int = 4, close_timeout: float = 2.0):
         self._queue: queue.Queue = queue.Queue(maxsize)
+        self.job_timeout, self.max_stuck, self.close_timeout = job_timeout, max_stuck, close_timeout
         self._warn = RateLimitedLog(log, interval=5.0)
-        self._thread = threading.Thread(target=self._loop, name="ffvj files", daemon=True)
-        self._thread.start()
+        self._lock = threading.Condition()
+        self._busy: dict[threading.Thread, tuple[float, str]] = {}  # a worker → when its job began, and what
+        self._stuck: list[threading.Thread] = []
+        self._closed = False
+        self._worker = self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="ffvj files watchdog", daemon=True)
+        self._watchdog.start()
+
+    @property
+    def stuck(self) -> int:
+        """Jobs abandoned so far (threads still stuck in a file operation, or that came back late)."""
+        with self._lock:
+            return len(self._stuck)
 
     def submit(self, fn, *args) -> None:
+        with self._lock:
+            if len(self._stuck) >= self.max_stuck:
+                self._warn.warning("stuck", "preset request refused: %d file operations are stuck (a hung disk "
+                                   "or network mount?); restart the show once the disk is back", len(self._stuck))
+                return
         try:
             self._queue.put_nowait((fn, args))
         except queue.Full:
             self._warn.warning("full", "preset request dropped: %d still waiting for the disk", self._queue.qsize())
 
+    def _spawn(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name="ffvj files", daemon=True)
+        thread.start()
+        return thread
+
     def _loop(self) -> None:
+        me = threading.current_thread()
         while (item := self._queue.get()) is not None:
             fn, args = item
+            what = getattr(args[0], "name", str(args[0])) if args else getattr(fn, "__name__", "job")
+            with self._lock:
+                self._busy[me] = (time.monotonic(), what)
+                self._lock.notify_all()
             try:
                 fn(*args)  # perform() logs a failed action itself; this catches the unforeseen
             except Exception:  # noqa: BLE001 — one failed request must not end the worker
-                log.exception("preset request %s failed", getattr(args[0], "name", args[0]) if args else fn)
+                log.exception("preset request %s failed", what)
+            finally:
+                with self._lock:
+                    self._busy.pop(me, None)
+                    abandoned = me is not self._worker
+                    self._lock.notify_all()
+            if abandoned:  # it came back late; the new worker has the queue now
+                log.warning("the %s file operation came back after it was abandoned", what)
+                return
+
+    def _watch(self) -> None:
+        """Abandon a job that runs past ``job_timeout`` and start a fresh worker for the rest."""
+        with self._lock:
+            while not self._closed:
+                began = self._busy.get(self._worker)
+                if began is None:
+                    self._lock.wait()
+                    continue
+                overdue = began[0] + self.job_timeout - time.monotonic()
+                if overdue > 0:
+                    self._lock.wait(overdue)
+                    continue
+                log.error("the %s file operation has taken over %.0f s (a hung disk or network mount?): "
+                          "abandoned, the next preset requests go on", began[1], self.job_timeout)
+                self._stuck.append(self._worker)
+                self._worker = self._spawn()
 
     def close(self) -> None:
+        """Let the jobs in progress and waiting (a save just asked for) finish, within ``close_timeout``
+        seconds in all; a stuck one is left behind (the threads are daemons, they end with the process)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            worker = self._worker
         try:
-            self._queue.put(None, timeout=5)
+            self._queue.put_nowait(None)
         except queue.Full:
-            return  # the disk is stuck; the thread is a daemon and dies with the process
-        self._thread.join(timeout=5)
+            pass  # the worker is stuck or far behind: the wait below is bounded anyway
+        worker.join(timeout=self.close_timeout)

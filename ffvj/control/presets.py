@@ -29,7 +29,6 @@ import os
 import re
 import tempfile
 import threading
-import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -38,6 +37,7 @@ import tomli_w
 
 from ..tally import RateLimitedLog
 from .params import Param, ParamStore
+from .tomlfile import TomlFileError, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,9 @@ def read_preset(path: Path, registry: Mapping[str, Param], meta: dict | None = N
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PresetError(f"cannot read preset file {path}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"preset file {path} is not valid TOML: {exc}") from exc
+        data = read_toml(path, "preset file")  # a regular file only: a FIFO must not hang the file worker
+    except TomlFileError as exc:
+        raise PresetError(str(exc)) from None
     table = data.get("params")
     if not isinstance(table, dict):
         raise PresetError(f"preset file {path} has no [params] table")
@@ -168,8 +166,13 @@ def read_preset(path: Path, registry: Mapping[str, Param], meta: dict | None = N
             values[name] = float(param.choices.index(raw))
             continue
         if not isinstance(raw, (bool, int, float)):
-            raise PresetError(f"preset file {path}: {name} = {raw!r} is not a number, true/false or a choice name")
-        value = float(raw)
+            raise PresetError(f"preset file {path}: {name} = {str(raw)[:60]} is not a number, true/false or a "
+                              "choice name")
+        try:
+            value = float(raw)
+        except OverflowError:  # TOML integers have no limit; a float does
+            raise PresetError(f"preset file {path}: {name} = {str(raw)[:20]}… is far outside "
+                              f"{param.min:g}..{param.max:g}") from None
         if not math.isfinite(value):
             raise PresetError(f"preset file {path}: {name} = {raw!r} is not finite")
         if param.clamp(value) != value and param.kind == "float":

@@ -240,3 +240,39 @@ def test_a_model_switch_names_a_bundled_model_or_is_refused_at_once(controls):
     with pytest.raises(ValueError, match="no bundled model '../secret'; bundled: crisp, default, random"):
         controls.fire("model", "../secret")
     assert controls.fire("model", "random", 0.5)
+
+
+def test_a_fifo_or_a_hung_disk_never_wedges_the_file_worker(controls, engine, monkeypatch):
+    """A FIFO named x.toml, then /ffvj/preset/recall s x: every later save, recall and model switch was
+    lost and SIGTERM took 8.9 s. A FIFO is refused at once; a file operation that hangs (a network mount)
+    is abandoned after the worker's job time and the requests behind it go on; closing stays bounded."""
+    import os
+    import time
+
+    from ffvj.control.controls import _FileWorker
+    from tests.helpers import wait_until
+
+    presets = controls.presets.directory
+    presets.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(presets / "x.toml")
+    controls.fire("preset.recall", "x")
+    controls.fire("preset.save", "after")
+    run_frame(controls, engine)
+    wait_until(lambda: (presets / "after.toml").is_file(), 10, "a save after the FIFO's recall")
+    assert controls.failed_actions == 1  # the FIFO's recall, refused
+
+    # A read that hangs: the job is abandoned after job_timeout, the next ones run on a fresh thread.
+    monkeypatch.setattr(controls, "_files", _FileWorker(job_timeout=0.5))
+    hung = threading.Event()
+    original = controls.presets.recall
+    controls.presets.recall = lambda name, seconds=0.0: hung.wait() if name == "hung" else original(name, seconds)
+    controls.presets.save("hung")
+    controls.fire("preset.recall", "hung")
+    controls.fire("preset.save", "later")
+    controls.frame(engine, 1 / 30, 0.0)
+    wait_until(lambda: (presets / "later.toml").is_file(), 10, "a save queued behind a hung recall")
+    assert controls._files.stuck == 1 and "1 file operations stuck" in controls.status()
+    t = time.monotonic()
+    controls.close()
+    assert time.monotonic() - t < 3
+    hung.set()

@@ -234,3 +234,24 @@ def test_names_windows_reserves_are_refused_and_saves_are_capped(store, bank, mo
     with pytest.raises(PresetError, match="3 presets"):
         bank.save("d")
     bank.save("b")  # replacing one is fine
+
+
+def test_hand_edited_files_that_crashed_start_up_are_one_line_errors(bank):
+    """A 10,000-deep array raised RecursionError (2,998 lines of traceback) and a 3,000-digit integer
+    OverflowError; a FIFO named like a preset blocked its reader for good."""
+    import os
+
+    cases = {
+        "deep": ('[params]\n"l0.zoom" = ' + "[" * 10_000 + "]" * 10_000 + "\n", "nested too deep"),
+        "digits": ('[params]\n"l0.zoom" = 1' + "0" * 3000 + "\n", "far outside"),
+        "huge": ("# " + "x" * (2 << 20) + "\n[params]\n", "over 1024 KiB"),
+    }
+    for name, (text, what) in cases.items():
+        write(bank.directory / f"{name}.toml", text)
+        with pytest.raises(PresetError, match=what) as info:
+            bank.load(name)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    os.mkfifo(bank.directory / "pipe.toml")
+    with pytest.raises(PresetError, match="pipe.toml is a FIFO, not a regular file"):
+        bank.load("pipe")  # at once: nothing ever writes to it
+    assert not bank.recall("pipe")

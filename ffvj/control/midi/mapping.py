@@ -16,7 +16,6 @@ import difflib
 import logging
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +25,7 @@ import tomli_w
 
 from ..actions import ACTIONS, Action
 from ..params import DEFAULT_LEVELS, LEVEL_PARAMS, Param, build_registry
+from ..tomlfile import TomlFileError, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -398,16 +398,9 @@ def load_mapping(path: str | Path, registry: dict[str, Param] | None = None) -> 
     path = Path(path)
     registry = build_registry(DEFAULT_LEVELS) if registry is None else registry
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MappingError(f"{path}: cannot read mapping file: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise MappingError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                           "save the mapping file as UTF-8") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MappingError(f"{path}: TOML syntax error: {exc}") from exc
+        data = read_toml(path, "mapping file")  # a regular file only, bounded; one line for any problem
+    except TomlFileError as exc:
+        raise MappingError(str(exc)) from None
     return parse_mapping(data, registry, str(path))
 
 

@@ -77,7 +77,7 @@ def test_malformed_mapping_names_file_entry_and_problem(tmp_path, body, expected
 
 
 @pytest.mark.parametrize("text, expected", [
-    ('[device]\nname = "x"\n[[map]]\nparam = "drive\ntype = "cc"\n', ["TOML syntax error", "line 4"]),
+    ('[device]\nname = "x"\n[[map]]\nparam = "drive\ntype = "cc"\n', ["not valid TOML", "line 4"]),
     ('[[map]]\nparam = "drive"\ntype = "cc"\nnumber = 1\n', ["missing [device]"]),
     ('[device]\nname = "x"\n', ["no [[map]] entries"]),
     ('[device]\nname = "x"\nmatch = 3\n[[map]]\nparam = "drive"\ntype = "cc"\nnumber = 1\n', ["[device]", "match"]),
@@ -128,7 +128,7 @@ def test_files_that_are_not_utf8_and_bad_preset_names_are_one_line_errors(tmp_pa
 
     raw = tmp_path / "latin1.toml"
     raw.write_bytes('[device]\nname = "Contrôleur"\n'.encode("latin-1"))
-    with pytest.raises(MappingError, match="not UTF-8 text.*save the mapping file as UTF-8"):
+    with pytest.raises(MappingError, match="not UTF-8 text.*save it as UTF-8"):
         load_mapping(raw)
     bad = tmp_path / "bad.toml"
     bad.write_text('[device]\nname = "x"\n[[map]]\nparam = "preset.recall:../x"\ntype = "note"\nnumber = 3\n')
