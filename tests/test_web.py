@@ -452,3 +452,67 @@ def test_the_preview_keeps_its_rate_on_a_real_frame_clock(web):
                     offers += 1
             return offers
     assert 28 <= run(go()) <= 31
+
+
+def test_a_page_flooding_tiny_messages_is_held_to_its_rate_then_closed(web, controls):
+    """~86,000 tiny `set` messages a second from one page took a 20 fps show to 11.6 fps: they were
+    dropped only after parsing. Now the page is read no faster than its rate (TCP pushes back on it),
+    closed once it stays over the rate, and a page beside it is not disturbed."""
+    from ffvj.web.server import FLOOD_SECONDS, MAX_RATE
+
+    message = json.dumps({"type": "set", "name": "l0.zoom", "value": 1.01})
+
+    async def flood(session) -> tuple[int, float]:
+        sent, t0 = 0, time.monotonic()
+        async with session.ws_connect(ws_url(web)) as ws:
+            try:
+                while time.monotonic() - t0 < 20 and not ws.closed:
+                    await asyncio.wait_for(ws.send_str(message), 20)
+                    sent += 1
+                    if sent % 256 == 0:
+                        await asyncio.sleep(0)  # let the reading side notice the close
+            except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+        return sent, time.monotonic() - t0
+
+    async def go():
+        async with aiohttp.ClientSession() as s, s.ws_connect(ws_url(web)) as calm:
+            await _until(calm, lambda m: isinstance(m, dict) and m["type"] == "hello")
+            t0 = time.monotonic()
+            sent, seconds = await flood(s)
+            held = time.monotonic() - t0
+            await calm.send_str(json.dumps({"type": "set", "name": "drive", "value": 2.0}))
+            await _until(calm, lambda m: isinstance(m, dict) and m["type"] == "values" and "drive" in m["values"])
+            assert web.pages == 1  # the calm page, still there
+            return sent, held
+
+    sent, held = run(go())
+    st = web.stats
+    assert st["flood_closed"] == 1 and held < FLOOD_SECONDS + 15
+    # Handled (parsed) at most its rate after the first burst, however much it sent.
+    assert st["messages"] <= MAX_RATE * (held + 1) + 10, (st, held)
+    assert sent > st["messages"]  # more was sent than the show ever parsed
+    assert controls.store.get("drive") == pytest.approx(2.0)
+    print(f"flood: {sent} sent in {held:.1f} s, {st['messages']} parsed, closed after {held:.1f} s")
+
+
+def test_malformed_http_is_counted_and_said_in_one_rate_limited_line(web, caplog):
+    """Each request without Host or with a bad Content-Length logged a 10-line traceback, unlimited
+    (4.4 MB in 12 s). Now: a 400 for the client, one line in the log per few seconds, counted."""
+    import logging
+
+    requests = [b"GET / HTTP/1.1\r\n\r\n", b"POST /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"]
+    with caplog.at_level(logging.DEBUG - 1, logger="aiohttp"), caplog.at_level(logging.INFO, logger="ffvj"):
+        for i in range(300):
+            with socket.create_connection(("127.0.0.1", web.port), timeout=10) as c:
+                c.sendall(requests[i % len(requests)])
+                assert c.recv(64).startswith(b"HTTP/1.0 400")
+        deadline = time.monotonic() + 10
+        while web.stats["malformed"] < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert web.stats["malformed"] == 300
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(said) <= 3 and all("\n" not in r.getMessage() and not r.exc_info for r in said), \
+        [r.getMessage() for r in said]
+    assert "Traceback" not in caplog.text and "malformed HTTP request" in caplog.text
