@@ -116,6 +116,9 @@ _STARTUP_PROBLEMS = (SinkUnavailable, SourceError, MidiError, MappingError, Pres
                      OSError, ValueError, ImportError)
 
 
+RECENT_SECONDS = 2.0  # the window of RunStats.fps_now
+
+
 @dataclass
 class RunStats:
     frames: int = 0
@@ -131,15 +134,27 @@ class RunStats:
     threads: int | None = None  # the CPU threads a live show's tuner chose
     sinks_failed: list = field(default_factory=list)  # "spec: why" of each sink dropped mid-show
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
+    frame_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1024))  # perf_counter
 
     @property
     def fps(self) -> float:
+        """Frames a second over the whole run."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def fps_now(self) -> float:
+        """Frames a second over the last ``RECENT_SECONDS`` (what the audience sees now; a show runs for hours)."""
+        times = self.frame_times
+        if len(times) < 2:
+            return 0.0
+        newest = times[-1]
+        recent = [t for t in times if newest - t <= RECENT_SECONDS]
+        return (len(recent) - 1) / (newest - recent[0]) if len(recent) > 1 and newest > recent[0] else 0.0
 
     def figures(self) -> dict:
         """The status line's figures as numbers (for the web page's status panel)."""
         eng = np.array(self.engine_ms or [0.0])
-        return {"frame": self.frames, "fps": round(self.fps, 1), "engine_ms": round(float(np.median(eng)), 2),
+        return {"frame": self.frames, "fps": round(self.fps, 1), "fps_now": round(self.fps_now, 1), "engine_ms": round(float(np.median(eng)), 2),
                 "engine_p99_ms": round(float(np.percentile(eng, 99)), 2), "late": self.late, "slots": self.slots,
                 "sink_dropped": self.sink_dropped, "latency_ms": round(float(np.median(self.latency_ms or [0.0])), 1),
                 "reseeds": self.reseeds, "nudges": self.nudges, "flash_limited": self.flash_limited,
@@ -147,7 +162,7 @@ class RunStats:
 
     def summary(self) -> str:
         f = self.figures()
-        return (f"frame {f['frame']} | {f['fps']:.1f} fps | engine {f['engine_ms']:.1f} ms "
+        return (f"frame {f['frame']} | {f['fps']:.1f} fps (now {f['fps_now']:.1f}) | engine {f['engine_ms']:.1f} ms "
                 f"(p99 {f['engine_p99_ms']:.1f}) | late {f['late']} of {f['slots']} slots | "
                 f"sink drops {f['sink_dropped']} | latency {f['latency_ms']:.0f} ms | reseeds {f['reseeds']}, "
                 f"nudges {f['nudges']} | flash-limited {f['flash_limited']}"
@@ -339,6 +354,7 @@ class _Show:
             stats.frames += 1
 
             now = time.perf_counter()
+            stats.frame_times.append(now)
             stats.seconds = now - start
             if now - last_figures >= FIGURES_INTERVAL and self.services:
                 last_figures = now

@@ -1,13 +1,16 @@
 """The show never stops: a running ``ffvj run`` under a bounded fuzz of everything a network and a MIDI
-rig can throw at it (OSC datagrams of every known bad kind, random MIDI over a real JACK server, HTTP
-abuse of OSCQuery), then SIGTERM: it must still render and answer, stop within 5 s, and leave a
+rig can throw at it (a web page flooding its socket, malformed HTTP, a FIFO named like a preset, OSC
+datagrams of every known bad kind, random MIDI over a real JACK server, HTTP abuse of OSCQuery and the
+page), then SIGTERM: it must still render and answer, stop within 5 s, and leave a
 playable recording. And a recording killed with ``kill -9`` keeps its frames."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import random
+import re
 import signal
 import socket
 import struct
@@ -169,6 +172,40 @@ async def _web_fuzz(port: int, seed: int = 0) -> dict:
         stuck.close()
 
 
+# One page flooding tiny `set` messages as fast as it can (reconnecting when closed), from a process of
+# its own, as a hostile script on this machine would. It once took a 20 fps show to 11.6 fps.
+WEB_FLOOD = """
+import asyncio, json, sys, time
+import aiohttp
+url, seconds = sys.argv[1], float(sys.argv[2])
+message = json.dumps({"type": "set", "name": "l0.zoom", "value": 1.01})
+async def main():
+    sent = connections = 0
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.ws_connect(url) as ws:
+                    connections += 1
+                    while time.monotonic() < deadline and not ws.closed:
+                        await asyncio.wait_for(ws.send_str(message), max(0.1, deadline - time.monotonic()))
+                        sent += 1
+                        if sent % 512 == 0:
+                            await asyncio.sleep(0)
+            except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError):
+                await asyncio.sleep(0.05)
+    print(json.dumps({"sent": sent, "connections": connections}), flush=True)
+asyncio.run(main())
+"""
+
+_FPS_NOW = re.compile(r"\(now ([0-9.]+)\)")
+
+
+def fps_now_between(stamped: list, start: float, end: float) -> list[float]:
+    """The show's recent frame rate from each status line whose 2-s window lies within [start, end]."""
+    return [float(m[1]) for t, line in stamped if start + 2.5 <= t <= end and (m := _FPS_NOW.search(line))]
+
+
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -187,14 +224,24 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", feedback_port))
     feedback.settimeout(0.2)
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    os.mkfifo(presets / "x.toml")  # a preset name that blocks a plain open() for ever
     show = subprocess.Popen(
         [sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", f"file:{out}", "--size",
          "160x96", "--fps", "20", "--pace", "realtime", "--osc-port", str(osc_port), "--oscquery-port",
          str(query_port), "--web-port", str(web_port), "--no-mdns", "--osc-feedback", f"127.0.0.1:{feedback_port}", "--midi-backend", "jack",
-         "--midi-mapping", "generic", "--threads", "1"],
+         "--midi-mapping", "generic", "--threads", "1", "--presets-dir", str(presets)],
         env=jack_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log_lines: list[str] = []
-    reader = threading.Thread(target=lambda: log_lines.extend(iter(show.stderr.readline, "")), daemon=True)
+    stamped: list[tuple[float, str]] = []  # (when it arrived, line)
+
+    def read_log():
+        for line in iter(show.stderr.readline, ""):
+            log_lines.append(line)
+            stamped.append((time.monotonic(), line))
+
+    reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
     sender = None
     try:
@@ -202,6 +249,36 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
                                                                  for line in log_lines), 120)
         assert show.poll() is None, "".join(log_lines)[-3000:]
         wait_until(lambda: out.exists() and out.stat().st_size > 0, 60, what="the recording to start")
+
+        # The web flood, first and alone, so that its effect on the frame rate can be read: the rate
+        # over 8 s of flood against the 8 s before it.
+        quiet_from = time.monotonic()
+        time.sleep(8)
+        flood_from = time.monotonic()
+        flood = subprocess.run([sys.executable, "-c", WEB_FLOOD, f"http://127.0.0.1:{web_port}/ws", "8"],
+                               capture_output=True, text=True, timeout=60)
+        flood_to = time.monotonic()
+        flooded = json.loads(flood.stdout.strip().splitlines()[-1])
+        quiet_fps = fps_now_between(stamped, quiet_from, flood_from)
+        flood_fps = fps_now_between(stamped, flood_from, flood_to)
+        print(f"web flood: {flooded['sent']} messages on {flooded['connections']} connections in "
+              f"{flood_to - flood_from:.1f} s; fps now {quiet_fps} quiet, {flood_fps} flooded")
+        assert quiet_fps and flood_fps, "".join(log_lines)[-3000:]
+        assert min(flood_fps) >= 0.9 * statistics.median(quiet_fps), (quiet_fps, flood_fps)
+        assert flooded["sent"] > 50_000, flooded  # it did flood
+
+        # Malformed HTTP on the page's port: answered 400, said in one rate-limited line.
+        for i in range(500):
+            with socket.create_connection(("127.0.0.1", web_port), timeout=10) as c:
+                c.sendall([b"GET / HTTP/1.1\r\n\r\n",
+                           b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n"][i % 2])
+                c.recv(64)
+
+        # A FIFO named like a preset, recalled over OSC: refused at once, and a save after it is written.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
+            ctl.sendto(build_msg("/ffvj/preset/recall", ["x"]).dgram, ("127.0.0.1", osc_port))
+            ctl.sendto(build_msg("/ffvj/preset/save", ["after-the-fifo"]).dgram, ("127.0.0.1", osc_port))
+        wait_until(lambda: (presets / "after-the-fifo.toml").is_file(), 30, what="a save after the FIFO's recall")
 
         # MIDI: 6,000 random messages from another process over JACK, while the OSC fuzz runs.
         sender = peer(jack_server, RANDOM_MIDI, "ffvj", "1", "6000")
@@ -271,6 +348,9 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
     show_log = "".join(log_lines)
     assert show.returncode == 0 and stopped_s < 5.0, f"{show.returncode} after {stopped_s:.1f} s: {show_log[-3000:]}"
     assert "Traceback" not in show_log, show_log[-3000:]
+    malformed = [line for line in log_lines if "malformed HTTP request" in line]
+    assert 1 <= len(malformed) <= 10, malformed  # 500 requests, one line every few seconds
+    assert any("is a FIFO, not a regular file" in line for line in log_lines)
     assert readable_frames(out) >= 20
     # What reached the show (the last status line): the fuzz was not lost on the way.
     counts = [line for line in log_lines if " msgs" in line and "midi" in line][-1]

@@ -217,7 +217,7 @@ document.getElementById("preview-rate").addEventListener("change", sendLevels);
 
 // -- the status panel --
 const STATUS_ROWS = [
-  ["fps", s => `${s.fps} of ${s.target_fps}`, s => s.fps < 0.9 * s.target_fps],
+  ["fps", s => `${s.fps_now ?? s.fps} of ${s.target_fps} (${s.fps} over the show)`, s => (s.fps_now ?? s.fps) < 0.9 * s.target_fps],
   ["engine", s => `${s.engine_ms} ms (p99 ${s.engine_p99_ms})`],
   ["late frames", s => `${s.late} of ${s.slots} slots`, s => s.late > 0],
   ["sink drops", s => String(s.sink_dropped)],
