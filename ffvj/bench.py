@@ -8,7 +8,9 @@ must do, over this machine's measured copy bandwidth and convolution rate.
 
 Contended: the engine again beside a competing program the bench starts itself, a single-threaded
 x264 encode running flat out (what OBS does during a show), on a fixed thread count (one per core)
-and as a live show runs it (``engine.device.ThreadTuner``), against the quiet rate.
+and as a live show runs it (``engine.device.ThreadTuner``), against the quiet rate. Then a whole live
+show beside it for ``live_seconds`` (``_live_contended``): the frames it delivers and its slowest steps
+against the same show alone on one thread.
 
 With pages: the live run again with the web page's server, ``web_pages`` pages reading everything it
 sends (the preview at 15 fps, values, status) from another process, as a tablet would, and
@@ -53,6 +55,7 @@ class BenchConfig:
     settings: dict = field(default_factory=dict)  # parameter → value, on top of the defaults (as ``--set``)
     web_pages: int = 1  # pages reading the web page's socket during a second live run (0: no such run)
     web_stalled: int = 0  # pages that connect and never read, beside them
+    live_seconds: float = 60.0  # the live show beside the competing encoder, after it settled (see _live_contended)
 
 
 def _sync(device: torch.device) -> None:
@@ -284,6 +287,77 @@ def _contended(step, device: torch.device, frames: int) -> dict:
         torch.set_num_threads(threads)
 
 
+def _live_run(cfg: BenchConfig, device: torch.device, seconds: float, threads: int | None,
+              competitor: bool) -> tuple[list[float], list[float], int | None]:
+    """A live show (generator → null, paced at ``cfg.fps``) for ``seconds``: each frame's time (when the
+    sinks had it), each engine step's ms, and the threads the tuner chose (None: fixed)."""
+    import collections
+    import threading
+
+    from .show import RunConfig, RunStats, run
+
+    rival = subprocess.Popen([sys.executable, "-c", COMPETITOR], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) if competitor else None
+    try:
+        if rival is not None:
+            time.sleep(1.0)  # the encoder running flat out
+            if rival.poll() is not None:
+                raise RuntimeError("the competing encoder did not start (PyAV with libx264 needed)")
+        times: list[float] = []
+        stats = RunStats(engine_ms=collections.deque())  # every step, not the last few hundred
+        stop = threading.Event()
+        timer = threading.Timer(seconds, stop.set)
+        timer.start()
+        try:
+            run(RunConfig(source="generator", sinks=["null"], width=cfg.width, height=cfg.height, fps=cfg.fps,
+                          model=cfg.model, device=str(device), pace="realtime", status_interval=1e9, threads=threads,
+                          compile=cfg.compile, precision=cfg.precision, settings=dict(cfg.settings)),
+                stop=stop, stats=stats, on_frame=lambda *args: times.append(time.perf_counter()))
+        finally:
+            timer.cancel()
+        return times, list(stats.engine_ms), stats.threads
+    finally:
+        if rival is not None:
+            rival.kill()
+            rival.wait()
+
+
+def _live_contended(cfg: BenchConfig, device: torch.device) -> dict:
+    """What the audience gets beside OBS: a live show at ``cfg.fps`` beside the competing encoder, its
+    threads tuned as ``ffvj run`` tunes them, over ``live_seconds`` once settled (the first 10 s left
+    out; the tuner's later probes are in), against the same show alone on one thread (the rate the
+    contended show could at best keep with the one core the encoder leaves it). Delivered frames a
+    second, and the steps' p99 against the one-thread median (a hitch is a step far over it)."""
+    settle = min(10.0, cfg.live_seconds / 4)
+    quiet_s = max(5.0, min(20.0, cfg.live_seconds / 3))
+    threads = torch.get_num_threads()
+    try:
+        quiet_times, quiet_ms, _ = _live_run(cfg, device, quiet_s + 2, 1, competitor=False)
+        torch.set_num_threads(threads)
+        times, steps, tuned = _live_run(cfg, device, settle + cfg.live_seconds, None, competitor=True)
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+    finally:
+        torch.set_num_threads(threads)
+
+    def delivered(stamps: list[float], skip: float) -> tuple[float, int]:
+        first = next((i for i, t in enumerate(stamps) if t - stamps[0] >= skip), len(stamps) - 1)
+        kept = stamps[first:]
+        return ((len(kept) - 1) / (kept[-1] - kept[0]) if len(kept) > 1 and kept[-1] > kept[0] else 0.0), first
+
+    quiet_fps, quiet_first = delivered(quiet_times, 2.0)
+    fps, first = delivered(times, settle)
+    one_median = float(np.median(quiet_ms[quiet_first:] or quiet_ms))
+    settled = np.asarray(steps[first:] or steps)
+    p99 = float(np.percentile(settled, 99))
+    return {"competitor": "libx264 veryfast, 1 thread, 640x360", "target_fps": cfg.fps, "seconds": cfg.live_seconds,
+            "one_thread_quiet_fps": round(quiet_fps, 1), "one_thread_median_ms": round(one_median, 2),
+            "fps": round(fps, 1), "of_quiet": round(fps / quiet_fps, 3) if quiet_fps else None,
+            "step_median_ms": round(float(np.median(settled)), 2), "step_p99_ms": round(p99, 1),
+            "step_max_ms": round(float(settled.max()), 1), "p99_over_one_thread_median": round(p99 / one_median, 2),
+            "threads": tuned}
+
+
 @torch.no_grad()
 def bench(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.device)
@@ -379,6 +453,8 @@ def bench(cfg: BenchConfig) -> dict:
     if cfg.end_to_end:
         with tempfile.TemporaryDirectory() as tmp:
             result["end_to_end"] = _end_to_end(cfg, device, Path(tmp))
+        if cfg.contended and device.type == "cpu" and torch.get_num_threads() > 1 and cfg.live_seconds > 0:
+            result["live_contended"] = _live_contended(cfg, device)
     result["peak_memory_mb"] = round(
         torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -436,6 +512,15 @@ def format_report(r: dict) -> str:
                          f"({wp['connected']} connected): {wp['fps']} fps, {wp['late_slots']} skipped of "
                          f"{wp['slots']} slots (without: {rt['late_slots']}), {wp['previews_sent']} previews sent, "
                          f"{wp['slow_closed']} stalled pages closed, memory {wp['rss_growth_mb']:+} MB over the run")
+    lc = r.get("live_contended")
+    if lc and "error" in lc:
+        lines.append(f"live contended  {lc['error']}")
+    elif lc:
+        lines.append(f"live at {lc['target_fps']:g} fps beside {lc['competitor']}, {lc['seconds']:g} s settled: "
+                     f"{lc['fps']} fps ({lc['of_quiet']:.0%} of the same show alone on 1 thread, "
+                     f"{lc['one_thread_quiet_fps']} fps); steps {lc['step_median_ms']} ms median, p99 "
+                     f"{lc['step_p99_ms']} ms ({lc['p99_over_one_thread_median']}× the 1-thread median "
+                     f"{lc['one_thread_median_ms']} ms), max {lc['step_max_ms']} ms; tuned to {lc['threads']} thread(s)")
     lines.append(f"peak memory {r['peak_memory_mb']} MB ({r['peak_memory_kind']}); engine start-up {r['startup_s']} s")
     return "\n".join(lines)
 

@@ -351,7 +351,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "output.flash_limit (default: on)")
     osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm; "
                                       "every action at its address (see 'ffvj actions')")
-    osc.add_argument("--osc-port", type=_port, default=o.port, help=f"UDP port (default: {o.port})")
+    osc.add_argument("--osc-port", type=_port, default=None,
+                     help=f"UDP port (default: {o.port}, or a free one, said at start, when another show has it)")
     osc.add_argument("--osc-host", default=o.host,
                      help=f"address to listen on; 0.0.0.0 lets a tablet on the LAN in (default: {o.host})")
     osc.add_argument("--osc-allow", action="append", default=[], metavar="IP",
@@ -361,8 +362,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="send every parameter change here (repeatable)")
     osc.add_argument("--osc-feedback-rate", type=float, default=o.feedback_rate,
                      help=f"feedback messages/s per parameter (default: {o.feedback_rate:g})")
-    osc.add_argument("--oscquery-port", type=_port, default=o.query_port,
-                     help=f"OSCQuery HTTP port (default: {o.query_port})")
+    osc.add_argument("--oscquery-port", type=_port, default=None,
+                     help=f"OSCQuery HTTP port (default: {o.query_port}, or a free one when another show has it)")
     osc.add_argument("--no-oscquery", action="store_true", help="do not serve OSCQuery")
     osc.add_argument("--no-mdns", action="store_true", help="do not announce OSC/OSCQuery over mDNS")
     osc.add_argument("--no-osc", action="store_true", help="no OSC at all")
@@ -382,7 +383,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     w = WebConfig()
     web = p.add_argument_group("web page", "every control and the live picture in a browser, at "
                                            f"http://127.0.0.1:{w.port}/ by default")
-    web.add_argument("--web-port", type=_port, default=w.port, help=f"HTTP port (default: {w.port})")
+    web.add_argument("--web-port", type=_port, default=None,
+                     help=f"HTTP port (default: {w.port}, or a free one, said at start, when another show has it)")
     web.add_argument("--web-host", default=w.host,
                      help=f"address to serve on; 0.0.0.0 lets a tablet on the LAN open it, with a token "
                           f"(default: {w.host})")
@@ -393,6 +395,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help=f"the page's preview rate, at most (default: {w.preview_fps:g})")
     web.add_argument("--no-web", action="store_true", help="no web page")
     p.set_defaults(func=_cmd_run)
+
+
+def _port_or_free(flag: str, asked: int | None, default: int, host: str, transport: str = "tcp") -> int:
+    """The port for ``flag``: the one asked for (a busy one is an error at start-up, with every other busy
+    one), else the default, else, when another show has the default, any free one (0), said at once."""
+    from .control.service import Listen, port_in_use
+
+    if asked is not None or not port_in_use(Listen(flag, host, default, transport)):
+        return default if asked is None else asked
+    log.warning("%s %d is in use (another ffvj?): this show takes a free port instead, said below; %s N "
+                "chooses one", flag, default, flag)
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -411,14 +425,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise CliError(f"--source-option {item!r}: expected KEY=VALUE")
         source_options[key] = _option_value(value)
     osc = None if args.no_osc else OscConfig(
-        host=args.osc_host, port=args.osc_port, tcp_port=args.osc_tcp_port, allow=tuple(args.osc_allow),
-        feedback=tuple(args.osc_feedback), feedback_rate=args.osc_feedback_rate,
-        query_port=None if args.no_oscquery else args.oscquery_port, mdns=False if args.no_mdns else None)
+        host=args.osc_host, port=_port_or_free("--osc-port", args.osc_port, OscConfig.port, args.osc_host, "udp"),
+        tcp_port=args.osc_tcp_port, allow=tuple(args.osc_allow), feedback=tuple(args.osc_feedback),
+        feedback_rate=args.osc_feedback_rate, mdns=False if args.no_mdns else None,
+        query_port=None if args.no_oscquery else _port_or_free("--oscquery-port", args.oscquery_port,
+                                                                OscConfig.query_port, args.osc_host))
     midi = None if args.no_midi else MidiConfig(
         ports=tuple(args.midi), mappings=tuple(args.midi_mapping), virtual_name=args.midi_virtual_name,
         backend=args.midi_backend, learn_file=args.midi_learn_file)
-    web = None if args.no_web else WebConfig(host=args.web_host, port=args.web_port, token=args.web_token,
-                                             preview_fps=args.web_preview_fps)
+    web = None if args.no_web else WebConfig(
+        host=args.web_host, port=_port_or_free("--web-port", args.web_port, WebConfig.port, args.web_host),
+        token=args.web_token, preview_fps=args.web_preview_fps)
     cfg = RunConfig(source=args.source, source_options=source_options, sinks=args.sink or [DEFAULT_SINK],
                     width=args.size[0], height=args.size[1], fps=args.fps, frames=args.frames, model=args.model,
                     device=args.device, seed=args.seed, pace=args.pace, map_image=args.map_image,
@@ -668,6 +685,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "0 with --web-stalled 0: no such run)")
     p.add_argument("--web-stalled", type=int, default=d.web_stalled,
                    help="pages that connect and never read, beside them (default: %(default)s)")
+    p.add_argument("--live-seconds", type=float, default=d.live_seconds,
+                   help="the live show beside the competing encoder, once settled (default: %(default)s; 0: none)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -682,7 +701,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end,
                       precision=args.precision, fps=args.fps, contended=not args.no_contended,
                       settings=dict(map(_parse_setting, args.set)), web_pages=args.web_pages,
-                      web_stalled=args.web_stalled)
+                      web_stalled=args.web_stalled, live_seconds=args.live_seconds)
     logging.getLogger("ffvj.show").setLevel(logging.WARNING)  # the end-to-end runs' status lines
     keep_freed_host_memory()  # as ffvj run does: the bench measures what a show gets
     use_cpu_threads(args.threads)

@@ -50,7 +50,7 @@ from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
 from .control.params import MAP_KINDS, build_registry
 from .control.presets import PresetError
-from .control.service import Service
+from .control.service import Service, check_ports
 from .web import WebConfig, WebServer
 from .engine import pixfmt
 from .engine.grade import grade
@@ -170,19 +170,20 @@ class RunStats:
 
 
 def run(cfg: RunConfig, controls: Controls | None = None, stop: threading.Event | None = None,
-        on_status=None, services: list[Service] = (), on_frame=None) -> RunStats:
+        on_status=None, services: list[Service] = (), on_frame=None, stats: RunStats | None = None) -> RunStats:
     """Run the show until ``stop`` is set or ``cfg.frames`` are rendered (see the module docstring).
     ``controls``: made for the model when None; ``services``: surfaces of the caller's own, run
     beside those ``cfg`` asks for. ``on_frame(slot, picture, source, engine)``, if given, sees every
     frame on the render loop once the sinks have it: the RGB picture the audience sees (the one
-    readback), the source frame (RGB, or None) and the engine (its states); it must be quick."""
+    readback), the source frame (RGB, or None) and the engine (its states); it must be quick.
+    ``stats``: the RunStats to fill (the bench passes one that keeps every step's time)."""
     stop = stop or threading.Event()
     with ExitStack() as stack:
         try:
             show = _Show(cfg, controls, list(services), stack)
         except _STARTUP_PROBLEMS as exc:
             raise StartupError(str(exc)) from exc
-        return show.render(stop, on_status, on_frame)
+        return show.render(stop, on_status, on_frame, stats or RunStats())
 
 
 def surfaces(cfg: RunConfig, controls: Controls) -> list[Service]:
@@ -253,6 +254,7 @@ class _Show:
             if not isinstance(svc, Service):
                 raise ValueError(f"{svc!r} is not an ffvj.control.service.Service: a surface needs its lifecycle "
                                  "and the render loop's hooks (poll, report, status)")
+        check_ports(listen for svc in services if not svc.started for listen in svc.listens())  # every busy one
         reserved = {"size", "fps"} & set(cfg.source_options)
         if reserved:
             raise ValueError(f"source option(s) {', '.join(sorted(reserved))}: set them with --size and --fps")
@@ -269,12 +271,11 @@ class _Show:
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
 
-    def render(self, stop: threading.Event, on_status, on_frame=None) -> RunStats:
+    def render(self, stop: threading.Event, on_status, on_frame, stats: RunStats) -> RunStats:
         cfg, controls, engine, source, outputs = self.cfg, self.controls, self.engine, self.source, self.outputs
         # What the sinks get, (level, format): one conversion and copy per distinct pair a frame.
         wanted = sorted(set(outputs.formats) | ({(0, pixfmt.RGB24)} if on_frame else set()))
         warn = RateLimitedLog(log, interval=5.0)
-        stats = RunStats()
         # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
         limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in wanted})}
         tuner = None
@@ -362,6 +363,8 @@ class _Show:
             if now - last_status >= cfg.status_interval:
                 last_status = now
                 parts = [part for svc in (*self.services, controls) if (part := _status(warn, svc))]
+                if down := outputs.failed:  # said in every status line while it lasts, not only once
+                    parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
                 (on_status or log.info)(" | ".join([stats.summary()] + parts))
         stats.seconds = time.perf_counter() - start
         stats.sinks_failed = outputs.failed

@@ -186,10 +186,14 @@ def test_a_sink_that_fails_mid_show_is_dropped_and_the_show_goes_on():
     register_sink("flaky", Flaky)
     register_sink("recorder", Recorder)
     Recorder.received = []
+    lines = []
     stats = run(RunConfig(source="generator", sinks=["flaky", "recorder"], width=64, height=48, frames=8,
-                          pace="offline"))
+                          pace="offline", status_interval=0.0), on_status=lines.append)
     assert stats.frames == 8 and len(Recorder.received) == 8 and Flaky.sent == 3
     assert len(stats.sinks_failed) == 1 and "disk full" in stats.sinks_failed[0]  # the CLI then exits 1
+    # Every status line from the failure on says so (a full disk was said once, then never again).
+    assert len(lines) == 8 and not any("DOWN" in line for line in lines[:2])
+    assert all("1 sink(s) DOWN: flaky" in line and "disk full" in line for line in lines[2:]), lines
 
 
 def test_a_stop_event_ends_the_show():
@@ -547,3 +551,42 @@ def test_a_preset_made_for_another_model_switches_to_it(tmp_path):
     with pytest.raises(StartupError, match=r"--preset bad: meta.model: no bundled model '../weights'"):
         run(RunConfig(source="generator", sinks=["null"], frames=2, pace="offline", presets_dir=str(tmp_path),
                       preset="bad"))
+
+
+def test_a_second_show_hears_of_every_busy_port_at_once(caplog):
+    """A second ffvj needed three tries: each busy port was reported one at a time. Ports asked for
+    and busy are all named in one line; a default port that another show has is swapped for a free
+    one, said once."""
+    import logging
+    import socket
+
+    from ffvj.cli import _port_or_free
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcps = []
+    for _ in range(2):
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        tcps.append(tcp)
+    osc, query, web = udp.getsockname()[1], tcps[0].getsockname()[1], tcps[1].getsockname()[1]
+    try:
+        result = subprocess.run([sys.executable, "-m", "ffvj.cli", "run", "--sink", "null", "--frames", "1",
+                                 "--no-midi", "--osc-port", str(osc), "--oscquery-port", str(query), "--web-port",
+                                 str(web)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        error = result.stderr.strip().splitlines()[-1]
+        for flag, port in (("--osc-port", osc), ("--oscquery-port", query), ("--web-port", web)):
+            assert f"{flag} {port}" in error, error
+        assert "Traceback" not in result.stderr
+        with caplog.at_level(logging.WARNING, logger="ffvj"):
+            assert _port_or_free("--web-port", None, web, "127.0.0.1") == 0  # the default taken: any free one
+            assert _port_or_free("--osc-port", None, osc, "127.0.0.1", "udp") == 0
+        assert "--web-port" in caplog.text and "in use" in caplog.text
+        assert _port_or_free("--web-port", web, 9020, "127.0.0.1") == web  # asked for: kept (and checked at start)
+    finally:
+        udp.close()
+        for tcp in tcps:
+            tcp.close()
+    assert _port_or_free("--web-port", None, web, "127.0.0.1") == web  # free again: the default stays

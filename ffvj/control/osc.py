@@ -76,7 +76,7 @@ from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, Action, Arg
 from .osc_pattern import compile_pattern, is_pattern
 from .params import Param
-from .service import LatestValueSender, LimitedConnections, Service, stop_server
+from .service import LatestValueSender, LimitedConnections, Listen, Service, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +411,10 @@ class OscServer(Service):
         self._listening = False
 
     # -- lifecycle --
+
+    def listens(self) -> tuple[Listen, ...]:
+        tcp = () if self._tcp_port is None else (Listen("--osc-tcp-port", self.host, self._tcp_port, "tcp"),)
+        return (Listen("--osc-port", self.host, self._port, "udp"),) + tcp
 
     def _start(self) -> None:
         """Bind and start the threads. Raises OSError/ValueError at once if it cannot."""

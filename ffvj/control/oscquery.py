@@ -57,7 +57,7 @@ from .actions import Action
 from .osc import NORM_SUFFIX, OscServer
 from .params import ADDRESS_PREFIX, Param
 from ..tally import RateLimitedLog
-from .service import LimitedConnections, Service, browser_refusal, is_loopback, local_names, stop_server
+from .service import LimitedConnections, Listen, Service, browser_refusal, is_loopback, local_names, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ class OscQueryServer(Service):
                 self._by_path[param.address + NORM_SUFFIX] = (param, True)
 
     # -- lifecycle --
+
+    def listens(self) -> tuple[Listen, ...]:
+        return (Listen("--oscquery-port", self.host, self._port, "tcp"),)
 
     def _start(self) -> None:
         zeroconf = None

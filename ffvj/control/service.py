@@ -14,13 +14,15 @@ value always goes out. The OSC feedback and the MIDI LED echo are both one.
 
 ``stop_server(server, timeout)`` stops a ``socketserver`` server's ``serve_forever`` without waiting
 for ever: socketserver's own ``shutdown()`` waits with no timeout for a handler that may be stuck.
-``LimitedConnections`` bounds a threading ``socketserver`` (the OSC TCP server, OSCQuery's HTTP):
+``Listen``, ``port_in_use`` and ``check_ports``: the ports services will take, checked all at once at
+start-up so that every busy one is named in one error. ``LimitedConnections`` bounds a threading ``socketserver`` (the OSC TCP server, OSCQuery's HTTP):
 connections at once, idle time, the listen backlog, and who may connect. ``is_loopback(host)``: whether
 a server on ``host`` is reachable from this machine only (OSCQuery's mDNS, the web page's token).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import math
@@ -29,6 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,46 @@ def browser_refusal(host: str | None, origin: str | None, names: frozenset[str] 
         if not _is_address(name) and name not in names:
             return f"this server answers to its own addresses and names, not {host[:80]!r}"
     return None
+
+
+@dataclass(frozen=True)
+class Listen:
+    """A port a service will listen on, with the command line's option that chooses it."""
+
+    flag: str  # "--web-port"
+    host: str
+    port: int
+    transport: str = "tcp"  # or "udp"
+
+    def __str__(self) -> str:
+        return f"{self.flag} {self.port} ({self.transport} {self.host})"
+
+
+def port_in_use(listen: Listen) -> bool:
+    """Whether ``listen``'s port is taken now (by another ffvj, say), tried as its server will bind it:
+    TCP with SO_REUSEADDR (a port left in TIME_WAIT by the last show is free), UDP without. Port 0 (any
+    free port) never is; an address this machine lacks is left for the server's own error."""
+    if listen.port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if listen.transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((listen.host, listen.port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def check_ports(listens) -> None:
+    """Raise OSError naming every port of ``listens`` that is in use, with its option, all at once (a
+    second ffvj once had to be started three times, learning of one busy port each time)."""
+    taken = [listen for listen in listens if port_in_use(listen)]
+    if taken:
+        raise OSError("in use (is another ffvj running?): " + ", ".join(map(str, taken)) + "; choose other "
+                      "ports with " + ", ".join(dict.fromkeys(t.flag for t in taken)) + ", or stop the other show")
 
 
 def stop_server(server, timeout: float = 2.0, what: str = "server") -> bool:
@@ -220,11 +263,19 @@ class Service:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def listens(self) -> tuple[Listen, ...]:
+        """The ports ``start`` will listen on (checked all at once before any service starts)."""
+        return ()
 
     # The render loop's hooks: nothing to do unless a service says otherwise.
     def poll(self) -> None:

@@ -51,7 +51,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import __version__
 from ..tally import Counts, RateLimitedLog
-from ..control.service import Service, browser_refusal, is_loopback, local_names
+from ..control.service import Listen, Service, browser_refusal, is_loopback, local_names
 from . import layout
 from .preview import Preview
 
@@ -154,6 +154,9 @@ class WebServer(Service):
         self._listener: asyncio.AbstractServer | None = None
 
     # -- lifecycle --
+
+    def listens(self) -> tuple[Listen, ...]:
+        return (Listen("--web-port", self.host, self._port, "tcp"),)
 
     def _start(self) -> None:
         self._preview = Preview(self._publish_picture, self.config.preview_quality, self.config.preview_width)
