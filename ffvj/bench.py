@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .control.params import ParamStore, build_registry, level_param_name
+from .control.params import ParamStore, build_registry, close_matches, level_param_name
 from .engine.delta import StepInputs, reference_step, updates_on
 from .engine.device import ThreadTuner, resolve_device
 from .engine.engine import FeedbackEngine
@@ -368,7 +368,8 @@ def bench(cfg: BenchConfig) -> dict:
     store = ParamStore(build_registry(model.levels))
     for name, value in cfg.settings.items():
         if name not in store.registry:
-            raise ValueError(f"--set {name}: no such parameter; 'ffvj params' lists them")
+            raise ValueError(f"--set {name}: no such parameter{close_matches(name, store.registry)}; 'ffvj params' "
+                             "lists them")
         if not store.set(name, value, source="--set"):
             raise ValueError(f"--set {name}={value}: not a value {name} takes (see 'ffvj params')")
     phi = store.frame(0)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import threading
 import shlex
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger("ffvj")
@@ -397,6 +399,30 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
+STOP_GRACE = 4.0  # seconds a stop may wait for the frame in progress (the promise: stopped within 5 s)
+
+
+def _stop_within(stats, seconds: float) -> None:
+    """On the stop watchdog's thread: if the show is still finishing its frame after ``seconds``, end the
+    process without it (the frame in progress cannot be interrupted inside torch). Once the render loop
+    has ended, the show's own closing (each wait of it bounded) is left to finish the recording."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if stats.loop_ended:
+            return
+        time.sleep(0.05)
+    log.error("the frame in progress has taken over %g s: stopping without it (a recording keeps all but its "
+              "last second, as after kill -9)", seconds)
+    _exit_now(1)
+
+
+def _exit_now(code: int) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the command line's own process, ended on purpose: no interpreter shutdown to wait for
+
+
 def _port_or_free(flag: str, asked: int | None, default: int, host: str, transport: str = "tcp") -> int:
     """The port for ``flag``: the one asked for (a busy one is an error at start-up, with every other busy
     one), else the default, else, when another show has the default, any free one (0), said at once."""
@@ -416,7 +442,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .control.osc import OscConfig
     from .web import WebConfig
     from .engine.device import keep_freed_host_memory
-    from .show import DEFAULT_SINK, RunConfig, StartupError, run
+    from .show import DEFAULT_SINK, RunConfig, RunStats, StartupError, run
 
     source_options = {}
     for item in args.source_option:
@@ -445,16 +471,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
                     threads=args.threads, osc=osc, midi=midi, web=web)
     stop = threading.Event()
+    stats = RunStats()  # filled by the show; the stop watchdog reads whether its render loop has ended
 
     def _stop(signum, _frame):
+        if stop.is_set():  # asked twice: the performer means now
+            log.warning("%s again: stopping at once", signal.Signals(signum).name)
+            _exit_now(1)
         log.info("%s: finishing the current frame and closing outputs", signal.Signals(signum).name)
         stop.set()
+        # A frame can take longer than a stop may (--size 8192x8192 on a CPU: a minute): past the grace the
+        # process ends as after kill -9, which a recording survives (fragmented MP4: all but its last second).
+        threading.Thread(target=_stop_within, args=(stats, STOP_GRACE), name="ffvj stop watchdog",
+                         daemon=True).start()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     keep_freed_host_memory()  # this process renders frames: reuse freed pages (13-15% on CPUs)
     try:
-        stats = run(cfg, stop=stop)
+        stats = run(cfg, stop=stop, stats=stats)
     except StartupError as exc:  # a problem of the setup: one line; anything later says what it is
         raise CliError(str(exc)) from exc
     print(stats.summary())
@@ -555,9 +589,11 @@ def _cmd_params(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for r in rows:
+    for p, r in zip(registry.values(), rows):
         rng = "|".join(r["choices"]) if "choices" in r else f"{r['min']:g}..{r['max']:g}"
-        print(f"{r['address']:<28} {rng:<34} default {r['default']:g} {r['unit']}  {r['doc']}")
+        default = p.choices[int(p.default)] if p.kind == "enum" else (
+            ("on" if p.default >= 0.5 else "off") if p.kind == "bool" else f"{p.default:g}")
+        print(f"{r['address']:<28} {rng:<34} default {default} {r['unit']}  {r['doc']}")
     return 0
 
 
@@ -613,7 +649,7 @@ def _add_look(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_look(args: argparse.Namespace) -> int:
     from .engine.device import keep_freed_host_memory
-    from .look.report import INPUTS, LookConfig, format_report, look, write_json
+    from .look.report import INPUTS, LookConfig, format_report, look, plan, write_json
     from .show import StartupError
 
     cfg = LookConfig(inputs=tuple(args.input or INPUTS), presets=tuple(args.preset or ()), width=args.size[0],
@@ -621,9 +657,21 @@ def _cmd_look(args: argparse.Namespace) -> int:
                      settings=dict(map(_parse_setting, args.set)), out=args.out, sheets=args.sheets,
                      levels=not args.no_levels)
     keep_freed_host_memory()  # it renders frames, as ffvj run does
+    runs = plan(cfg)
+    frames = max(2, round(cfg.seconds * cfg.fps))
+    log.info("ffvj look: %d runs (%d input(s) × %d look(s)), %d frames each at %dx%d; the time left is said after "
+             "each run (--input, --preset and --seconds make it shorter)", len(runs), len(cfg.inputs),
+             len(runs) // max(1, len(cfg.inputs)), frames, cfg.width, cfg.height)
+    started = time.monotonic()
+
+    def progress(row, done, total):
+        spent = time.monotonic() - started
+        left = spent / done * (total - done)
+        log.info("look %d/%d: %s through %s (%.0f s); about %s left", done, total, row["input"], row["preset"],
+                 spent / done, f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s")
+
     try:
-        report = look(cfg, progress=None if args.json else lambda row: log.info(
-            "looked at %s through %s", row["input"], row["preset"]))
+        report = look(cfg, progress=progress)
     except (StartupError, RuntimeError) as exc:
         raise CliError(str(exc)) from exc
     write_json(report, Path(cfg.out) / "look.json")
@@ -738,12 +786,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
     except CliError as exc:
         print(f"ffvj: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ffvj params | head`: the reader had what it wanted. Python's own recipe: stdout to devnull, so
+        # that the interpreter's last flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

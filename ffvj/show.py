@@ -48,7 +48,7 @@ from .control.midi.ports import MidiConfig, MidiError, MidiInput
 from .control.models import ModelSwitcher, check_model_name
 from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
-from .control.params import MAP_KINDS, build_registry
+from .control.params import MAP_KINDS, build_registry, close_matches
 from .control.presets import PresetError
 from .control.service import Service, check_ports
 from .web import WebConfig, WebServer
@@ -117,6 +117,8 @@ _STARTUP_PROBLEMS = (SinkUnavailable, SourceError, MidiError, MappingError, Pres
 
 
 RECENT_SECONDS = 2.0  # the window of RunStats.fps_now
+FIRST_FRAME_WARNING = 5.0  # seconds without a first frame before the show says why
+SLOW_AFTER = 5.0  # seconds into a live show before a rate far below --fps is said (rate-limited)
 
 
 @dataclass
@@ -135,6 +137,7 @@ class RunStats:
     sinks_failed: list = field(default_factory=list)  # "spec: why" of each sink dropped mid-show
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
     frame_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1024))  # perf_counter
+    loop_ended: bool = False  # the render loop is done (the show is closing its outputs, or closed)
 
     @property
     def fps(self) -> float:
@@ -276,6 +279,7 @@ class _Show:
         # What the sinks get, (level, format): one conversion and copy per distinct pair a frame.
         wanted = sorted(set(outputs.formats) | ({(0, pixfmt.RGB24)} if on_frame else set()))
         warn = RateLimitedLog(log, interval=5.0)
+        slow = RateLimitedLog(log, interval=60.0)  # a show that cannot keep up, said once a minute
         # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
         limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in wanted})}
         tuner = None
@@ -292,6 +296,12 @@ class _Show:
         epoch = source.epoch
         slot = 0  # the schedule slot of the next frame: slot n is due at start + n·period
         prev_slot = -1
+        # A size this machine renders in seconds a frame shows nothing for a long while: say why at once.
+        first_frame = threading.Timer(FIRST_FRAME_WARNING, lambda: stats.frames == 0 and log.warning(
+            "no frame yet after %g s: one frame of %dx%d on %s takes longer than that here; a smaller --size "
+            "(or a GPU) renders it live", FIRST_FRAME_WARNING, cfg.width, cfg.height, engine.device))
+        first_frame.daemon = True
+        first_frame.start()
         while not stop.is_set() and (cfg.frames is None or stats.frames < cfg.frames):
             if self.pace == "offline":
                 frame_slot = stats.frames
@@ -366,6 +376,12 @@ class _Show:
                 if down := outputs.failed:  # said in every status line while it lasts, not only once
                     parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
                 (on_status or log.info)(" | ".join([stats.summary()] + parts))
+                if self.pace == "realtime" and stats.seconds > SLOW_AFTER and stats.fps_now < 0.5 * cfg.fps:
+                    slow.warning("slow", "rendering %.1f of the %g frames a second asked for: a frame takes %.0f ms "
+                                 "at %dx%d on %s; a smaller --size or a lower --fps keeps up", stats.fps_now, cfg.fps,
+                                 float(np.median(stats.engine_ms)), cfg.width, cfg.height, engine.device)
+        first_frame.cancel()
+        stats.loop_ended = True
         stats.seconds = time.perf_counter() - start
         stats.sinks_failed = outputs.failed
         log.info("stopped: %s", stats.summary())
@@ -460,7 +476,7 @@ def _starting_values(cfg: RunConfig, controls: Controls) -> None:
     for name, raw in cfg.settings.items():
         param = store.registry.get(name)
         if param is None:
-            raise ValueError(f"--set {name}: no such parameter; see 'ffvj params'")
+            raise ValueError(f"--set {name}: no such parameter{close_matches(name, store.registry)}; see 'ffvj params'")
         try:
             value = param.parse(float(raw) if isinstance(raw, bool) else raw)
         except ValueError as exc:

@@ -6,7 +6,7 @@ import pytest
 
 from ffvj.cli import build_parser, main
 
-RUN = ["run", "--source", "generator", "--sink", "null", "--size", "32x32", "--no-osc", "--no-midi"]
+RUN = ["run", "--source", "generator", "--sink", "null", "--size", "32x32", "--no-osc", "--no-midi", "--no-web"]
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +81,29 @@ def test_model_list_gives_a_line_per_bundled_model(capsys):
     assert [line.split()[0] for line in lines] == ["default", "crisp", "random"]  # the zoo, the default first
     assert all("3 levels" in line and "smooth decoders" in line and "over bicubic" in line for line in lines)
     assert "max pooling" in lines[1] and "avg pooling" in lines[2]
+
+
+def test_listings_piped_into_head_end_quietly_and_say_enum_defaults_by_name(capsys):
+    """`ffvj params | head` ended in a BrokenPipeError traceback; enum defaults printed as indexes."""
+    import os
+    import subprocess
+    import sys
+
+    for command in ("params", "actions"):
+        read, write = os.pipe()
+        os.close(read)  # the reader (head) has gone before the first line is written
+        try:
+            result = subprocess.run([sys.executable, "-m", "ffvj.cli", command], stdout=write, stderr=subprocess.PIPE,
+                                    text=True, timeout=60)
+        finally:
+            os.close(write)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert main(["params"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "default tanh " in lines["/ffvj/bound"] and "default luma " in lines["/ffvj/color/bound"]
+    assert "default on " in lines["/ffvj/output/flash_limit"]
+
+
+def test_a_misspelled_parameter_is_answered_with_what_was_meant(capsys):
+    assert main(RUN + ["--set", "l0.zom=1.02", "--frames", "1"]) == 2
+    assert "did you mean l0.zoom" in capsys.readouterr().err

@@ -381,7 +381,8 @@ def test_a_recording_killed_with_sigkill_after_12_s_keeps_its_frames(tmp_path):
     out = tmp_path / "killed.mp4"
     show = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator:rings", "--sink",
                              f"file:{out}", "--size", "160x96", "--fps", "20", "--pace", "realtime", "--no-osc",
-                             "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--no-web", "--no-midi", "--threads", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: out.exists() and out.stat().st_size > 0, 120, what="the recording to start")
         started = time.monotonic()

@@ -60,9 +60,10 @@ def read_frames(path):
 
 
 def ffvj(*args, timeout=300, **kw):
-    # --no-osc: these runs are about video; OSC gets its own end-to-end test below
-    return subprocess.run([sys.executable, "-m", "ffvj.cli", *args, "--no-osc"], capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    # No surfaces: these runs are about video (OSC gets its own end-to-end test below), and a show already
+    # running on this machine must not meet them on its ports.
+    return subprocess.run([sys.executable, "-m", "ffvj.cli", *args, "--no-osc", "--no-web", "--no-midi"],
+                          capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def test_video_to_h264_file_from_the_command_line(clip, tmp_path):
@@ -98,8 +99,8 @@ def test_virtualcam_without_a_device_fails_fast_naming_the_fix():
 def test_sigterm_finalises_the_recording(tmp_path):
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator:rings", "--sink",
-                             f"file:{out}", "--size", "160x96", "--pace", "realtime", "--no-osc"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             f"file:{out}", "--size", "160x96", "--pace", "realtime", "--no-osc", "--no-web",
+                             "--no-midi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
@@ -254,11 +255,13 @@ def test_parameters_and_actions_reach_the_engine(tmp_path):
 def test_liblo_peers_drive_a_running_show():
     """Debian's oscsend sets a parameter of a running `ffvj run`; oscdump on the feedback port hears it."""
     osc_port, feedback_port = free_udp_port(), free_udp_port()
-    dump = subprocess.Popen(["oscdump", str(feedback_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = subprocess.Popen(["oscdump", "-L", str(feedback_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     show = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", "null",
                              "--size", "96x64", "--pace", "realtime", "--osc-port", str(osc_port),
-                             "--osc-feedback", f"127.0.0.1:{feedback_port}", "--no-oscquery"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--osc-feedback", f"127.0.0.1:{feedback_port}", "--no-oscquery", "--no-web", "--no-midi"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said = []  # the show's log, read as it comes (a pipe left unread would stall the show once full)
+    threading.Thread(target=lambda: said.extend(iter(show.stderr.readline, "")), daemon=True).start()
     try:
         heard = []
         reader = threading.Thread(target=lambda: heard.extend(iter(dump.stdout.readline, "")), daemon=True)
@@ -269,7 +272,7 @@ def test_liblo_peers_drive_a_running_show():
             subprocess.run(["oscsend", "localhost", str(osc_port), "/ffvj/l0/zoom", "f", "1.1"], check=True)
             time.sleep(0.5)
         lines = [line for line in heard if "/ffvj/l0/zoom " in line]
-        assert lines, f"no feedback; show stderr: {show.stderr.read1(4000) if show.poll() is not None else ''}"
+        assert lines, f"no feedback; the show said: {''.join(said)[-4000:]}"
         assert lines[-1].split()[-2:] == ["f", "1.100000"]  # "<timetag> /ffvj/l0/zoom f 1.100000"
     finally:
         show.send_signal(signal.SIGTERM)
@@ -590,3 +593,52 @@ def test_a_second_show_hears_of_every_busy_port_at_once(caplog):
         for tcp in tcps:
             tcp.close()
     assert _port_or_free("--web-port", None, web, "127.0.0.1") == web  # free again: the default stays
+
+
+SLOW_FIRST_FRAME = """
+import sys, time
+import numpy as np
+from ffvj.media.base import Source
+from ffvj.media.sources import register_source
+from ffvj.cli import main
+
+class Glacial(Source):
+    live = True  # a frame that takes a minute (what --size 8192x8192 does on a CPU)
+    def _read(self):
+        time.sleep(60)
+        return np.zeros((self.height, self.width, 3), np.uint8)
+
+register_source("glacial", Glacial)
+sys.exit(main(["run", "--source", "glacial", "--sink", sys.argv[1], "--size", "64x48", "--no-osc", "--no-web",
+               "--no-midi"]))
+"""
+
+
+def test_a_show_whose_frame_takes_a_minute_says_so_and_still_stops_within_5_s(tmp_path):
+    """`--size 8192x8192` rendered nothing for 90 s, silently, then took 53 s to stop."""
+    show = subprocess.Popen([sys.executable, "-c", SLOW_FIRST_FRAME, f"file:{tmp_path / 'x.mp4'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said = []
+    threading.Thread(target=lambda: said.extend(iter(show.stderr.readline, "")), daemon=True).start()
+    try:
+        wait_until(lambda: any("no frame yet after 5 s" in line for line in said), 60, "the show to say why")
+        t = time.monotonic()
+        show.send_signal(signal.SIGTERM)
+        show.wait(timeout=30)
+        stopped = time.monotonic() - t
+    finally:
+        show.kill()
+    assert stopped < 6.0 and show.returncode == 1, (stopped, "".join(said))
+    assert any("stopping without it" in line for line in said) and "Traceback" not in "".join(said)
+
+
+def test_a_live_show_far_below_its_rate_says_so(caplog):
+    import logging
+
+    register_source("sleepy", SleepySource)
+    stop = threading.Event()
+    threading.Timer(7.5, stop.set).start()
+    with caplog.at_level(logging.WARNING, logger="ffvj.show"):
+        run(RunConfig(source="sleepy", sinks=["null"], width=64, height=48, fps=60, pace="realtime",
+                      status_interval=0.5), stop=stop)
+    assert "of the 60 frames a second asked for" in caplog.text and "smaller --size" in caplog.text

@@ -13,10 +13,12 @@ blocks on the render loop and never touches a tensor.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from ..tally import Counts, RateLimitedLog
@@ -122,6 +124,12 @@ class Param:
         if self.choices:
             d["choices"] = list(self.choices)
         return d
+
+
+def close_matches(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean l0.zoom, l1.zoom?)" for a misspelled name among ``choices``, or ""."""
+    near = difflib.get_close_matches(word, list(choices), n=4, cutoff=0.5)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
 def _p(name, default, lo, hi, doc, **kw) -> Param:

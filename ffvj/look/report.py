@@ -126,8 +126,14 @@ def _presets(cfg: LookConfig) -> list[str | None]:
     return [None] + sorted(p.stem for p in factory.glob(f"*{PRESET_SUFFIX}")) if factory else [None]
 
 
+def plan(cfg: LookConfig) -> list[tuple[str, str | None]]:
+    """The runs ``look`` makes, in order: (input, preset), the preset None for the default look."""
+    return [(name, preset) for name in cfg.inputs for preset in _presets(cfg)]
+
+
 def look(cfg: LookConfig, progress=None) -> dict:
-    """Render and measure every input × preset; returns the report (see ``format_report``)."""
+    """Render and measure every input × preset (``plan``); returns the report (see ``format_report``).
+    ``progress(row, done, total)`` is called after each run."""
     from ..show import RunConfig, run
 
     frames = max(2, round(cfg.seconds * cfg.fps))
@@ -138,30 +144,33 @@ def look(cfg: LookConfig, progress=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     settled: dict[str, dict[str, np.ndarray]] = {}  # input → preset → its last frame
+    runs_planned = plan(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in cfg.inputs:
-            spec, options = _source(name, Path(tmp))
-            for preset in _presets(cfg):
-                measured = _Run(cfg.fps, sample)
+        sources = {}
+        for name, preset in runs_planned:
+            if name not in sources:
+                sources[name] = _source(name, Path(tmp))
+            spec, options = sources[name]
+            measured = _Run(cfg.fps, sample)
 
-                def on_frame(slot, picture, source, engine, measured=measured):
-                    measured(slot, picture, source, engine)
-                    if slot in sheet_at:
-                        views = [engine.readback(picture=engine.view(lvl)) for lvl in range(1, engine.levels + 1)] \
-                            if cfg.levels else []
-                        measured.sheet[slot] = (None if source is None else source.copy(), picture.copy(), views)
+            def on_frame(slot, picture, source, engine, measured=measured):
+                measured(slot, picture, source, engine)
+                if slot in sheet_at:
+                    views = [engine.readback(picture=engine.view(lvl)) for lvl in range(1, engine.levels + 1)] \
+                        if cfg.levels else []
+                    measured.sheet[slot] = (None if source is None else source.copy(), picture.copy(), views)
 
-                run(RunConfig(source=spec, source_options=options, sinks=["null"], width=cfg.width, height=cfg.height,
-                              fps=cfg.fps, frames=frames, model=cfg.model, seed=cfg.seed, pace="offline",
-                              preset=preset, settings=dict(cfg.settings), status_interval=math.inf),
-                    on_frame=on_frame)
-                label = f"{_label(name)}-{preset or 'default'}"
-                settled.setdefault(name, {})[preset or "default"] = measured.sheet[max(measured.sheet)][1]
-                row = _summarise(measured, name, preset or "default", cfg)
-                row["sheet"] = str(_contact_sheet(measured, out / f"{label}.{cfg.sheets}", label, cfg.fps))
-                runs.append(row)
-                if progress:
-                    progress(row)
+            run(RunConfig(source=spec, source_options=options, sinks=["null"], width=cfg.width, height=cfg.height,
+                          fps=cfg.fps, frames=frames, model=cfg.model, seed=cfg.seed, pace="offline",
+                          preset=preset, settings=dict(cfg.settings), status_interval=math.inf),
+                on_frame=on_frame)
+            label = f"{_label(name)}-{preset or 'default'}"
+            settled.setdefault(name, {})[preset or "default"] = measured.sheet[max(measured.sheet)][1]
+            row = _summarise(measured, name, preset or "default", cfg)
+            row["sheet"] = str(_contact_sheet(measured, out / f"{label}.{cfg.sheets}", label, cfg.fps))
+            runs.append(row)
+            if progress:
+                progress(row, len(runs), len(runs_planned))
     return {"size": f"{cfg.width}x{cfg.height}", "fps": cfg.fps, "seconds": cfg.seconds, "seed": cfg.seed,
             "model": cfg.model or "default", "runs": runs, "distinct": _distinct(settled)}
 

@@ -5,11 +5,17 @@ import json
 from ffvj.cli import main
 
 
-def test_look_json_on_a_tiny_run(tmp_path, capsys):
+def test_look_json_on_a_tiny_run(tmp_path, capsys, caplog):
+    import logging
+
     out = tmp_path / "look"
-    assert main(["look", "--input", "generator", "--preset", "default", "--preset", "drift", "--size", "96x64",
-                 "--seconds", "1", "--fps", "10", "--out", str(out), "--json"]) == 0
+    with caplog.at_level(logging.INFO, logger="ffvj"):
+        assert main(["look", "--input", "generator", "--preset", "default", "--preset", "drift", "--size", "96x64",
+                     "--seconds", "1", "--fps", "10", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    # Its plan first, then the time left after each run (the defaults once ran an hour, saying nothing).
+    assert "2 runs (1 input(s) × 2 look(s)), 10 frames each at 96x64" in caplog.text
+    assert "look 1/2: generator through default" in caplog.text and "left" in caplog.text
     assert json.loads((out / "look.json").read_text()) == report
     assert [(r["input"], r["preset"]) for r in report["runs"]] == [("generator", "default"), ("generator", "drift")]
     assert set(report["distinct"]) == {"generator"} and 0 <= report["distinct"]["generator"]["max_ssim"] <= 1

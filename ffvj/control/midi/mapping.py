@@ -12,7 +12,6 @@ An entry's ``param`` is a parameter name or an action from ``actions.ACTIONS``: 
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 import tomli_w
 
 from ..actions import ACTIONS, Action
-from ..params import DEFAULT_LEVELS, LEVEL_PARAMS, Param, build_registry
+from ..params import DEFAULT_LEVELS, LEVEL_PARAMS, Param, build_registry, close_matches
 from ..tomlfile import TomlFileError, read_toml
 
 log = logging.getLogger(__name__)
@@ -139,11 +138,6 @@ class Mapping:
     entries: list[MapEntry]
     path: str = ""
     skipped: list[str] = field(default_factory=list)  # level parameters this model does not have
-
-
-def close_matches(word: str, choices: Iterable[str]) -> str:
-    near = difflib.get_close_matches(word, list(choices), n=4, cutoff=0.5)
-    return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
 # --- checking one value -----------------------------------------------------------------------------

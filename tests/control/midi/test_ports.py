@@ -388,7 +388,7 @@ def test_a_controller_on_jack_drives_a_running_show(jack_server):
     show = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", "null",
                              "--size", "96x64", "--pace", "realtime", "--midi-backend", "jack", "--osc-port",
                              str(osc_port), "--osc-feedback", f"127.0.0.1:{feedback.getsockname()[1]}",
-                             "--no-oscquery", "--midi-mapping", "generic"],
+                             "--no-oscquery", "--no-web", "--midi-mapping", "generic"],
                             env=jack_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # The show's log, read on a thread: the sender starts once the show says its port is open (on a
     # loaded machine importing torch alone can take longer than any fixed wait), and a failure shows it.
