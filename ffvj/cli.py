@@ -643,6 +643,8 @@ def _add_look(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheets", choices=("png", "jpg"), default=d.sheets, help="contact sheet format (default: png)")
     p.add_argument("--no-levels", action="store_true",
                    help="contact sheets without the feature levels' views (the source and the picture only)")
+    p.add_argument("--no-hierarchy", action="store_true",
+                   help="skip the hierarchy measure (each look rendered again with the hierarchy cut: twice the time)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_look)
 
@@ -655,13 +657,14 @@ def _cmd_look(args: argparse.Namespace) -> int:
     cfg = LookConfig(inputs=tuple(args.input or INPUTS), presets=tuple(args.preset or ()), width=args.size[0],
                      height=args.size[1], fps=args.fps, seconds=args.seconds, seed=args.seed, model=args.model,
                      settings=dict(map(_parse_setting, args.set)), out=args.out, sheets=args.sheets,
-                     levels=not args.no_levels)
+                     levels=not args.no_levels, hierarchy=not args.no_hierarchy)
     keep_freed_host_memory()  # it renders frames, as ffvj run does
     runs = plan(cfg)
     frames = max(2, round(cfg.seconds * cfg.fps))
-    log.info("ffvj look: %d runs (%d input(s) × %d look(s)), %d frames each at %dx%d; the time left is said after "
-             "each run (--input, --preset and --seconds make it shorter)", len(runs), len(cfg.inputs),
-             len(runs) // max(1, len(cfg.inputs)), frames, cfg.width, cfg.height)
+    log.info("ffvj look: %d runs (%d input(s) × %d look(s)), %d frames each at %dx%d%s; the time left is said "
+             "after each run (--input, --preset and --seconds make it shorter)", len(runs), len(cfg.inputs),
+             len(runs) // max(1, len(cfg.inputs)), frames, cfg.width, cfg.height,
+             ", each rendered twice (the look and its hierarchy-cut twin)" if cfg.hierarchy else "")
     started = time.monotonic()
 
     def progress(row, done, total):

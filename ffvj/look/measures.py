@@ -19,6 +19,26 @@ Every measure takes RGB uint8 frames (H, W, 3), or feature states as float array
 ``hue_share(frame)``
     The share of the whole frame taken by saturated pixels of its most common hue (six hues, 60° each):
     a picture burnt to one colour has a large one.
+
+Texture and life (issue 22: is the learned hierarchy what the audience sees?):
+
+``texture_stats(frame)`` and ``texture_distance(a, b)``
+    A picture's structure as statistics that do not care where things are, only what they are like:
+    the power in each octave band of its luminance (a Laplacian pyramid), the histograms of its gradients'
+    magnitudes and orientations, and its colour's means and spreads. Two runs of one chaotic process
+    differ in every pixel but little in these; a hierarchy that hands down texture changes them.
+``detail(frame)``
+    Mean luminance gradient magnitude (8-bit levels a pixel): what drains away when a look blurs out.
+``dead_area(frame)``
+    The share of 16×16 blocks whose luminance barely varies (std < 2 levels): flat, dead fields.
+``complexity(frame)``
+    Bits per pixel of the frame as a JPEG at quality 85 (compression size, the computational-aesthetics
+    proxy for visual complexity).
+``flicker(a, b, c)``
+    Mean absolute second difference in time of three frames (levels): motion is smooth, flicker is not.
+``grid_structure(frame)``
+    Structure phase-locked to the levels' pooling grids (2, 4 and 8 pixels): how unevenly the luminance
+    steps fall on the grid's phases (0: evenly; a photo reads about 0.05; bars on the 8-pixel grid 0.2).
 """
 
 from __future__ import annotations
@@ -131,3 +151,106 @@ class FlashCounter:
     def flashes(self, kind: str = "general") -> float:
         """Flashes in the last second."""
         return flashes_in(self.tracker.events[kind])
+
+
+# --- texture and life (issue 22) -------------------------------------------------------------------
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+BANDS = 6  # octave bands of the Laplacian pyramid: 1–2, 2–4, … 32–64 pixel periods, then the rest
+GRADIENT_BINS = 8
+DEAD_BLOCK, DEAD_STD = 16, 2.0
+
+
+def luma(frame: np.ndarray) -> np.ndarray:
+    return frame.astype(np.float32) @ _LUMA
+
+
+def _gradients(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=3) / 8.0  # /8: a step of one level reads one level a pixel
+    gy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    return gx, gy
+
+
+def detail(frame: np.ndarray) -> float:
+    """Mean luminance gradient magnitude, in 8-bit levels a pixel."""
+    gx, gy = _gradients(luma(frame))
+    return float(np.sqrt(gx * gx + gy * gy).mean())
+
+
+def dead_area(frame: np.ndarray) -> float:
+    """The share of ``DEAD_BLOCK``² blocks whose luminance std is under ``DEAD_STD`` levels."""
+    y = luma(frame)
+    h, w = (y.shape[0] // DEAD_BLOCK) * DEAD_BLOCK, (y.shape[1] // DEAD_BLOCK) * DEAD_BLOCK
+    blocks = y[:h, :w].reshape(h // DEAD_BLOCK, DEAD_BLOCK, w // DEAD_BLOCK, DEAD_BLOCK)
+    return float((blocks.std(axis=(1, 3)) < DEAD_STD).mean())
+
+
+def complexity(frame: np.ndarray) -> float:
+    """Bits per pixel of the frame as a quality-85 JPEG."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return 8.0 * len(data) / (frame.shape[0] * frame.shape[1]) if ok else 0.0
+
+
+def flicker(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    """Mean |a − 2b + c| / 2 over the pixels, in 8-bit levels: 0 for a steady or steadily moving picture,
+    the swing of a frame that alternates."""
+    return float(np.abs(a.astype(np.int16) - 2 * b.astype(np.int16) + c).mean() / 2)
+
+
+def grid_structure(frame: np.ndarray, periods=(2, 4, 8)) -> float:
+    """How strongly the picture's luminance steps are phase-locked to a 2-, 4- or 8-pixel grid: for each
+    axis and period p, the mean step between neighbours at each phase k mod p; the spread of those p
+    means (largest − smallest) over the mean step. The largest over axes and periods: 0 for steps
+    spread evenly, about 0.05 on a photo; bars on the 8-pixel pooling grid read 0.2 and more."""
+    y = luma(frame)
+    worst = 0.0
+    for axis in (0, 1):
+        profile = np.abs(np.diff(y, axis=axis)).mean(axis=1 - axis)  # the mean step between i and i + 1
+        for p in periods:
+            usable = (len(profile) // p) * p
+            if usable < 2 * p:
+                continue
+            phases = profile[:usable].reshape(-1, p).mean(0)
+            # (+ 0.5 level: on a nearly flat picture a spread of a tenth of a level is no grid anyone sees)
+            worst = max(worst, float((phases.max() - phases.min()) / (profile[:usable].mean() + 0.5)))
+    return worst
+
+
+def texture_stats(frame: np.ndarray) -> dict[str, np.ndarray]:
+    """The structure of a frame (see the module docstring), as groups of numbers on comparable scales."""
+    y = luma(frame)
+    bands, current = [], y
+    for _ in range(BANDS - 1):
+        down = cv2.pyrDown(current)
+        up = cv2.pyrUp(down, dstsize=(current.shape[1], current.shape[0]))
+        bands.append(float(np.mean((current - up) ** 2)))
+        current = down
+    bands.append(float(np.var(current)))
+    gx, gy = _gradients(y)
+    magnitude = np.sqrt(gx * gx + gy * gy)
+    mag_hist = np.histogram(np.log2(1 + magnitude), bins=GRADIENT_BINS, range=(0, 6))[0].astype(np.float64)
+    theta = np.mod(np.arctan2(gy, gx), np.pi)
+    orient_hist = np.histogram(theta, bins=GRADIENT_BINS, range=(0, np.pi), weights=magnitude)[0]
+    rgb = frame.reshape(-1, 3).astype(np.float32) / 255
+    opponent = np.stack([rgb @ _LUMA, rgb[:, 0] - rgb[:, 1], 0.5 * (rgb[:, 0] + rgb[:, 1]) - rgb[:, 2]], 1)
+    return {"bands": np.log10(1 + np.asarray(bands)),  # about 0..4
+            "magnitudes": mag_hist / max(1.0, mag_hist.sum()),
+            "orientations": orient_hist / max(1e-9, orient_hist.sum()),
+            "colour": np.concatenate([opponent.mean(0), opponent.std(0)])}
+
+
+def mean_stats(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The average of several frames' ``texture_stats`` (a settled stretch of a run)."""
+    return {k: np.mean([s[k] for s in stats], 0) for k in stats[0]}
+
+
+STRUCTURE = ("bands", "magnitudes", "orientations")  # what a picture is made of; its colour is apart
+_GROUP_WEIGHTS = {"bands": 1.0, "magnitudes": 4.0, "orientations": 4.0, "colour": 4.0}
+
+
+def texture_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray], groups=STRUCTURE) -> float:
+    """How different two ``texture_stats`` are in ``groups``: the mean absolute difference within each
+    group (the bands' log-power; the histograms' shares ×4, so a quarter of the mass moved reads like a
+    tenfold band; the colour's [0, 1] statistics ×4), summed. By default the structure alone: a colour
+    change is a palette, which a mixer downstream could add to anything."""
+    return float(sum(_GROUP_WEIGHTS[k] * np.abs(a[k] - b[k]).mean() for k in groups))

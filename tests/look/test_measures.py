@@ -88,3 +88,55 @@ def test_change_freeze_and_hue_share(photo):
     half[:, W // 2:] = (0, 0, 220)  # half red, half blue: the largest hue holds half
     assert measures.hue_share(half) == pytest.approx(0.5)
     assert measures.ssim(photo, photo) == pytest.approx(1.0) and measures.ssim(photo, 255 - photo) < 0.2
+
+
+def test_detail_dead_area_and_complexity_fall_when_a_picture_blurs_out(photo):
+    import cv2
+
+    from ffvj.model.data import builtin_photos
+
+    coffee = cv2.resize(builtin_photos("test")["coffee"], (W, H), interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(coffee, (0, 0), 4)
+    flat = np.full_like(coffee, 128)
+    assert measures.detail(blurred) < 0.5 * measures.detail(coffee) and measures.detail(flat) == 0
+    assert measures.dead_area(flat) == 1.0 and measures.dead_area(coffee) < 0.3
+    assert measures.complexity(blurred) < 0.7 * measures.complexity(coffee)
+
+
+def test_flicker_tells_an_alternating_picture_from_a_moving_one(photo):
+    shifted = [np.roll(photo, k, axis=1) for k in range(3)]  # moving steadily, a pixel a frame
+    dark = (photo * 0.5).astype(np.uint8)
+    assert measures.flicker(photo, dark, photo) > 4 * measures.flicker(*shifted)
+    assert measures.flicker(photo, photo, photo) == 0
+
+
+def test_grid_structure_catches_bars_on_the_pooling_grid_and_reads_low_on_a_photo():
+    """Issue 22's dream: thin bars locked to the deepest pooling grid (every 8 pixels) in flat regions."""
+    import cv2
+
+    from ffvj.model.data import builtin_photos
+
+    coffee = np.ascontiguousarray(builtin_photos("test")["coffee"][:270, :480])  # (resizing prints a grid of its own)
+    barred = coffee.astype(np.int16)
+    barred[7::8] += 6  # a faint line on every eighth row
+    barred = np.clip(barred, 0, 255).astype(np.uint8)
+    assert measures.grid_structure(coffee) < 0.1
+    assert measures.grid_structure(barred) > 3 * measures.grid_structure(coffee)
+    moved = np.roll(barred, 3, axis=0)  # on another phase of the same grid: still locked
+    assert measures.grid_structure(moved) > 3 * measures.grid_structure(coffee)
+
+
+def test_texture_distance_ignores_where_things_are_and_sees_what_they_are_like(photo):
+    import cv2
+
+    stats = measures.texture_stats(photo)
+    assert measures.texture_distance(stats, stats) == 0
+    shifted = measures.texture_stats(np.roll(photo, 40, axis=1))  # the same picture, elsewhere
+    blurred = measures.texture_stats(cv2.GaussianBlur(photo, (0, 0), 3))
+    striped = photo.copy()
+    striped[::4] = 0  # a texture of its own
+    assert measures.texture_distance(stats, shifted) < 0.2 * measures.texture_distance(stats, blurred)
+    assert measures.texture_distance(stats, measures.texture_stats(striped)) > 0.3
+    graded = (photo * np.array([1.0, 0.6, 0.3])).astype(np.uint8)  # a palette: colour, nothing else
+    assert measures.texture_distance(stats, measures.texture_stats(graded), ("colour",)) > \
+        2 * measures.texture_distance(stats, measures.texture_stats(graded)) * 0.1

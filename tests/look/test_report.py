@@ -11,21 +11,28 @@ def test_look_json_on_a_tiny_run(tmp_path, capsys, caplog):
     out = tmp_path / "look"
     with caplog.at_level(logging.INFO, logger="ffvj"):
         assert main(["look", "--input", "generator", "--preset", "default", "--preset", "drift", "--size", "96x64",
-                     "--seconds", "1", "--fps", "10", "--out", str(out), "--json"]) == 0
+                     "--seconds", "2", "--fps", "10", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     # Its plan first, then the time left after each run (the defaults once ran an hour, saying nothing).
-    assert "2 runs (1 input(s) × 2 look(s)), 10 frames each at 96x64" in caplog.text
+    assert "2 runs (1 input(s) × 2 look(s)), 20 frames each at 96x64, each rendered twice" in caplog.text
     assert "look 1/2: generator through default" in caplog.text and "left" in caplog.text
     assert json.loads((out / "look.json").read_text()) == report
     assert [(r["input"], r["preset"]) for r in report["runs"]] == [("generator", "default"), ("generator", "drift")]
     assert set(report["distinct"]) == {"generator"} and 0 <= report["distinct"]["generator"]["max_ssim"] <= 1
     for run in report["runs"]:
-        assert run["frames"] == 10  # levels: 48×32 and 24×16 (8×6 is too small for the lattice)
+        assert run["frames"] == 20  # levels: 48×32 and 24×16 (8×6 is too small for the lattice)
         assert run["lattice"]["picture"] >= 0 and run["lattice"]["source"] >= 0 and len(run["lattice"]["levels"]) == 2
         assert 0 <= run["input_ssim"]["early"] <= 1 and run["change"]["mean"] > 0
         assert set(run["flashes"]) == {"general", "red"} and 0 <= run["hue_share"]["picture"] <= 1
         assert set(run["checks"]) >= {"lattice", "flashes", "colour"} and all(isinstance(v, bool) for v in run["checks"].values())
         assert (out / f"generator-{run['preset']}.png").is_file()
+        # Issue 22's measures, on the loop's own picture and the output, against the source's.
+        texture = run["texture"]
+        assert texture["detail"]["raw"] > 0 and 0 <= texture["dead_area"]["raw"] <= 1
+        assert texture["complexity"]["output"] > 0 and texture["grid"]["source"] >= 0
+        assert texture["motion"] > 0 and texture["flicker"] >= 0
+        assert texture["hierarchy"]["raw"]["ratio"] >= 0 and texture["hierarchy"]["output"]["floor"] >= 0
+        assert {"detail", "dead", "grid", "hierarchy"} <= set(run["checks"])
 
 
 def test_look_on_a_source_of_ones_own_and_a_bad_one(tmp_path, capsys):
