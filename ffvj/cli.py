@@ -70,6 +70,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video-frames", type=int, default=d.video_frames, help="frames sampled per video file")
     p.add_argument("--random-encoders", action="store_true",
                    help="keep the encoders' random initial filters (from --seed); only the decoders learn")
+    p.add_argument("--spectral", type=float, default=d.spectral,
+                   help="weight of a spectral term beside L2 on the picture's round trips (its log-amplitude "
+                        "spectrum, phase-free): decoders that put back how much detail there was (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -90,7 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       layerwise_epochs=args.layerwise_epochs, finetune_epochs=args.finetune_epochs,
                       steps_per_epoch=args.steps_per_epoch, batch=args.batch, crop=args.crop, lr=args.lr,
                       seed=args.seed, device=str(device), video_frames=args.video_frames,
-                      progress=not args.no_progress, random_encoders=args.random_encoders)
+                      progress=not args.no_progress, random_encoders=args.random_encoders, spectral=args.spectral)
     command = "ffvj " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ffvj") else None
     try:
         card_path, card = train(model_config, cfg, Path(args.out), command=command)
@@ -682,6 +685,63 @@ def _cmd_look(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- discover ------------------------------------------------------------------------------------
+
+def _add_discover(sub: argparse._SubParsersAction) -> None:
+    from .look.discover import DiscoverConfig
+
+    d = DiscoverConfig()
+    p = sub.add_parser("discover", help="search φ and the models for looks whose picture comes from the hierarchy "
+                                        "(quality-diversity: MAP-Elites)",
+                       description="A quality-diversity search (pyribs' MAP-Elites, Dask workers) over φ and the "
+                                   "bundled models, judged by ffvj look's measures; writes its archive as it goes "
+                                   "(resumable), then the elites as presets and a gallery. "
+                                   "Needs pip install 'ffvj[discover]'.")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="how long to search (default: %(default)s)")
+    p.add_argument("--iterations", type=_positive_int, default=None,
+                   help="stop after this many iterations instead (reproducible with --seed)")
+    p.add_argument("--out", default=d.out, help="the archive, presets and gallery (default: %(default)s); a run "
+                                                "there is resumed")
+    p.add_argument("--workers", type=_positive_int, default=d.workers,
+                   help="worker processes on this machine (default: %(default)s)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a Dask scheduler (tcp://HOST:8786) whose workers evaluate, instead of local processes")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--size", type=_parse_size, default=(d.width, d.height),
+                   help=f"each candidate's size (default: {d.width}x{d.height})")
+    p.add_argument("--seconds", type=float, default=d.seconds, help="each candidate's length (default: %(default)s)")
+    p.add_argument("--batch", type=_positive_int, default=d.batch,
+                   help="candidates per emitter and iteration (default: %(default)s; two emitters)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="search this bundled model only (repeatable; default: every bundled model)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming what --out holds")
+    p.set_defaults(func=_cmd_discover)
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from .look.discover import DiscoverConfig, DiscoverError, describe, discover
+
+    cfg = DiscoverConfig(out=args.out, minutes=args.minutes, iterations=args.iterations, workers=args.workers,
+                         scheduler=args.scheduler, seed=args.seed, width=args.size[0], height=args.size[1],
+                         seconds=args.seconds, batch=args.batch, models=tuple(args.model), fresh=args.fresh)
+    log.info("ffvj discover: %s, %d candidates an iteration, each %dx%d for %g s, twice (as is, hierarchy cut); "
+             "into %s", f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.minutes:g} minutes",
+             2 * cfg.batch, cfg.width, cfg.height, cfg.seconds, cfg.out)
+
+    def progress(summary):
+        left = f"; {summary['left_s'] / 60:.1f} min left" if cfg.iterations is None else ""
+        log.info("%s%s", describe(summary), left)
+
+    try:
+        summary = discover(cfg, progress)
+    except DiscoverError as exc:
+        raise CliError(str(exc)) from exc
+    print(describe(summary))
+    print(f"presets: {summary['out']}/presets (ffvj run --presets-dir {summary['out']}/presets --preset "
+          f"discovered-01); gallery: {summary['out']}/gallery.png")
+    return 0
+
+
 # --- touchosc ------------------------------------------------------------------------------------
 
 def _add_touchosc(sub: argparse._SubParsersAction) -> None:
@@ -776,6 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_actions(sub)
     _add_bench(sub)
     _add_look(sub)
+    _add_discover(sub)
     _add_touchosc(sub)
     _add_learn(sub)
     _add_train(sub)

@@ -208,6 +208,11 @@ LEVEL_PARAMS: tuple[Param, ...] = (
     _p("freeze", 0, 0, 1, "hold this level's state", kind="bool", smoothing=0),
     _p("amplify", 0.0, 0, 0.1, "layer amplification: step per update toward what excites the features above "
        "this level (DeepDream in the loop; 0: off)"),
+    _p("drive", 1.0, 0.25, 4.0, "this level's own gain into its bound, times drive: above 1 its features "
+       "saturate into sharp, posterised structure that the decoders hand down; below 1 they fade", curve="exp"),
+    _p("turn", 0.0, -45, 45, "turns the level's feature vectors within their own space each update (a fixed "
+       "rotation, the same in every show), so the decoder renders other learned features: texture of the "
+       "model's own", unit="deg", curve="sym"),
 )
 
 # Level defaults that differ from the declaration above, by level: the embedded look.
@@ -269,6 +274,8 @@ def build_registry(levels: int, lfo_slots: int = LFO_SLOTS) -> dict[str, Param]:
                 continue  # level 0 has no level below: the source is injected instead
             if lvl == levels and p.name in ("gain_down", "amplify"):
                 continue  # the top level has no level above (nothing to decode, no features to amplify)
+            if lvl == 0 and p.name == "turn":
+                continue  # the picture's three channels are colour: color.hue turns them
             name = level_param_name(lvl, p.name)
             reg[name] = replace(p, name=name, default=LEVEL_DEFAULTS.get(lvl, {}).get(p.name, p.default), level=lvl)
     targets = (LFO_NO_TARGET,) + tuple(name for name, p in reg.items() if p.kind in ("float", "int"))

@@ -101,11 +101,12 @@ def _toml_value(param: Param, value: float):
 
 
 def format_preset(values: Mapping[str, float], registry: Mapping[str, Param], name: str,
-                  created: str, version: str) -> str:
-    """A preset's TOML text: ``[meta]``, then ``[params]`` in registry order (tomli-w quotes the names:
-    they contain dots, which TOML would otherwise read as nested tables)."""
+                  created: str, version: str, meta: Mapping | None = None) -> str:
+    """A preset's TOML text: ``[meta]`` (plus ``meta``'s entries: ``base``, ``model``, notes), then
+    ``[params]`` in registry order (tomli-w quotes the names: they contain dots, which TOML would
+    otherwise read as nested tables)."""
     levels = max((p.level for p in registry.values() if p.level is not None), default=0)
-    doc = {"meta": {"name": name, "created": created, "ffvj": version, "levels": levels},
+    doc = {"meta": {"name": name, "created": created, "ffvj": version, "levels": levels, **(meta or {})},
            "params": {n: _toml_value(p, values[n]) for n, p in registry.items() if n in values}}
     return "# ffvj preset: [params] holds parameter targets by name (enums by choice name).\n" + tomli_w.dumps(doc)
 

@@ -19,6 +19,13 @@ to it. In units of the levels' natural scales (x = h / s_ℓ, α = γ(h) / s_ℓ
 * **Why the half-band filter on G**: the 2×2 pooling's gradient is constant on each 2×2 block of its
   input, a fixed pixel-grid pattern the loop would accumulate into a lattice; the decoder's half-band
   filter (zero at the grid's Nyquist frequency) removes it and little else.
+* **Why the jitter**: the encoders further up pool over 4- and 8-pixel blocks, and their gradients'
+  block patterns lie below the half-band's reach: amplified through three encoders, the picture grew
+  bars and thin lines locked to the 8-pixel grid. As DeepDream jitters its input, each update takes
+  the gradient of the state rolled by an offset in 0 … 2^depth − 1 each way (``jitter``: a hash of
+  the frame and level) and rolls it back: no block boundary stays in place, so none accumulates. (The
+  roll wraps: a border strip as wide as the encoders' reach sees the opposite border as its
+  neighbour for that update.)
 * **Why the TV term acts on the nudge**: it smooths what amplification adds and never the level's own
   detail (``lℓ.blur`` is there for that). One explicit step of ¼·∇TV₂ is d + tv·(mean of 4 neighbours
   − d): stable for tv ≤ 1.
@@ -149,16 +156,33 @@ def feature_gradient(encode_vjp, levels, state: torch.Tensor, scale_in: float, s
     return grad * scale_in
 
 
+def jitter(frame_index: int, level: int, depth: int) -> tuple[int, int]:
+    """This update's offset of the pooling grids (``amplify``'s ``shift``): (dy, dx) in 0 … 2^depth − 1.
+    Offset k of the n² = 4^depth is k = (frame + 13·level) · step mod n², ``step`` the odd number nearest
+    n²/φ: every n² frames bring every offset once, and neighbouring frames lie far apart (a golden-ratio
+    sequence). The engine and the reference shift alike."""
+    n = 1 << max(0, depth)
+    cells = n * n
+    step = round(cells / 1.618033988749895) | 1
+    k = ((frame_index + 13 * level) * step) % cells
+    return k // n, k % n
+
+
 def amplify(encode_vjp, levels: int, level: int, state: torch.Tensor, step: float, knobs: AmplifyKnobs, scales,
-            memory: dict) -> torch.Tensor:
+            memory: dict, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Level ``level``'s un-amplified new state, amplified (see the module docstring), for a model of
     ``levels`` hidden levels. ``memory`` holds each level's RMSProp energy between frames (the caller
-    keeps it; a dict). A new tensor, in the state's dtype and memory layout."""
+    keeps it; a dict). ``shift`` (``jitter``): the gradient is taken of the state rolled by (dy, dx) and
+    rolled back, so the encoders' pooling grids fall elsewhere each update. A new tensor, in the
+    state's dtype and memory layout."""
     top = min(level + max(1, knobs.depth), levels)
     s_in = scales[level] if scales else 1.0
     s_out = scales[top] if scales else 1.0
     with torch.no_grad():
-        grad = feature_gradient(encode_vjp, range(level, top), state, s_in, s_out, knobs).float()
+        shifted = torch.roll(state, shift, (-2, -1)) if any(shift) else state
+        grad = feature_gradient(encode_vjp, range(level, top), shifted, s_in, s_out, knobs).float()
+        if any(shift):
+            grad = torch.roll(grad, (-shift[0], -shift[1]), (-2, -1))
         grad = halfband5(grad)
         grad = grad.sub_(grad.mean(dim=(-2, -1), keepdim=True))
         energy = grad.pow(2).mean()

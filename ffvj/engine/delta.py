@@ -4,9 +4,10 @@
 
 For every level ℓ that updates this frame (not frozen, and frame index divisible by its period)::
 
-    own  = blur(warp(h_{t-1}^ℓ))                   zoom, rotation, drift and hue-driven warp, one resample
+    own  = R_ℓ · blur(warp(h_{t-1}^ℓ))             zoom, rotation, drift and hue-driven warp, one resample;
+                                                   R_ℓ turns the feature vectors (lℓ.turn, ℓ ≥ 1)
     pre  = (g_self·own + g_up·γ_{ℓ-1}(h_{t-1}^{ℓ-1}) + g_down·γ_ℓ⁻¹(h_{t-1}^{ℓ+1})) / (g_self + g_up + g_down)
-    new  = s_ℓ · bound(drive · (pre + s_ℓ·noise) / s_ℓ)
+    new  = s_ℓ · bound(drive · drive_ℓ · (pre + s_ℓ·noise) / s_ℓ)
     new  = lerp(new, h_{t-1}^ℓ, temporal)
     new  = amplify(new)                            layer amplification, where lℓ.amplify > 0 (``amplify``)
     ℓ=0: new = colour(new), then the source is injected (mix, or keyed by its luminance)
@@ -37,7 +38,7 @@ from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MA
                               map_spans)
 from ..model.kernels import binomial3
 from ..model.net import FeatureAutoencoder
-from .amplify import AmplifyKnobs, amplify, autograd_vjp
+from .amplify import AmplifyKnobs, amplify, autograd_vjp, jitter
 from .kernels import constant
 
 def bound(x: torch.Tensor, kind: str, drive: float = 1.0, scale: float = 1.0) -> torch.Tensor:
@@ -100,6 +101,23 @@ def color_matrix(hue_deg: float, saturation: float, perm: str, contrast: float) 
     luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).expand(3, 3)
     sat = saturation * torch.eye(3, dtype=torch.float64) + (1 - saturation) * luma
     return (contrast * sat @ rot @ p).float()
+
+
+def feature_rotation(channels: int, degrees: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The (C, C) rotation ``lℓ.turn`` applies to a level's feature vectors: exp(θ·A) with A a fixed
+    skew-symmetric matrix (from a generator seeded by C alone, so every show and the reference turn the
+    same way), scaled so that its largest rotation plane turns by θ. Orthogonal: the features' energy is
+    kept, only which learned features carry it changes."""
+    g = torch.Generator().manual_seed(7919 * channels)
+    a = torch.randn(channels, channels, generator=g, dtype=torch.float64)
+    a = a - a.T
+    a = a / torch.linalg.eigvals(a).abs().max()
+    return torch.linalg.matrix_exp(a * math.radians(degrees)).to(device=device, dtype=dtype)
+
+
+def turn_features(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Every feature vector of ``x`` (N, C, H, W) turned by ``rotation`` (a 1×1 convolution)."""
+    return F.conv2d(x, rotation.to(x.dtype)[:, :, None, None])
 
 
 def apply_color(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -271,6 +289,9 @@ def reference_step(model: FeatureAutoencoder, prev: list[torch.Tensor], inp: Ste
         grid = sample_grid(g, sq(zoom), sq(rot), phi[level_param_name(lvl, "translate_x")],
                            phi[level_param_name(lvl, "translate_y")], size[1] / size[0], disp, sq(warp))
         own = blur_sharpen(resample(state, grid), spatial_value(phi, "blur", lvl, m, span.get("blur", 0)))
+        turn = phi.get(level_param_name(lvl, "turn"), 0.0)
+        if turn:
+            own = turn_features(own, feature_rotation(state.shape[1], turn, state.device, state.dtype))
         gs = phi[level_param_name(lvl, "gain_self")]
         total = gs * own
         weight = gs
@@ -287,15 +308,17 @@ def reference_step(model: FeatureAutoencoder, prev: list[torch.Tensor], inp: Ste
         noise = spatial_value(phi, "noise", lvl, m, span.get("noise", 0))
         if torch.is_tensor(noise) or noise > 0:
             pre = pre + (noise * s) * torch.randn(pre.shape, generator=inp.noise, device=pre.device, dtype=pre.dtype)
+        drive = phi["drive"] * phi[level_param_name(lvl, "drive")]
         if lvl == 0:
-            out = bound_picture(pre, kind, phi["drive"], COLOR_BOUNDS[int(phi["color.bound"])])
+            out = bound_picture(pre, kind, drive, COLOR_BOUNDS[int(phi["color.bound"])])
         else:
-            out = bound(pre, kind, phi["drive"], s)
+            out = bound(pre, kind, drive, s)
         out = torch.lerp(out, state, phi[level_param_name(lvl, "temporal")])
         step = phi.get(level_param_name(lvl, "amplify"), 0.0)
         if step > 0:
-            out = amplify(autograd_vjp(model), model.levels, lvl, out, step, AmplifyKnobs.from_phi(phi), inp.scales,
-                          inp.amplify_memory)
+            knobs = AmplifyKnobs.from_phi(phi)
+            out = amplify(autograd_vjp(model), model.levels, lvl, out, step, knobs, inp.scales, inp.amplify_memory,
+                          jitter(inp.frame_index, lvl, min(knobs.depth, model.levels - lvl)))
         if lvl == 0:
             out = apply_color(out, color_matrix(phi["color.hue"], phi["color.saturation"],
                                                 COLOR_PERMS[int(phi["color.perm"])], phi["color.contrast"]))

@@ -22,9 +22,10 @@ from ..model.net import FeatureAutoencoder
 from ..model.views import LevelView, fallback, project
 from ..tally import RateLimitedLog
 from . import kernels, pixfmt
-from .amplify import AmplifyKnobs, amplify
-from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, bound_picture, chroma, color_matrix, inject,
-                    modulation_map, resample, resize_map, sample_grid, seed_picture, spatial_value, updates_on)
+from .amplify import AmplifyKnobs, amplify, jitter
+from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, bound_picture, chroma, color_matrix,
+                    feature_rotation, inject, modulation_map, resample, resize_map, sample_grid, seed_picture,
+                    spatial_value, turn_features, updates_on)
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ class FeedbackEngine:
         self._versions = [0] * len(self.sizes)  # bumped when a level's state changes
         self._decoded: dict[int, tuple[int, torch.Tensor]] = {}  # level -> (version of level+1, γ⁻¹ output)
         self._affine: dict[int, tuple[tuple, torch.Tensor]] = {}  # level -> (zoom, rot, tx, ty), grid
+        self._turns: dict[int, tuple[tuple, torch.Tensor]] = {}  # level -> (channels, degrees), lℓ.turn's rotation
         self._planar_affine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # level -> grid, as (2, H·W)
         self.amplify_memory: dict[int, torch.Tensor] = {}  # layer amplification's RMSProp energy per level
         self.fast = self.model.fast(self.compile)  # γ and γ⁻¹, fused (after the move to device and dtype)
@@ -415,6 +417,13 @@ class FeedbackEngine:
         return kernels.grid_sample_in_bands(state, grid, torch.get_num_threads(), scale=scale, mode="bilinear",
                                             padding_mode="reflection", align_corners=False)
 
+    def _rotation(self, level: int, degrees: float) -> torch.Tensor:
+        """``lℓ.turn``'s feature rotation, made once per (level, angle)."""
+        key = (self.model.channels[level], degrees)  # (a model switch may bring other channel counts)
+        if self._turns.get(level, (None,))[0] != key:
+            self._turns[level] = (key, feature_rotation(key[0], degrees, self.device, self.dtype))
+        return self._turns[level][1]
+
     def _decode(self, level: int, prev: list[torch.Tensor]) -> torch.Tensor:
         """γ_level⁻¹(h^{level+1}), reused while level+1 has not changed (it updates less often)."""
         cached = self._decoded.get(level)
@@ -446,7 +455,6 @@ class FeedbackEngine:
         updating = [phi[level_param_name(lvl, "freeze")] < 0.5
                     and updates_on(self.frame_index, phi[level_param_name(lvl, "period")])
                     for lvl in range(len(prev))]
-        gain = 2 * phi["drive"] if kind == "tanh" else 1.0  # tanh(drive·x) = 2σ(2·drive·x) − 1
         picture_bound = COLOR_BOUNDS[int(phi["color.bound"])]
         new = []
         for lvl, state in enumerate(prev):
@@ -466,6 +474,8 @@ class FeedbackEngine:
             gd = p("gain_down") if lvl < len(prev) - 1 else 0.0
             weight = gs + gu + gd
             s = self.scales[lvl]
+            drive = phi["drive"] * p("drive")
+            gain = 2 * drive if kind == "tanh" else 1.0  # tanh(drive·x) = 2σ(2·drive·x) − 1
             # The normalisation 1/weight and, for tanh, the 2·drive/s go into the mixing weights: no
             # separate passes over the level for them.
             # (The picture bounded on its luminance takes the plain path: its bound is not per element.)
@@ -481,6 +491,9 @@ class FeedbackEngine:
             else:
                 own = self._resample(state, grid) if grid is not None else state
                 pre = (blur_sharpen(own, blur) if blurs else own) * (gs * scale)
+            turn = phi.get(level_param_name(lvl, "turn"), 0.0)
+            if turn:
+                pre = turn_features(pre, self._rotation(lvl, turn))
             if gu:
                 pre.add_(self.fast.encode(lvl - 1, prev[lvl - 1]), alpha=gu * scale)
             if gd:
@@ -492,14 +505,16 @@ class FeedbackEngine:
             if fused:  # s·tanh(y/s) = s·(2σ(2y/s) − 1), the 2·drive/s already in pre
                 out = pre.sigmoid_().mul_(2 * s).sub_(s)
             elif lvl == 0:
-                out = bound_picture(pre, kind, phi["drive"], picture_bound)
+                out = bound_picture(pre, kind, drive, picture_bound)
             else:
-                out = bound(pre, kind, phi["drive"], s)
+                out = bound(pre, kind, drive, s)
             if p("temporal"):
                 out = out.lerp_(state, p("temporal"))
             if phi.get(level_param_name(lvl, "amplify"), 0.0) > 0:
-                out = amplify(self.fast.encode_vjp, self.model.levels, lvl, out, p("amplify"),
-                              AmplifyKnobs.from_phi(phi), self.scales, self.amplify_memory)
+                knobs = AmplifyKnobs.from_phi(phi)
+                out = amplify(self.fast.encode_vjp, self.model.levels, lvl, out, p("amplify"), knobs, self.scales,
+                              self.amplify_memory, jitter(self.frame_index, lvl, min(knobs.depth,
+                                                                                    self.model.levels - lvl)))
             if lvl == 0:
                 matrix = self._color_matrix(phi)
                 if matrix is not None:

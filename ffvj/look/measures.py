@@ -36,6 +36,8 @@ Texture and life (issue 22: is the learned hierarchy what the audience sees?):
     proxy for visual complexity).
 ``flicker(a, b, c)``
     Mean absolute second difference in time of three frames (levels): motion is smooth, flicker is not.
+``colourfulness(frame)``
+    Hasler and Süsstrunk's measure of how colourful a picture looks (0 grey, about 30 a photo).
 ``grid_structure(frame)``
     Structure phase-locked to the levels' pooling grids (2, 4 and 8 pixels): how unevenly the luminance
     steps fall on the grid's phases (0: evenly; a photo reads about 0.05; bars on the 8-pixel grid 0.2).
@@ -242,6 +244,15 @@ def texture_stats(frame: np.ndarray) -> dict[str, np.ndarray]:
 def mean_stats(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The average of several frames' ``texture_stats`` (a settled stretch of a run)."""
     return {k: np.mean([s[k] for s in stats], 0) for k in stats[0]}
+
+
+def colourfulness(frame: np.ndarray) -> float:
+    """Hasler and Süsstrunk's colourfulness (2003): the spread and strength of the opponent colours rg and
+    yb, in 8-bit levels: about 0 for grey, 30 for a natural photo, 60 and more for a vivid, saturated one."""
+    rgb = frame.reshape(-1, 3).astype(np.float32)
+    rg = rgb[:, 0] - rgb[:, 1]
+    yb = 0.5 * (rgb[:, 0] + rgb[:, 1]) - rgb[:, 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
 STRUCTURE = ("bands", "magnitudes", "orientations")  # what a picture is made of; its colour is apart

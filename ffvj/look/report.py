@@ -65,8 +65,8 @@ class _Texture:
     def __init__(self, sample: int, settled_from: int):
         self.sample, self.settled_from = sample, settled_from
         self.stats: dict[str, list] = {"raw": [], "output": [], "source": []}
-        self.figures: dict[str, dict[str, list]] = {k: {"detail": [], "dead": [], "complexity": [], "grid": []}
-                                                    for k in self.stats}
+        self.figures: dict[str, dict[str, list]] = {
+            k: {"detail": [], "dead": [], "complexity": [], "grid": [], "colourfulness": []} for k in self.stats}
         self.motion: list[float] = []
         self.flicker: list[float] = []
         self._last: list[np.ndarray] = []
@@ -90,6 +90,7 @@ class _Texture:
             figures["dead"].append(measures.dead_area(frame))
             figures["complexity"].append(measures.complexity(frame))
             figures["grid"].append(measures.grid_structure(frame))
+            figures["colourfulness"].append(measures.colourfulness(frame))
 
     def settled(self, key: str) -> dict | None:
         return measures.mean_stats(self.stats[key]) if self.stats[key] else None
@@ -188,11 +189,6 @@ def look(cfg: LookConfig, progress=None) -> dict:
     ``progress(row, done, total)`` is called after each run. With ``cfg.hierarchy`` each look is rendered
     again with the hierarchy cut (``l0.gain_down = 0``): how far the look's settled structure is from its
     cut twin's, over how far the twin's structure wanders by itself (its settled stretch's two halves)."""
-    frames = max(2, round(cfg.seconds * cfg.fps))
-    sample = max(1, round(cfg.sample_every * cfg.fps))
-    settled_from = round(frames * SETTLED)
-    sheet_at = sorted({min(frames - 1, round(t * cfg.fps)) for t in
-                       (0.1, 0.5, 1.0, 2.0, cfg.seconds / 2, cfg.seconds)})
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -203,32 +199,46 @@ def look(cfg: LookConfig, progress=None) -> dict:
         for name, preset in runs_planned:
             if name not in sources:
                 sources[name] = _source(name, Path(tmp))
-            spec, options = sources[name]
-            measured = _Run(cfg.fps, sample, texture=_Texture(sample, settled_from))
-
-            def on_frame(slot, picture, source, engine, measured=measured):
-                measured(slot, picture, source, engine)
-                if slot in sheet_at:
-                    views = [engine.readback(picture=engine.view(lvl)) for lvl in range(1, engine.levels + 1)] \
-                        if cfg.levels else []
-                    measured.sheet[slot] = (None if source is None else source.copy(), picture.copy(), views,
-                                            engine.readback())
-
-            _render(cfg, spec, options, preset, cfg.settings, cfg.seed, frames, on_frame)
-            twins = {}
-            if cfg.hierarchy:  # the same look with the hierarchy cut
-                twins["cut"] = cut = _Texture(sample, settled_from)
-                _render(cfg, spec, options, preset, {**cfg.settings, CUT: 0.0}, cfg.seed, frames,
-                        lambda slot, picture, source, engine: cut(slot, picture, source, engine.readback()))
+            row, measured = measure(cfg, sources[name], name, preset, cfg.settings, sheets=True)
             label = f"{_label(name)}-{preset or 'default'}"
             settled.setdefault(name, {})[preset or "default"] = measured.sheet[max(measured.sheet)][3]
-            row = _summarise(measured, name, preset or "default", cfg, twins)
             row["sheet"] = str(_contact_sheet(measured, out / f"{label}.{cfg.sheets}", label, cfg.fps))
             runs.append(row)
             if progress:
                 progress(row, len(runs), len(runs_planned))
     return {"size": f"{cfg.width}x{cfg.height}", "fps": cfg.fps, "seconds": cfg.seconds, "seed": cfg.seed,
             "model": cfg.model or "default", "runs": runs, "distinct": _distinct(settled)}
+
+
+def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | None, settings: dict,
+            sheets: bool = False, label: str | None = None) -> tuple[dict, "_Run"]:
+    """One look on one input (``source``: a spec and its options, from ``_source``), rendered and
+    measured, and with ``cfg.hierarchy`` its hierarchy-cut twin too: the report's row (``_summarise``,
+    named ``label``, else the preset's name) and what was measured (with ``sheets``, the contact
+    sheet's frames; else the last frame alone)."""
+    spec, options = source
+    frames = max(2, round(cfg.seconds * cfg.fps))
+    sample = max(1, round(cfg.sample_every * cfg.fps))
+    settled_from = round(frames * SETTLED)
+    sheet_at = sorted({min(frames - 1, round(t * cfg.fps)) for t in
+                       (0.1, 0.5, 1.0, 2.0, cfg.seconds / 2, cfg.seconds)})
+    measured = _Run(cfg.fps, sample, texture=_Texture(sample, settled_from))
+
+    def on_frame(slot, picture, source, engine):
+        measured(slot, picture, source, engine)
+        if slot in sheet_at and (sheets or slot == sheet_at[-1]):
+            views = [engine.readback(picture=engine.view(lvl)) for lvl in range(1, engine.levels + 1)] \
+                if cfg.levels and sheets else []
+            measured.sheet[slot] = (None if source is None else source.copy(), picture.copy(), views,
+                                    engine.readback())
+
+    _render(cfg, spec, options, preset, settings, cfg.seed, frames, on_frame)
+    twins = {}
+    if cfg.hierarchy:  # the same look with the hierarchy cut
+        twins["cut"] = cut = _Texture(sample, settled_from)
+        _render(cfg, spec, options, preset, {**settings, CUT: 0.0}, cfg.seed, frames,
+                lambda slot, picture, source, engine: cut(slot, picture, source, engine.readback()))
+    return _summarise(measured, name, label or preset or "default", cfg, twins), measured
 
 
 CUT = "l0.gain_down"  # the hierarchy's way into the picture: at 0 the picture never hears the levels
@@ -286,6 +296,7 @@ def _texture(m: _Run, twins: dict) -> dict:
         "complexity": {"raw": _ratio(fig["raw"]["complexity"], src["complexity"]),
                        "output": _ratio(fig["output"]["complexity"], src["complexity"]), "source": src["complexity"]},
         "grid": {k: fig[k]["grid"] for k in ("raw", "output", "source")},
+        "colourfulness": {k: fig[k]["colourfulness"] for k in ("raw", "output", "source")},
         "motion": _mean(t.motion), "flicker": _mean(t.flicker),
     }
     cut = twins.get("cut")

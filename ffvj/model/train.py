@@ -60,6 +60,10 @@ class TrainConfig:
     # original write-up found random filters make livelier feedback than learned ones, which settle;
     # learned decoders keep the hierarchy a round trip, so the loop still sees its picture.
     random_encoders: bool = False
+    # Weight of a spectral term beside L2 on the picture's round trips: the mean absolute difference of the
+    # log-amplitude spectra (phase-free), so a decoder that cannot know where detail goes still puts back
+    # how much of it there is, at each frequency, instead of L2's blur (0: L2 alone).
+    spectral: float = 0.0
 
 
 def _split_validation(pictures: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -99,35 +103,49 @@ class _PhaseLoss(torch.nn.Module):
     """One phase's training loss as a module (``level``: a layer-wise phase; None: fine-tuning), so
     DistributedDataParallel can wrap it and average the gradients of the parameters it trains."""
 
-    def __init__(self, model: FeatureAutoencoder, level: int | None):
+    def __init__(self, model: FeatureAutoencoder, level: int | None, spectral: float = 0.0):
         super().__init__()
-        self.model, self.level = model, level
+        self.model, self.level, self.spectral = model, level, spectral
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         model = self.model
         if self.level is None:
             states = model.encode_all(x)
-            return _whole_stack_loss(model, states) + sum(
-                _per_level_loss(model, states, lvl) for lvl in range(model.levels)) / model.levels
+            return _whole_stack_loss(model, states, self.spectral) + sum(
+                _per_level_loss(model, states, lvl, self.spectral) for lvl in range(model.levels)) / model.levels
         with torch.no_grad():
             states = model.encode_all(x, self.level)
-        return _per_level_loss(model, states, self.level)
+        return _per_level_loss(model, states, self.level, self.spectral)
 
 
-def _per_level_loss(model: FeatureAutoencoder, states: list[torch.Tensor], level: int) -> torch.Tensor:
+def spectral_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean |log(1 + |F(a)|) − log(1 + |F(b)|)| over every frequency of every channel (``TrainConfig.spectral``)."""
+    return (torch.log1p(torch.fft.rfft2(a, norm="ortho").abs())
+            - torch.log1p(torch.fft.rfft2(b, norm="ortho").abs())).abs().mean()
+
+
+def _reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, spectral: float) -> torch.Tensor:
+    loss = F.mse_loss(rec, target)
+    return loss + spectral * spectral_loss(rec, target) if spectral else loss
+
+
+def _per_level_loss(model: FeatureAutoencoder, states: list[torch.Tensor], level: int,
+                    spectral: float = 0.0) -> torch.Tensor:
     h = states[level].detach()
-    return F.mse_loss(model.decode(level, model.encode(level, h), size=tuple(h.shape[-2:])), h)
+    rec = model.decode(level, model.encode(level, h), size=tuple(h.shape[-2:]))
+    # The spectral term where the level is the picture; a feature level's own spectrum is no picture's.
+    return _reconstruction_loss(rec, h, spectral if level == 0 else 0.0)
 
 
-def _whole_stack_loss(model: FeatureAutoencoder, states: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over depths d of ‖rec_d(x) − x‖², sharing the encodings already computed."""
+def _whole_stack_loss(model: FeatureAutoencoder, states: list[torch.Tensor], spectral: float = 0.0) -> torch.Tensor:
+    """Mean over depths d of ‖rec_d(x) − x‖² (plus the spectral term), sharing the encodings already computed."""
     x = states[0]
     total = x.new_zeros(())
     for depth in range(1, model.levels + 1):
         h = states[depth]
         for level in reversed(range(depth)):
             h = model.decode(level, h, size=tuple(states[level].shape[-2:]))
-        total = total + F.mse_loss(h, x)
+        total = total + _reconstruction_loss(h, x, spectral)
     return total / model.levels
 
 
@@ -236,7 +254,7 @@ def _train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str 
         chosen = {id(p) for p in params}
         for p in model.parameters():  # this phase's parameters train, the rest stay put (and DDP skips them)
             p.requires_grad_(id(p) in chosen)
-        loss_fn: torch.nn.Module = _PhaseLoss(model, level)
+        loss_fn: torch.nn.Module = _PhaseLoss(model, level, cfg.spectral)
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 

@@ -199,3 +199,14 @@ def test_encoders_without_a_closed_form_go_through_autograd(activation, pooling)
     theirs = feature_gradient(autograd_vjp(model), range(0, 2), x, 1.0, 0.5, knobs)
     assert torch.allclose(ours, theirs, atol=1e-14)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_jitter_moves_the_pooling_grids_over_every_offset():
+    """Amplified through three encoders, the picture grew bars locked to the 8-pixel grid: each update
+    now takes the gradient at another offset, and over a few dozen updates every offset comes up."""
+    from ffvj.engine.amplify import jitter
+
+    offsets = {jitter(frame, 0, 3) for frame in range(256)}
+    assert offsets == {(dy, dx) for dy in range(8) for dx in range(8)}
+    assert jitter(5, 1, 2) == jitter(5, 1, 2) and all(0 <= v < 4 for v in jitter(7, 2, 2))
+    assert len({jitter(frame, 0, 3) for frame in range(8)}) >= 6  # not a slow sweep: neighbours differ

@@ -154,8 +154,10 @@ def test_half_precision_engines_stay_close_to_the_reference(precision):
     rng = np.random.default_rng(7)
     for frame in range(6):
         if precision == "fp16":
+            # (A level's own drive above 2 multiplies half precision's rounding as any gain does: up to 2.)
             phi = random_phi(model, rng, **{f"l{lvl}.noise": 0.0 for lvl in range(model.levels + 1)},
-                             **{"map.noise": 0.0})
+                             **{"map.noise": 0.0}, **{f"l{lvl}.drive": 1.0 for lvl in range(model.levels + 1)})
+            phi.update({f"l{lvl}.drive": float(rng.uniform(0.5, 2.0)) for lvl in range(model.levels + 1)})
             phi["bound"] = float(rng.choice([BOUNDS.index(b) for b in BOUNDS if b != "wrap"]))
         else:
             phi = ParamStore(reg).frame(0)
@@ -400,3 +402,30 @@ def test_a_model_switch_keeps_the_picture_and_crossfades(model):
     assert all(torch.isfinite(s).all() for s in engine.states)
     with pytest.raises(ValueError, match="a model of 2 levels cannot replace one of 3"):
         engine.switch_model(FeatureAutoencoder(ModelConfig(channels=(3, 6, 8))), None)
+
+
+def test_a_feature_turn_is_a_rotation_the_same_in_every_show():
+    from ffvj.engine.delta import feature_rotation
+
+    for channels in (12, 24, 48):
+        r = feature_rotation(channels, 20.0).double()
+        assert torch.allclose(r @ r.T, torch.eye(channels, dtype=torch.float64), atol=1e-5)  # energy kept
+        assert torch.allclose(feature_rotation(channels, 20.0), feature_rotation(channels, 20.0))  # seeded by C alone
+        both = feature_rotation(channels, 10.0).double() @ feature_rotation(channels, 15.0).double()
+        assert torch.allclose(both, feature_rotation(channels, 25.0).double(), atol=1e-5)  # one plane family
+        assert torch.allclose(feature_rotation(channels, 0.0), torch.eye(channels), atol=1e-6)
+        assert not torch.allclose(r, torch.eye(channels, dtype=torch.float64), atol=0.05)
+
+
+def test_a_level_drive_saturates_that_level_alone(model):
+    engine = FeedbackEngine(model, W, H, seed=0)
+    source = torch.rand(1, 3, H, W) * 2 - 1
+    engine.reset(source)
+    phi = ParamStore(build_registry(model.levels)).frame(0)
+    start = [s.clone() for s in engine.states]
+    engine.set_states(start)
+    engine.step(dict(phi, **{"l1.period": 1, "l1.drive": 4.0}), source)
+    driven = engine.states[1].abs().mean()
+    engine.set_states(start)
+    engine.step(dict(phi, **{"l1.period": 1}), source)
+    assert driven > 1.2 * engine.states[1].abs().mean()

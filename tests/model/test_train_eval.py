@@ -173,3 +173,17 @@ def test_torchrun_trains_on_two_processes_like_one(picture_dir, tmp_path):
     for depth in (1, 2, 3):
         key = f"psnr_l{depth}"
         assert ddp["metrics"]["validation"][key] >= one["metrics"]["validation"][key] - 1.5, key
+
+
+def test_the_spectral_term_counts_how_much_detail_not_where_it_is(picture_dir, tmp_path):
+    """Beside L2, a phase-free term: the same detail elsewhere costs nothing, detail blurred away does."""
+    from ffvj.model.train import spectral_loss
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(smooth_picture(rng, 64, 64)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert spectral_loss(x, x) == 0
+    assert spectral_loss(torch.roll(x, (5, 9), (-2, -1)), x) < 1e-5  # moved: the same amplitudes
+    assert spectral_loss(blurred, x) > 10 * spectral_loss(torch.roll(x, (5, 9), (-2, -1)), x) + 1e-3
+    card_path, card = tiny_train(picture_dir, tmp_path / "spectral" / "tiny", spectral=0.5)
+    assert card["training"]["config"]["spectral"] == 0.5 and card["training"]["history"][-1]["train_loss"] > 0
