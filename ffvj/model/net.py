@@ -31,7 +31,7 @@ from . import kernels
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "identity": nn.Identity}
 POOLINGS = ("max", "avg")
-DECODERS = ("smooth", "subpixel", "upconv")
+DECODERS = ("smooth", "subpixel", "upconv", "interp")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class ModelConfig:
             raise ValueError(f"pooling {self.pooling!r} unknown; choose from {list(POOLINGS)}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder {self.decoder!r} unknown; choose from {list(DECODERS)}")
+        if self.decoder == "interp" and self.kernel_size != 3:
+            raise ValueError(f"the interp decoder is for 3×3 kernels, not {self.kernel_size}: use upconv")
 
     @property
     def levels(self) -> int:
@@ -110,6 +112,12 @@ class Decoder(nn.Module):
     filter in place, the convolution learns to lift what the filter softens.
     ``upconv``: bilinear ×2, then a 3×3 convolution at the fine size (Odena et al. 2016; ~4× the
     arithmetic).
+    ``interp``: the same function as upconv away from the borders, at the sub-pixel decoder's cost: the
+    fine 3×3 kernel composed with the bilinear ×2 gives each of the four output phases a 3×3 kernel at
+    the coarse size (``interp_phases``), one convolution makes all four, a pixel shuffle lays them out.
+    Every fine pixel is interpolated between coarse ones, so a level's cells leave no edges: what a
+    feature level hands down has no block or grid of its own (the sub-pixel decoders' phases, even
+    smoothed, print each cell of a busy level as a block: texture locked to a 2^ℓ-pixel grid).
     The output is linear: the target of level ℓ is whatever level ℓ holds, and the feedback engine
     applies its own bounding function.
     """
@@ -118,14 +126,34 @@ class Decoder(nn.Module):
         super().__init__()
         k = cfg.kernel_size
         self.kind = cfg.decoder
-        mult = 1 if cfg.decoder == "upconv" else 4
+        mult = 1 if cfg.decoder in ("upconv", "interp") else 4
         self.conv = nn.Conv2d(c_in, c_out * mult, k, padding=k // 2, padding_mode="replicate")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.kind == "upconv":
             return self.conv(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
+        if self.kind == "interp":
+            weight, bias = interp_phases(self.conv.weight, self.conv.bias)
+            return F.pixel_shuffle(F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), weight, bias), 2)
         out = F.pixel_shuffle(self.conv(h), 2)
         return kernels.halfband5(out) if self.kind == "smooth" else out
+
+
+# Bilinear ×2 (align_corners=False), as a fine tap u ∈ {−1, 0, 1} of output phase a reads the coarse
+# neighbours −1, 0, 1: fine 2i+a+u lies at coarse i + (a+u)/2 − 1/4, between two coarse pixels.
+_BILINEAR_TAPS = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25]],   # phase 0
+                               [[0.25, 0.75, 0.0], [0.0, 0.75, 0.25], [0.0, 0.25, 0.75]]])  # phase 1
+
+
+def interp_phases(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``interp`` decoder's four phase kernels from its fine 3×3 ``weight`` (C_out, C_in, 3, 3): a
+    (4·C_out, C_in, 3, 3) coarse weight whose output channel 4c + 2a + b is channel c's phase (a, b),
+    as ``pixel_shuffle`` lays them out; the bias repeated four times."""
+    taps = _BILINEAR_TAPS.to(weight)
+    phases = torch.einsum("oiuv,aup,bvq->oabipq", weight, taps, taps)
+    c_out, c_in = weight.shape[:2]
+    coarse = phases.reshape(c_out * 4, c_in, 3, 3)
+    return coarse, None if bias is None else bias.repeat_interleave(4)
 
 
 class FeatureAutoencoder(nn.Module):
@@ -231,6 +259,8 @@ class FastPath:
         # sign term flips on rounding, and half precision would move the nudge with it.
         wide = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))  # noqa: E731
         self._vjp_doubled = [(wide(w), wide(b)) for w, b in doubled] if closed_form else None
+        self._interp = [tuple(t.detach() if t is not None else None for t in interp_phases(d.conv.weight, d.conv.bias))
+                        if d.kind == "interp" else None for d in model.decoders]
 
     def _tail(self, level: int, compile: bool):
         """The fused nonlinearity + pooling for this model's encoders, or None (use the model's own)."""
@@ -285,6 +315,9 @@ class FastPath:
         decoder = self.model.decoders[level]
         if decoder.kind == "upconv":
             out = decoder(h)
+        elif decoder.kind == "interp":
+            weight, bias = self._interp[level]
+            out = kernels.pixel_shuffle2(F.conv2d(kernels.replicate_pad_channels_last(h, 1), weight, bias))
         else:
             out = kernels.pixel_shuffle2(decoder.conv(h))
             out = kernels.halfband5(out) if decoder.kind == "smooth" else out

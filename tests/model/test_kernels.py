@@ -39,7 +39,7 @@ def test_layout_kernels_equal_torch(channels_last):
         assert torch.equal(kernels.pixel_shuffle2(z), F.pixel_shuffle(z, 2))
 
 
-@pytest.mark.parametrize("decoder", ["smooth", "subpixel", "upconv"])
+@pytest.mark.parametrize("decoder", ["smooth", "subpixel", "upconv", "interp"])
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_fast_path_equals_the_model(pooling, decoder):
     """γ and γ⁻¹ of FastPath equal the model's own encode and decode (odd sizes too), in the engine's layouts."""

@@ -57,3 +57,21 @@ def test_config_round_trips_through_a_dict():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})
+
+
+def test_the_interp_decoder_is_bilinear_then_a_convolution_at_the_sub_pixel_cost():
+    """interp computes upconv's function (bilinear ×2, then the 3×3 kernel at the fine size) as four
+    phase kernels at the coarse size: the same parameters give the same pictures, borders included."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    interp = FeatureAutoencoder(ModelConfig(decoder="interp")).eval()
+    upconv = FeatureAutoencoder(ModelConfig(decoder="upconv")).eval()
+    upconv.load_state_dict(interp.state_dict())  # the same parameters: one fine 3×3 kernel per decoder
+    with torch.no_grad():
+        for level, (c, h, w) in enumerate(((12, 23, 31), (24, 12, 16), (48, 6, 8))):
+            x = torch.randn(1, c, h, w)
+            assert torch.allclose(interp.decode(level, x), upconv.decode(level, x), atol=1e-5)
+    with pytest.raises(ValueError, match="3×3"):
+        ModelConfig(decoder="interp", kernel_size=5)
+    assert np.isfinite(interp.decode(0, torch.zeros(1, 12, 4, 4)).detach().numpy()).all()
