@@ -55,14 +55,15 @@ SPACE: tuple[tuple[str, float, float], ...] = (
     ("l0.zoom", 0.985, 1.03), ("l0.rotate", -2.0, 2.0), ("l0.warp", 0.0, 0.02), ("l0.gain_self", 0.4, 1.0),
     ("l0.gain_down", 0.3, 1.2), ("l0.blur", -0.6, 0.4),
     ("l1.rotate", -5.0, 5.0), ("l1.turn", -30.0, 30.0), ("l1.drive", 0.7, 2.5), ("l1.gain_down", 0.2, 1.2),
-    ("l1.blur", -0.8, 0.4),
-    ("l2.rotate", -6.0, 6.0), ("l2.turn", -40.0, 40.0), ("l2.drive", 0.7, 2.5), ("l2.amplify", 0.0, 0.1),
-    ("l3.rotate", -8.0, 8.0), ("l3.turn", -45.0, 45.0),
+    ("l1.blur", -0.8, 0.4), ("l1.noise", 0.0, 0.15),
+    ("l2.rotate", -6.0, 6.0), ("l2.turn", -40.0, 40.0), ("l2.drive", 0.7, 2.5), ("l2.noise", 0.0, 0.2),
+    ("l2.blur", -0.8, 0.4), ("l2.amplify", 0.0, 0.1),
+    ("l3.rotate", -8.0, 8.0), ("l3.turn", -45.0, 45.0), ("l3.noise", 0.0, 0.2),
     ("drive", 0.9, 1.8), ("input.mix", 0.05, 0.3), ("color.saturation", 0.7, 1.3), ("color.hue", -1.0, 1.0),
 )
 MIN_MOTION = 0.3  # levels a frame, settled: below it the look has frozen
 MAX_FLICKER = 2.5  # levels: the settled picture's second difference in time
-MOTION_RANGE, COLOUR_RANGE = (0.0, 4.0), (0.0, 80.0)  # the descriptors' ranges (the archive's extent)
+MOTION_RANGE, COLOUR_RANGE = (0.0, 3.0), (10.0, 100.0)  # the descriptors' ranges (the archive's extent)
 ARCHIVE_CELLS = (8, 8)
 EXTRA = "pip install 'ffvj[discover]' (pyribs and Dask distributed)"
 

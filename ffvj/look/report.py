@@ -118,6 +118,7 @@ class _Run:
     source_hue: list = field(default_factory=list)
     sampled: list = field(default_factory=list)  # (t, lattice, source lattice, level lattices, ssim)
     sheet: dict = field(default_factory=dict)  # frame index → (source, picture, level views, raw picture)
+    cut_sheet: dict = field(default_factory=dict)  # frame index → the hierarchy-cut twin's raw picture
     texture: _Texture | None = None
 
     def __post_init__(self):
@@ -236,8 +237,14 @@ def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | 
     twins = {}
     if cfg.hierarchy:  # the same look with the hierarchy cut
         twins["cut"] = cut = _Texture(sample, settled_from)
-        _render(cfg, spec, options, preset, {**settings, CUT: 0.0}, cfg.seed, frames,
-                lambda slot, picture, source, engine: cut(slot, picture, source, engine.readback()))
+
+        def on_cut_frame(slot, picture, source, engine):
+            raw = engine.readback()
+            cut(slot, picture, source, raw)
+            if sheets and slot in sheet_at:
+                measured.cut_sheet[slot] = raw
+
+        _render(cfg, spec, options, preset, {**settings, CUT: 0.0}, cfg.seed, frames, on_cut_frame)
     return _summarise(measured, name, label or preset or "default", cfg, twins), measured
 
 
@@ -385,11 +392,14 @@ def _tile(rgb: np.ndarray | None, text: str) -> np.ndarray:
 
 
 def _contact_sheet(m: _Run, path: Path, label: str, fps: float) -> Path:
-    """The source (top row), the picture (below it) and each feature level's view (``engine.view``: its
-    principal components as RGB; one row per level) at the same moments."""
+    """The source (top row), the picture (below it), the picture with the hierarchy cut (when measured)
+    and each feature level's view (``engine.view``: its principal components as RGB; one row per level)
+    at the same moments."""
     slots = sorted(m.sheet)
     rows = [[_tile(m.sheet[s][0], f"source {s / fps:.1f} s") for s in slots],
             [_tile(m.sheet[s][1], f"{label} {s / fps:.1f} s") for s in slots]]
+    if m.cut_sheet:  # the same look with the hierarchy cut: what the levels add is the difference
+        rows.append([_tile(m.cut_sheet.get(s), f"hierarchy cut {s / fps:.1f} s") for s in slots])
     for lvl in range(len(m.sheet[slots[0]][2])):
         rows.append([_tile(m.sheet[s][2][lvl], f"level {lvl + 1} {s / fps:.1f} s") for s in slots])
     sheet = np.concatenate([np.concatenate(row, 1) for row in rows], 0)
