@@ -38,9 +38,10 @@ Texture and life (issue 22: is the learned hierarchy what the audience sees?):
     Mean absolute second difference in time of three frames (levels): motion is smooth, flicker is not.
 ``colourfulness(frame)``
     Hasler and Süsstrunk's measure of how colourful a picture looks (0 grey, about 30 a photo).
-``grid_structure(frame)``
+``grid_structure(frames)``
     Structure phase-locked to the levels' pooling grids (2, 4 and 8 pixels): how unevenly the luminance
-    steps fall on the grid's phases (0: evenly; a photo reads about 0.05; bars on the 8-pixel grid 0.2).
+    steps, averaged over a run's frames, fall on the grid's phases (0: evenly; a photo reads about 0.05;
+    bars on the 8-pixel grid 0.2). Content passing over the grid averages out; a grid stays.
 """
 
 from __future__ import annotations
@@ -199,15 +200,28 @@ def flicker(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - 2 * b.astype(np.int16) + c).mean() / 2)
 
 
-def grid_structure(frame: np.ndarray, periods=(2, 4, 8)) -> float:
-    """How strongly the picture's luminance steps are phase-locked to a 2-, 4- or 8-pixel grid: for each
-    axis and period p, the mean step between neighbours at each phase k mod p; the spread of those p
-    means (largest − smallest) over the mean step. The largest over axes and periods: 0 for steps
-    spread evenly, about 0.05 on a photo; bars on the 8-pixel pooling grid read 0.2 and more."""
+def grid_profiles(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean luminance step between neighbouring rows (and columns): what ``grid_structure`` reads."""
     y = luma(frame)
+    return np.abs(np.diff(y, axis=0)).mean(axis=1), np.abs(np.diff(y, axis=1)).mean(axis=0)
+
+
+def grid_structure(frames, periods=(2, 4, 8)) -> float:
+    """How strongly the luminance steps of ``frames`` (one frame, or several of one run: the steps are
+    averaged over them first, so only structure that stays on the grid counts, not content that passes
+    over it) fall on the phases of a 2-, 4- or 8-pixel grid: for each axis and period p, the mean step
+    at each phase k mod p; the spread of those p means (largest − smallest) over the mean step. The
+    largest over axes and periods: 0 for steps spread evenly, about 0.05 on a photo; bars on the
+    8-pixel pooling grid read 0.2 and more."""
+    frames = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
+    return grid_structure_of_profiles([grid_profiles(f) for f in frames], periods)
+
+
+def grid_structure_of_profiles(profiles, periods=(2, 4, 8)) -> float:
+    """``grid_structure`` from frames' ``grid_profiles`` (kept instead of the frames)."""
     worst = 0.0
     for axis in (0, 1):
-        profile = np.abs(np.diff(y, axis=axis)).mean(axis=1 - axis)  # the mean step between i and i + 1
+        profile = np.mean([p[axis] for p in profiles], axis=0)
         for p in periods:
             usable = (len(profile) // p) * p
             if usable < 2 * p:

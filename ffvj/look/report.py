@@ -66,7 +66,8 @@ class _Texture:
         self.sample, self.settled_from = sample, settled_from
         self.stats: dict[str, list] = {"raw": [], "output": [], "source": []}
         self.figures: dict[str, dict[str, list]] = {
-            k: {"detail": [], "dead": [], "complexity": [], "grid": [], "colourfulness": []} for k in self.stats}
+            k: {"detail": [], "dead": [], "complexity": [], "colourfulness": []} for k in self.stats}
+        self.frames: dict[str, list] = {k: [] for k in self.stats}  # the sampled frames (the grid's phases)
         self.motion: list[float] = []
         self.flicker: list[float] = []
         self._last: list[np.ndarray] = []
@@ -89,8 +90,13 @@ class _Texture:
             figures["detail"].append(measures.detail(frame))
             figures["dead"].append(measures.dead_area(frame))
             figures["complexity"].append(measures.complexity(frame))
-            figures["grid"].append(measures.grid_structure(frame))
             figures["colourfulness"].append(measures.colourfulness(frame))
+            self.frames[key].append(measures.grid_profiles(frame))
+
+    def grid(self, key: str) -> float | None:
+        """``measures.grid_structure`` of the settled stretch: steps averaged over its frames first."""
+        profiles = self.frames[key]
+        return measures.grid_structure_of_profiles(profiles) if profiles else None
 
     def settled(self, key: str) -> dict | None:
         return measures.mean_stats(self.stats[key]) if self.stats[key] else None
@@ -302,7 +308,7 @@ def _texture(m: _Run, twins: dict) -> dict:
         "dead_area": {k: fig[k]["dead"] for k in ("raw", "output", "source")},
         "complexity": {"raw": _ratio(fig["raw"]["complexity"], src["complexity"]),
                        "output": _ratio(fig["output"]["complexity"], src["complexity"]), "source": src["complexity"]},
-        "grid": {k: fig[k]["grid"] for k in ("raw", "output", "source")},
+        "grid": {k: t.grid(k) for k in ("raw", "output", "source")},
         "colourfulness": {k: fig[k]["colourfulness"] for k in ("raw", "output", "source")},
         "motion": _mean(t.motion), "flicker": _mean(t.flicker),
     }

@@ -140,3 +140,17 @@ def test_texture_distance_ignores_where_things_are_and_sees_what_they_are_like(p
     graded = (photo * np.array([1.0, 0.6, 0.3])).astype(np.uint8)  # a palette: colour, nothing else
     assert measures.texture_distance(stats, measures.texture_stats(graded), ("colour",)) > \
         2 * measures.texture_distance(stats, measures.texture_stats(graded)) * 0.1
+
+
+def test_grid_structure_over_a_run_counts_what_stays_on_the_grid_not_what_passes_over_it():
+    from ffvj.model.data import builtin_photos
+
+    photo = builtin_photos("test")["coffee"].astype(np.int16)
+    bars = np.zeros_like(photo)
+    bars[7::8] = 6
+    # The content moves a pixel a frame, the bars stay on the grid; then bars that move with it.
+    locked = [np.clip(np.roll(photo, k, axis=0)[:270, :480] + bars[:270, :480], 0, 255).astype(np.uint8)
+              for k in range(16)]
+    moving = [np.clip(np.roll(photo + bars, k, axis=0)[:270, :480], 0, 255).astype(np.uint8) for k in range(16)]
+    assert measures.grid_structure(locked) > 3 * measures.grid_structure(moving)
+    assert measures.grid_structure(moving) < 0.05
