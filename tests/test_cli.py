@@ -78,8 +78,9 @@ def test_actions_lists_the_table(capsys):
 def test_model_list_gives_a_line_per_bundled_model(capsys):
     assert main(["model", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["default", "crisp", "random"]  # the zoo, the default first
-    assert all("3 levels" in line and "smooth decoders" in line and "over bicubic" in line for line in lines)
+    assert [line.split()[0] for line in lines] == ["default", "crisp", "random", "smooth"]  # the default first
+    assert all("3 levels" in line and " decoders;" in line and "over bicubic" in line for line in lines)
+    assert "interp decoders" in lines[0] and "smooth decoders" in lines[3]
     assert "max pooling" in lines[1] and "avg pooling" in lines[2]
 
 

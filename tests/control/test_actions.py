@@ -237,7 +237,7 @@ def test_a_coalesced_action_takes_the_place_of_its_latest_firing():
 
 def test_a_model_switch_names_a_bundled_model_or_is_refused_at_once(controls):
     """A name from a network client never becomes a path: only bundled models, checked as it is fired."""
-    with pytest.raises(ValueError, match="no bundled model '../secret'; bundled: crisp, default, random"):
+    with pytest.raises(ValueError, match="no bundled model '../secret'; bundled: crisp, default, random, smooth"):
         controls.fire("model", "../secret")
     assert controls.fire("model", "random", 0.5)
 

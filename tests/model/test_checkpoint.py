@@ -112,4 +112,6 @@ def test_unknown_name_lists_bundled_models():
 def test_the_bundled_default_loads_and_reconstructs():
     model, card = checkpoint.load(None)
     assert model.levels >= 3
-    assert card["metrics"]["eval"]["levels"][0]["gain_db"] >= 3.0
+    # interp decoders give up ~1 dB of the smooth decoders' round trip (no fixed low-pass) to hand texture down
+    assert card["metrics"]["eval"]["levels"][0]["gain_db"] >= 2.5
+    assert card["config"]["decoder"] == "interp"

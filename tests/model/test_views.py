@@ -34,7 +34,7 @@ def test_a_bad_view_entry_is_refused_and_a_missing_one_falls_back():
     assert view.components == ((1.0, 0.0), (0.0, 1.0), (1.0, 0.0))
 
 
-@pytest.mark.parametrize("name", ["default", "random", "crisp"])
+@pytest.mark.parametrize("name", ["default", "random", "crisp", "smooth"])
 def test_every_bundled_card_has_a_view_per_feature_level(name):
     model, card = checkpoint.load(name)
     views = checkpoint.views(card)
