@@ -41,3 +41,10 @@ def smooth_picture(rng: np.random.Generator, height: int, width: int) -> np.ndar
         center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         cv2.circle(img, center, int(rng.integers(3, max(4, min(height, width) // 3))), color, -1)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+# The levels with no life of their own, as in the default look before issue 22 (which gave level 2
+# amplification, drive and a turn, level 3 a rotation, and the picture a strong top-down path): for tests
+# of a loop that can freeze, flatten or saturate, and of what a lever changes against a loop without it.
+PLAIN_LEVELS = {"l2.amplify": 0.0, "l2.drive": 1.0, "l2.turn": 0.0, "l3.rotate": 0.0,
+                "l0.gain_self": 0.9, "l0.gain_down": 0.35, "l1.gain_down": 0.35}

@@ -138,14 +138,14 @@ def _p(name, default, lo, hi, doc, **kw) -> Param:
 
 # The picture-wide parameters.
 GLOBAL_PARAMS: tuple[Param, ...] = (
-    _p("input.mix", 0.12, 0, 1, "how much of the source replaces the picture each frame", spatial=True),
+    _p("input.mix", 0.15, 0, 1, "how much of the source replaces the picture each frame", spatial=True),
     _p("input.mode", 0, 0, len(INPUT_MODES) - 1, "mix: blend everywhere; key: only where the source is brighter "
        "than input.threshold", kind="enum", choices=INPUT_MODES, smoothing=0),
     _p("input.threshold", 0.5, 0, 1, "key mode: source luminance above which it is keyed in"),
     _p("input.softness", 0.1, 0.001, 0.5, "key mode: width of the key's soft edge"),
     _p("bound", 0, 0, len(BOUNDS) - 1, "bounding nonlinearity applied to every level's new state",
        kind="enum", choices=BOUNDS, smoothing=0),
-    _p("drive", 1.25, 0.25, 4.0, "gain into the bounding function (higher: harder saturation)", curve="exp"),
+    _p("drive", 1.5, 0.25, 4.0, "gain into the bounding function (higher: harder saturation)", curve="exp"),
     _p("color.hue", 0.0, -30, 30, "hue rotation of the picture per frame", unit="deg/frame", curve="sym"),
     _p("color.saturation", 1.0, 0, 2, "saturation of the picture, applied per frame"),
     _p("color.perm", 0, 0, len(COLOR_PERMS) - 1, "colour channel permutation applied per frame",
@@ -178,7 +178,7 @@ GLOBAL_PARAMS: tuple[Param, ...] = (
        "weaker ones most)"),
     _p("amplify.clip", 0.5, 0.05, 1, "layer amplification: where the clipped energy stops growing, in units of "
        "the features' scale"),
-    _p("amplify.tv", 0.3, 0, 1, "layer amplification: total-variation smoothing of the nudge (against "
+    _p("amplify.tv", 0.4, 0, 1, "layer amplification: total-variation smoothing of the nudge (against "
        "high-frequency noise)"),
     _p("amplify.pull", 0.5, 0, 1, "layer amplification: 6-norm pull toward the un-amplified state (limits the "
        "nudge's outliers)"),
@@ -217,12 +217,16 @@ LEVEL_PARAMS: tuple[Param, ...] = (
 
 # Level defaults that differ from the declaration above, by level: the embedded look.
 # Level ℓ updates every 2^ℓ frames, as in the original experiment: deeper levels change slowly
-# anyway, and it halves the arithmetic at every step up.
+# anyway, and it halves the arithmetic at every step up. The look (issue 22, chosen with ffvj look's
+# hierarchy measure and by eye; docs/LOOKS.md): the picture and level 1 hear the level above strongly
+# (gain_down 0.9), level 2 is amplified (DeepDream in the loop), driven into its bound and turned in
+# feature space, so it renders the model's own features, and level 3 rotates against the picture; with
+# the hierarchy cut it is plain zoom-and-rotate feedback.
 LEVEL_DEFAULTS: dict[int, dict[str, float]] = {
-    0: {"zoom": 1.012, "rotate": 0.4, "warp": 0.004, "gain_self": 0.9},
-    1: {"period": 2},
-    2: {"period": 4},
-    3: {"period": 8},
+    0: {"zoom": 1.012, "rotate": 0.4, "warp": 0.004, "gain_self": 0.7, "gain_down": 0.9},
+    1: {"period": 2, "gain_down": 0.9},
+    2: {"period": 4, "amplify": 0.1, "drive": 1.3, "turn": 10},
+    3: {"period": 8, "rotate": 3},
 }
 
 

@@ -9,6 +9,7 @@ from ffvj.engine.amplify import (AmplifyKnobs, amplify, autograd_vjp, feature_gr
                                  objective_gradient, pull_prox, tv_energy, tv_step)
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from tests.helpers import PLAIN_LEVELS
 
 
 @pytest.fixture
@@ -150,10 +151,11 @@ def test_amplification_stays_bounded_at_every_level_and_depth(model):
 
 
 def test_amplification_changes_the_show_and_off_costs_nothing(model):
-    """lℓ.amplify = 0 (the default) is bit-identical to an engine that never heard of it; on, the picture moves
+    """lℓ.amplify = 0 (the default below level 2) is bit-identical to an engine that never heard of it; on, the picture moves
     away from that run, and the energy memory is kept per amplified level."""
     model = model.float()
     phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update(PLAIN_LEVELS)
     plain, amplified = FeedbackEngine(model, 48, 32, seed=3), FeedbackEngine(model, 48, 32, seed=3)
     for _ in range(8):
         plain.step(dict(phi))

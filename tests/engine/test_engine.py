@@ -7,6 +7,7 @@ from ffvj.control.params import BOUNDS, COLOR_BOUNDS, COLOR_PERMS, MAP_KINDS, Pa
 from ffvj.engine.delta import StepInputs, bound, color_matrix, modulation_map, reference_step
 from ffvj.engine.engine import PRECISIONS, FeedbackEngine, StabilityGuard
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from tests.helpers import PLAIN_LEVELS
 
 W, H = 45, 29  # odd on purpose
 
@@ -169,7 +170,9 @@ def test_half_precision_engines_stay_close_to_the_reference(precision):
                                                       amplify_memory=dict(engine.amplify_memory)))
         engine.step(phi, source)
         for lvl, (a, b) in enumerate(zip(engine.states, ref)):
-            assert relative_l2(a, b) <= (1e-2 if precision == "fp16" else 2e-2), (frame, lvl, relative_l2(a, b))
+            # bf16 through an amplified level's gradient (the default look's level 2) reaches ~4.5e-2
+            bound = 1e-2 if precision == "fp16" else 5e-2 if phi.get(f"l{lvl}.amplify", 0) > 0 else 2e-2
+            assert relative_l2(a, b) <= bound, (frame, lvl, relative_l2(a, b))
     rgb = engine.readback()
     assert rgb.dtype == np.uint8 and rgb.shape == (H, W, 3)
 
@@ -269,6 +272,7 @@ def test_nan_is_caught_and_never_shown(model):
 def test_saturation_is_recovered_within_patience(model):
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=3))
     phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update(PLAIN_LEVELS)
     phi.update({"bound": BOUNDS.index("clamp"), "drive": 4.0, "input.mix": 0.0,
                 "color.bound": float(COLOR_BOUNDS.index("rgb"))})  # each channel driven into its bound
     engine.states = [torch.sign(torch.randn_like(s)) for s in engine.states]  # fully saturated
@@ -282,6 +286,7 @@ def test_saturation_is_recovered_within_patience(model):
 def test_a_dead_flat_picture_is_reseeded_from_the_source(model):
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=2))
     phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update(PLAIN_LEVELS)
     phi.update({"drive": 0.25, "input.mix": 0.0, "l0.gain_self": 1.0})
     engine.states = [torch.zeros_like(s) for s in engine.states]
     source = torch.rand(1, 3, H, W) * 2 - 1
@@ -331,6 +336,7 @@ def test_a_frozen_picture_is_nudged_back_to_life_not_cut(model):
     """A still input settles into a fixed point; the guard notices and nudges it: the picture moves again."""
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(still_frames=10))
     phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi.update(PLAIN_LEVELS)
     phi.update({f"l{lvl}.{name}": value for lvl in range(model.levels + 1)
                 for name, value in (("zoom", 1.0), ("rotate", 0.0), ("warp", 0.0), ("period", 1.0))})
     phi.update({"input.mix": 0.3})  # no motion, a still source pulling it: a fixed point
