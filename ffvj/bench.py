@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class BenchConfig:
     fps: float = 60.0  # the real-time run's target rate (the latency check)
     contended: bool = True  # also beside a competing encoder (see _contended)
     settings: dict = field(default_factory=dict)  # parameter → value, on top of the defaults (as ``--set``)
+    preset: str | None = None  # a look to time (its values under ``settings``; its model unless ``model``)
     web_pages: int = 1  # pages reading the web page's socket during a second live run (0: no such run)
     web_stalled: int = 0  # pages that connect and never read, beside them
     live_seconds: float = 60.0  # the live show beside the competing encoder, after it settled (see _live_contended)
@@ -358,11 +359,24 @@ def _live_contended(cfg: BenchConfig, device: torch.device) -> dict:
             "threads": tuned}
 
 
+def _with_preset(cfg: BenchConfig) -> BenchConfig:
+    """``cfg`` with its preset's values folded into ``settings`` (``--set`` wins) and its model, so every run
+    of the bench (engine, end to end, live) times the look as a show recalling it would run it."""
+    if cfg.preset is None:
+        return cfg
+    from .control.presets import PresetBank, default_presets_dir, factory_presets_dir
+
+    bank = PresetBank(ParamStore(build_registry(3)), default_presets_dir(), factory=factory_presets_dir())
+    values = bank.load(cfg.preset)  # PresetError names the file and what is wrong
+    return replace(cfg, settings={**values, **cfg.settings}, model=cfg.model or bank.last_model)
+
+
 @torch.no_grad()
 def bench(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    cfg = _with_preset(cfg)
     model, card = checkpoint.load(cfg.model, device)
     scales = checkpoint.scales(card)  # as a show bounds its levels
     store = ParamStore(build_registry(model.levels))
@@ -434,6 +448,7 @@ def bench(cfg: BenchConfig) -> dict:
         "compile": cfg.compile,
         "precision": cfg.precision,
         "settings": dict(cfg.settings),
+        "preset": cfg.preset,
         "startup_s": round(startup_s, 2),
         "engine_fps": eng["fps"],
         "engine": eng,

@@ -58,16 +58,17 @@ class LookConfig:
 
 class _Texture:
     """What a run's settled stretch (from ``settled_from`` on) looks like: every ``sample`` frames the
-    structure (``texture_stats``), detail, dead area, complexity and grid structure of the loop's own
-    picture ("raw", before the grade and the limiter), of the output and of the source; every frame the
-    raw picture's motion and flicker."""
+    structure (``texture_stats``), detail, dead area and complexity of the loop's own picture ("raw",
+    before the grade and the limiter), of the output and of the source; every frame their steps for the
+    grid structure (cheap, and the more frames its average has, the less a short run's chance alignment
+    reads as a grid) and the raw picture's motion and flicker."""
 
     def __init__(self, sample: int, settled_from: int):
         self.sample, self.settled_from = sample, settled_from
         self.stats: dict[str, list] = {"raw": [], "output": [], "source": []}
         self.figures: dict[str, dict[str, list]] = {
             k: {"detail": [], "dead": [], "complexity": [], "colourfulness": []} for k in self.stats}
-        self.frames: dict[str, list] = {k: [] for k in self.stats}  # the sampled frames (the grid's phases)
+        self.frames: dict[str, list] = {k: [] for k in self.stats}  # every settled frame's steps (the grid's phases)
         self.motion: list[float] = []
         self.flicker: list[float] = []
         self._last: list[np.ndarray] = []
@@ -80,10 +81,12 @@ class _Texture:
             self.motion.append(measures.change(self._last[-1], self._last[-2]))
         if len(self._last) == 3:
             self.flicker.append(measures.flicker(*self._last))
-        if slot % self.sample:
-            return
+        sampled = slot % self.sample == 0
         for key, frame in (("raw", raw), ("output", picture), ("source", source)):
             if frame is None:
+                continue
+            self.frames[key].append(measures.grid_profiles(frame))
+            if not sampled:
                 continue
             self.stats[key].append(measures.texture_stats(frame))
             figures = self.figures[key]
@@ -91,7 +94,6 @@ class _Texture:
             figures["dead"].append(measures.dead_area(frame))
             figures["complexity"].append(measures.complexity(frame))
             figures["colourfulness"].append(measures.colourfulness(frame))
-            self.frames[key].append(measures.grid_profiles(frame))
 
     def grid(self, key: str) -> float | None:
         """``measures.grid_structure`` of the settled stretch: steps averaged over its frames first."""
