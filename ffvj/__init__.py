@@ -14,9 +14,12 @@ Command line::
     ffvj actions [--json]            every action: OSC address and arguments, MIDI target
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
     ffvj learn PARAM... --out M.toml MIDI learn into a mapping file
-    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--set N=V]
+    ffvj bench [--size WxH] [--device D] [--compile] [--precision P] [--no-contended] [--preset P] [--set N=V]
                [--web-pages N --web-stalled M] [--json]
-    ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured, with contact sheets
+    ffvj look [--input NAME|SPEC] [--preset NAME] [--json]   the picture measured beside its hierarchy-cut
+                                     twin, with contact sheets
+    ffvj discover [--minutes N] [--out DIR] [--workers N | --scheduler ADDR]   new looks found by MAP-Elites
+                                     (pip install 'ffvj[discover]')
     ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]'; --random-encoders)
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list | views
@@ -63,7 +66,8 @@ The parts (each a folder; its ``__init__`` lists its rooms):
                midi/
     web/       the web page: server (aiohttp, one WebSocket a page), layout (from the registry and the
                actions), preview (JPEG off the render loop), page/ (HTML, CSS, JavaScript)
-    look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour), report
+    look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour, texture, grid),
+               report (``ffvj look``), discover (``ffvj discover``: pyribs on Dask)
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     tally.py   thread-safe counts and a rate-limited log, for every part
 """

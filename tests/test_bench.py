@@ -43,12 +43,12 @@ def test_threads_sets_the_engines_cpu_threads_and_the_report_says_so(capsys):
 
 
 def test_a_preset_is_timed_on_its_own_model_with_set_on_top(capsys):
-    """``--preset crystal`` times the look a show recalling it runs: its values and its model (crisp)."""
+    """``--preset lichen`` times the look a show recalling it runs: its values and its model (random)."""
     assert main(["bench", "--size", "64x48", "--frames", "3", "--no-end-to-end", "--json", "--device", "cpu",
-                 "--preset", "crystal", "--set", "l1.turn=5"]) == 0
+                 "--preset", "lichen", "--set", "l1.turn=5"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["preset"] == "crystal" and r["model"] == "crisp"
-    assert r["settings"]["l1.turn"] == 5.0 and r["settings"]["l1.drive"] == 2.0  # --set wins; the rest is the look
+    assert r["preset"] == "lichen" and r["model"] == "random"
+    assert r["settings"]["l1.turn"] == 5.0 and r["settings"]["l1.noise"] == 0.03  # --set wins; the rest is the look
     assert main(["bench", "--size", "64x48", "--frames", "3", "--no-end-to-end", "--preset", "nope"]) == 2
     error = capsys.readouterr().err
-    assert "no preset 'nope'" in error and "crystal" in error and "Traceback" not in error
+    assert "no preset 'nope'" in error and "lichen" in error and "Traceback" not in error

@@ -255,3 +255,13 @@ def test_hand_edited_files_that_crashed_start_up_are_one_line_errors(bank):
     with pytest.raises(PresetError, match="pipe.toml is a FIFO, not a regular file"):
         bank.load("pipe")  # at once: nothing ever writes to it
     assert not bank.recall("pipe")
+
+
+def test_the_factory_gallery_has_twelve_looks_at_most_a_third_of_them_graded():
+    """Issue 22: looks told apart by their structure, not by an output grade a mixer could add to anything."""
+    import tomllib
+
+    graded = [name for name in FACTORY_LOOKS
+              if tomllib.loads((FACTORY / f"{name}.toml").read_text())["params"].get("grade.mix", 0) > 0]
+    assert len(FACTORY_LOOKS) >= 12
+    assert len(graded) <= (len(FACTORY_LOOKS) + 1) / 3, graded  # the default look counts too: it is ungraded

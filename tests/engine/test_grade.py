@@ -63,7 +63,7 @@ def test_the_grade_reaches_the_sinks_but_never_the_feedback():
     assert np.abs(graded[-1].astype(int) - plain[-1]).mean() > 20  # the output is not
 
 
-@pytest.mark.parametrize("name", ["bloom", "ghost", "ink", "melt", "pulse", "solar", "vortex"])
+@pytest.mark.parametrize("name", ["ghost", "ink", "solar"])
 def test_graded_presets_set_a_whole_grade(name):
     import tomllib
 
