@@ -351,6 +351,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
+    p.add_argument("--audio", default=None, metavar="SPEC",
+                   help="hear music: file:PATH (a track analysed in step with the frames: an offline render hears "
+                        "what a live show would) or an input device by index or name ('ffvj devices' lists them; "
+                        "JACK included); the audio<k>.* parameters let it move any parameter")
+    p.add_argument("--audio-bands", type=_positive_int, default=d.audio_bands,
+                   help="how many bands the analysis splits the music into (default: %(default)s)")
     p.add_argument("--flash-limit", choices=("on", "off"), default=None,
                    help="keep the output within 3 flashes a second (ITU-R BT.1702, WCAG 2.3.1); the parameter "
                         "output.flash_limit (default: on)")
@@ -472,7 +478,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     settings={**dict(map(_parse_setting, args.set)),
                               **({"output.flash_limit": args.flash_limit == "on"} if args.flash_limit else {})},
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
-                    threads=args.threads, osc=osc, midi=midi, web=web)
+                    threads=args.threads, osc=osc, midi=midi, web=web, audio=args.audio, audio_bands=args.audio_bands)
     stop = threading.Event()
     stats = RunStats()  # filled by the show; the stop watchdog reads whether its render loop has ended
 
@@ -511,6 +517,7 @@ def _add_devices(sub: argparse._SubParsersAction) -> None:
 def _cmd_devices(args: argparse.Namespace) -> int:
     import torch
 
+    from .audio.inputs import EXTRA as AUDIO_EXTRA, list_inputs
     from .media.sinks import sink_availability
     from .media.sources import devices as cameras
 
@@ -520,6 +527,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
                   "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())},
         "sinks": {name: {"usable": ok, "note": why} for name, (ok, why) in sorted(sink_availability().items())},
         "midi": _midi_report(),
+        "audio": list_inputs(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -530,6 +538,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     midi = report["midi"]
     print("midi: " + (midi["error"] if "error" in midi else
                       f"inputs {', '.join(midi['inputs']) or 'none'}; outputs {', '.join(midi['outputs']) or 'none'}"))
+    print("audio inputs: " + (", ".join(report["audio"]) or f"none found (or PortAudio missing: {AUDIO_EXTRA})"))
     print("sinks:")
     for name, info in report["sinks"].items():
         print(f"  {name:<11} {'usable' if info['usable'] else 'not usable'}{': ' + info['note'] if info['note'] else ''}")

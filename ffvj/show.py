@@ -57,6 +57,7 @@ from .engine.grade import grade
 from .engine.device import ThreadTuner, resolve_device, use_cpu_threads
 from .engine.engine import FeedbackEngine
 from .engine.flashes import FlashLimiter
+from .audio.inputs import AudioError, open_audio
 from .media.base import SinkError, SinkUnavailable, SourceError
 from .media.mailbox import Mailbox
 from .media.sinks import open_sink
@@ -104,6 +105,9 @@ class RunConfig:
     osc: OscConfig | None = None  # None: no OSC (and no OSCQuery)
     midi: MidiConfig | None = None  # None: no MIDI
     web: WebConfig | None = None  # None: no web page
+    # Music: "file:PATH" (analysed in step with the frames) or a PortAudio input device; None: no audio.
+    audio: str | None = None
+    audio_bands: int = 8
     status_interval: float = 2.0
 
 
@@ -112,7 +116,7 @@ class StartupError(RuntimeError):
 
 
 # What opening a show raises for a problem of the user's or the machine's (not a bug in ffvj).
-_STARTUP_PROBLEMS = (SinkUnavailable, SourceError, MidiError, MappingError, PresetError, checkpoint.CheckpointError,
+_STARTUP_PROBLEMS = (AudioError, SinkUnavailable, SourceError, MidiError, MappingError, PresetError, checkpoint.CheckpointError,
                      OSError, ValueError, ImportError)
 
 
@@ -268,6 +272,9 @@ class _Show:
         self.outputs.start(threaded=self.pace == "realtime")
         if self.pace == "realtime":
             self.source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
+        if cfg.audio:  # (a missing file fails here; a missing device is said once and looked for)
+            controls.audio = open_audio(cfg.audio, cfg.audio_bands)
+            stack.callback(controls.audio.close)
         self.services = [stack.enter_context(svc) for svc in services]
         # The sinks close first, whatever a service does while closing: a recording is finalised.
         stack.callback(self.outputs.__exit__, None, None, None)
@@ -291,6 +298,8 @@ class _Show:
         start_clock = time.monotonic()
         if self.pace == "offline":
             controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
+        if controls.audio is not None:
+            controls.audio.start(start_clock)  # a file's first sample plays with frame 0
         last_status = last_figures = start
         last_frame = None
         epoch = source.epoch
@@ -423,6 +432,12 @@ class _Show:
         figures["sinks"] = self.outputs.health()
         figures["target_fps"] = self.cfg.fps
         figures["bpm"] = round(self.controls.tempo.bpm, 1)
+        figures["tempo_source"] = self.controls.tempo.source
+        heard = self.controls.heard
+        if heard is not None:
+            figures["audio"] = {"level": round(heard.level, 3), "bass": round(heard.bass, 3), "mid": round(heard.mid, 3),
+                                "high": round(heard.high, 3), "onset": round(heard.onset, 3), "bpm": round(heard.bpm, 1),
+                                "confidence": round(heard.confidence, 2), "beat": round(heard.beat % 1.0, 3)}
         figures["model"] = self.controls.models.current if self.controls.models is not None else None
         for svc in self.services:
             try:

@@ -28,19 +28,37 @@ def _jack_api_available() -> bool:
 
 @pytest.fixture(scope="module")
 def jack_server(tmp_path_factory):
-    """A JACK server (dummy driver, no sound card needed) under a name unique to this run."""
+    """A JACK server (dummy driver, no sound card needed) under a name unique to this run, for MIDI."""
+    if not _jack_api_available():
+        pytest.skip("python-rtmidi was built without JACK support")
+    yield from _jack_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def jack_audio_server(tmp_path_factory):
+    """The same, for audio: ffvj hears it through PortAudio's JACK host API, peers play through JACK-Client."""
+    for module in ("jack", "sounddevice"):
+        try:
+            __import__(module)
+        except (ImportError, OSError) as exc:  # sounddevice raises OSError without the PortAudio library
+            pytest.skip(f"{module} is not usable here ({exc}): pip install -e '.[test]'; apt-get install libportaudio2")
+    # In real-time mode where the machine allows it (jackd says so and goes on without where not): on a
+    # loaded machine a non-real-time server drops cycles for a late client, and a dropped cycle is
+    # audio ffvj never hears (the beat would come early).
+    yield from _jack_server(tmp_path_factory, realtime=True)
+
+
+def _jack_server(tmp_path_factory, realtime: bool = False):
     jackd = shutil.which("jackd")
     if jackd is None:
         pytest.skip("jackd not installed (Debian: apt-get install jackd2)")
-    if not _jack_api_available():
-        pytest.skip("python-rtmidi was built without JACK support")
     name = f"ffvj-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
     logfile = tmp_path_factory.mktemp("jack") / "jackd.log"
     with open(logfile, "w") as log_out:
         # -t: a generous client timeout, so a client starved of CPU on a busy machine is not dropped.
-        proc = subprocess.Popen([jackd, "-n", name, "--no-realtime", "-t", "10000", "-d", "dummy", "-r", "48000",
-                                 "-p", "256"],
+        proc = subprocess.Popen([jackd, "-n", name, *([] if realtime else ["--no-realtime"]), "-t", "10000", "-d",
+                                 "dummy", "-r", "48000", "-p", "256"],
                                 env=env, stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         up = False

@@ -22,7 +22,7 @@ from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, FILES, NOW, ActionQueue, perform
 from .modulation import Modulation
 from .models import ModelSwitcher
-from .params import ParamStore, build_registry
+from .params import AUDIO_TRIGGERS, ParamStore, build_registry
 from .presets import PresetBank, factory_presets_dir
 from .snapshots import SnapshotBank
 from .tempo import Tempo
@@ -43,11 +43,16 @@ class Controls:
     snapshots: SnapshotBank | None = field(default_factory=SnapshotBank)
     learner: object | None = None  # a midi.Learner, set where MIDI learn runs
     models: ModelSwitcher | None = None  # the ``model`` action's (the show sets it)
+    audio: object | None = None  # an audio.inputs.AudioInput, set where the show hears music
 
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
         self._files: _FileWorker | None = None
         self._counts = Counts("failed_actions")  # from the render loop and the file worker alike
+        self.heard = None  # this frame's AudioFeatures (None: no audio input)
+        self._onsets = 0  # the music's onsets and beats already acted on
+        self._beat: int | None = None
+        self._next_snapshot = self._next_preset = 0
 
     @classmethod
     def for_levels(cls, levels: int, presets_dir: str | None = None, seed: int = 0) -> Controls:
@@ -91,9 +96,13 @@ class Controls:
             self._guarded("model switch", self.models.apply, engine)
         if self.presets is not None:
             self._guarded("preset morph", self.presets.update, dt)
+        if self.audio is not None:
+            self.heard = self._guarded("audio", self.audio.features_at, now)
+            if self.heard is not None:
+                self._guarded("audio events", self._hear, self.heard, now)
         phi = self.store.frame(dt)
         if self.modulation is not None:
-            modulated = self._guarded("LFOs", self.modulation.apply, phi, self.tempo.beat(now), now)
+            modulated = self._guarded("LFOs", self.modulation.apply, phi, self.tempo.beat(now), now, self.heard)
             if modulated is not None:
                 phi = modulated
                 # A released parameter reports its target (where it is going), not a half-smoothed value.
@@ -102,6 +111,42 @@ class Controls:
                     for name, value in changed.items():
                         self._guarded("feedback", svc.report, name, value)
         return phi
+
+    def _hear(self, heard, now: float) -> None:
+        """The music's events: its beat leads the tempo (unless a clock above it does), and its onsets and
+        beats fire what ``audio.on_onset`` and ``audio.on_beat`` say (at most once each a frame)."""
+        from ..audio.analysis import MIN_CONFIDENCE
+
+        sure = heard.active and heard.confidence >= MIN_CONFIDENCE
+        if sure:
+            self.tempo.follow("audio", heard.bpm, heard.beat_at(now) % 1.0, now)
+        if heard.onsets > self._onsets:
+            self._onsets = heard.onsets
+            self._trigger(self.store.get("audio.on_onset"))
+        beat = int(heard.beat // 1) if sure else None
+        if beat is not None and self._beat is not None and beat > self._beat:
+            every = max(1, int(self.store.get("audio.beat_every")))
+            if any(b % every == 0 for b in range(self._beat + 1, beat + 1)):
+                self._trigger(self.store.get("audio.on_beat"))
+        self._beat = beat
+
+    def _trigger(self, choice: float) -> None:
+        """Fire one of ``params.AUDIO_TRIGGERS`` (by its index): a re-seed nudge, the next stored snapshot,
+        the next preset."""
+        kind = AUDIO_TRIGGERS[int(choice)]
+        if kind == "reset":
+            self.fire("reset")
+        elif kind == "snapshot.next" and self.snapshots is not None and (stored := self.snapshots.occupied()):
+            self._next_snapshot = (self._next_snapshot + 1) % len(stored)
+            self.fire("snapshot.recall", stored[self._next_snapshot], 0.25)
+        elif kind == "preset.next" and self.presets is not None:
+            self._file_worker().submit(self._preset_next)  # the preset folder is read off the render loop
+
+    def _preset_next(self) -> None:
+        names = self.presets.names()
+        if names:
+            self._next_preset = (self._next_preset + 1) % len(names)
+            self.fire("preset.recall", names[self._next_preset], 0.5)
 
     def _perform(self, action, args, engine=None) -> bool:
         """Run a queued action; one that fails (an unknown preset, a slot never stored) is counted in
@@ -118,8 +163,9 @@ class Controls:
     def status(self) -> str | None:
         """The status line's part for actions: only once one has failed, or a file operation is stuck."""
         stuck = self._files.stuck if self._files is not None else 0
+        audio = self.audio.status() if self.audio is not None else None
         parts = [f"{self.failed_actions} actions failed"] * bool(self.failed_actions) + \
-            [f"{stuck} file operations stuck"] * bool(stuck)
+            [f"{stuck} file operations stuck"] * bool(stuck) + [audio] * bool(audio)
         return ", ".join(parts) or None
 
     def close(self) -> None:

@@ -26,6 +26,15 @@ Every LFO output is bipolar, in [-1, 1], as a function of its position in cycles
     square    +1 (f<½), −1                        high for the first half
     random    uniform in [-1, 1), held for the whole cycle, a pure function of (seed, slot, floor(c))
 
+**Audio slots** (``params.AUDIO_PARAMS``, ``audio<k>.target/feature/depth/curve/smooth``) add the music
+the same way, unipolar: the fader is where the target rests in silence, and the music pushes it::
+
+    value' = clamp(value + Σ_k depth_k · smooth_k(feature_k ** curve_k) · (max − min) / 2)
+
+The features come from ``audio.analysis`` (0..1, auto-gained); ``smooth`` is a one-pole filter in
+seconds on the render clock. Without an audio input, or in silence, every feature is 0 and the target
+rests where the fader put it.
+
 A synced LFO's position is ``beat / beats_per_cycle + phase``, so it follows ``Tempo.beat`` (which stays
 continuous when the tempo changes) and two machines on the same clock agree. A free LFO integrates its
 rate over time, so changing the rate never makes it jump.
@@ -38,7 +47,7 @@ import math
 from collections.abc import Mapping
 
 from ..tally import RateLimitedLog
-from .params import LFO_DIVISIONS, LFO_NO_TARGET, LFO_SHAPES, Param, lfo_slots
+from .params import LFO_DIVISIONS, LFO_NO_TARGET, LFO_SHAPES, Param, audio_slots, lfo_slots
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +112,8 @@ class Modulation:
         self.registry = registry
         self.seed = seed
         self.slots = lfo_slots(registry)  # none when the registry was built without LFOs
+        self.audio_slots = audio_slots(registry)
+        self._smoothed = {k: 0.0 for k in self.audio_slots}  # each audio slot's feature, after its smoothing
         self._free_cycles = {k: 0.0 for k in self.slots}
         self._last_seconds: float | None = None
         self.modulated: dict[str, float] = {}
@@ -117,11 +128,12 @@ class Modulation:
             return self._free_cycles[slot] + phase
         return synced_cycles(beat, division, phase)
 
-    def apply(self, values: Mapping[str, float], beat: float, seconds: float) -> dict[str, float]:
-        """This frame's values with every active LFO added (clamped to each target's range).
+    def apply(self, values: Mapping[str, float], beat: float, seconds: float, audio=None) -> dict[str, float]:
+        """This frame's values with every active LFO and audio slot added (clamped to each target's range).
 
         ``beat`` is ``Tempo.beat(now)``; ``seconds`` is the same moment on a clock in seconds (free
         LFOs advance by its difference from the previous call; the first call starts them at 0).
+        ``audio`` is this frame's ``AudioFeatures`` (None: no audio input, every feature 0).
         ``values`` is not changed; the store is not touched.
         """
         dt = 0.0 if self._last_seconds is None else max(0.0, seconds - self._last_seconds)
@@ -143,6 +155,8 @@ class Modulation:
                 continue
             # Several LFOs on one target add up; the clamp comes once, after the sum.
             offsets[target] = offsets.get(target, 0.0) + depth * out * (param.max - param.min) / 2.0
+        for k in self.audio_slots:
+            self._audio_slot(k, values, audio, dt, offsets)
         result = dict(values)
         for name, offset in offsets.items():
             result[name] = self.registry[name].clamp(values[name] + offset)
@@ -150,3 +164,19 @@ class Modulation:
         self.modulated = {name: result[name] for name in offsets}
         self.released = set(previous) - set(self.modulated)
         return result
+
+    def _audio_slot(self, k: int, values: Mapping[str, float], audio, dt: float, offsets: dict) -> None:
+        feature = self.registry[f"audio{k}.feature"].choices[int(values[f"audio{k}.feature"])]
+        x = 0.0 if audio is None else min(max(audio.value(feature), 0.0), 1.0) ** values[f"audio{k}.curve"]
+        smooth = values[f"audio{k}.smooth"]
+        # (smoothed even while the slot is off, so turning it on starts from where the music is)
+        self._smoothed[k] = x if smooth <= 0 else self._smoothed[k] + (x - self._smoothed[k]) * (1.0 - math.exp(-dt / smooth))
+        target = self.registry[f"audio{k}.target"].choices[int(values[f"audio{k}.target"])]
+        depth = values[f"audio{k}.depth"]
+        if target == LFO_NO_TARGET or depth == 0.0:
+            return
+        param = self.registry.get(target)
+        if param is None or target not in values:
+            self._warn.warning(f"target:{target}", "audio slot %d target %r is not in this frame's values", k, target)
+            return
+        offsets[target] = offsets.get(target, 0.0) + depth * self._smoothed[k] * (param.max - param.min) / 2.0

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from ..audio.analysis import FEATURES
 from ..tally import Counts, RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ LFO_DIVISIONS: dict[str, float | None] = {
 }
 LFO_SLOTS = 4
 LFO_NO_TARGET = "none"
+AUDIO_SLOTS = 4
+AUDIO_TRIGGERS = ("none", "reset", "snapshot.next", "preset.next")  # what an onset or a beat may fire
 DEFAULT_LEVELS = 3  # the bundled default model's hidden levels (a test holds it against the model's card)
 
 
@@ -248,6 +251,31 @@ LFO_PARAMS: tuple[Param, ...] = (
 )
 _LFO_NAME = re.compile(r"lfo(\d+)\.target")
 
+# Declared once, instantiated for every audio slot k as "audio<k>.<name>": a feature of the music moving a
+# parameter (see ``modulation``). ``target`` is a placeholder here, as for the LFOs.
+AUDIO_PARAMS: tuple[Param, ...] = (
+    _p("target", 0, 0, 0, "parameter this feature of the music moves (none: off)", kind="enum",
+       choices=(LFO_NO_TARGET,), smoothing=0),
+    _p("feature", 0, 0, len(FEATURES) - 1, "level, bass, mid or high (auto-gained: 0.5 is as loud as lately), "
+       "onset (1 at a hit, falling), beat (1 on the beat, falling over it) or one of the bands, low to high",
+       kind="enum", choices=FEATURES, smoothing=0),
+    _p("depth", 0, -1, 1, "how far: depth × the feature (0..1) × half the target's range (negative: down)",
+       curve="sym"),
+    _p("curve", 1, 0.25, 4, "the feature to this power first: above 1 only the peaks move the target, below 1 "
+       "quieter parts too", curve="exp"),
+    _p("smooth", 0, 0, 2, "extra smoothing of the feature (0: as the analysis gives it)", unit="s"),
+)
+# The music's events as triggers: an action on every onset, or every N beats.
+AUDIO_GLOBAL_PARAMS: tuple[Param, ...] = (
+    _p("audio.on_onset", 0, 0, len(AUDIO_TRIGGERS) - 1, "what each onset fires (reset: a re-seed nudge)",
+       kind="enum", choices=AUDIO_TRIGGERS, smoothing=0),
+    _p("audio.on_beat", 0, 0, len(AUDIO_TRIGGERS) - 1, "what the beat fires, every audio.beat_every beats",
+       kind="enum", choices=AUDIO_TRIGGERS, smoothing=0),
+    _p("audio.beat_every", 4, 1, 32, "beats between two firings of audio.on_beat (4: every bar)", kind="int",
+       smoothing=0),
+)
+_AUDIO_NAME = re.compile(r"audio(\d+)\.target")
+
 
 def map_spans() -> dict[str, float]:
     """Half the range of every quantity the modulation map reaches."""
@@ -264,7 +292,12 @@ def lfo_slots(registry) -> list[int]:
     return sorted(int(m[1]) for name in registry if (m := _LFO_NAME.fullmatch(name)))
 
 
-def build_registry(levels: int, lfo_slots: int = LFO_SLOTS) -> dict[str, Param]:
+def audio_slots(registry) -> list[int]:
+    """The audio slot numbers a registry declares, in order."""
+    return sorted(int(m[1]) for name in registry if (m := _AUDIO_NAME.fullmatch(name)))
+
+
+def build_registry(levels: int, lfo_slots: int = LFO_SLOTS, audio_slots: int = AUDIO_SLOTS) -> dict[str, Param]:
     """Every parameter for a model with ``levels`` hidden levels (so levels + 1 states), by name.
 
     ``lfo<k>.target`` chooses among "none" and every float or int parameter declared before the LFOs,
@@ -289,6 +322,14 @@ def build_registry(levels: int, lfo_slots: int = LFO_SLOTS) -> dict[str, Param]:
             if p.name == "target":
                 slot = replace(slot, max=float(len(targets) - 1), choices=targets)
             reg[slot.name] = slot
+    for k in range(1, audio_slots + 1):  # the same targets as the LFOs: the music moves the centre too
+        for p in AUDIO_PARAMS:
+            slot = replace(p, name=f"audio{k}.{p.name}")
+            if p.name == "target":
+                slot = replace(slot, max=float(len(targets) - 1), choices=targets)
+            reg[slot.name] = slot
+    if audio_slots:
+        reg.update((p.name, p) for p in AUDIO_GLOBAL_PARAMS)
     return reg
 
 

@@ -1,4 +1,10 @@
-"""The show's tempo: BPM and beat phase from MIDI clock, tap tempo or a set value.
+"""The show's tempo: BPM and beat phase from MIDI clock, the music's own beat, tap tempo or a set value.
+
+One clock, several sources, in this order of precedence: MIDI clock (an instrument or a DAW that sends it
+leads the room), then the beat heard in the audio input (``follow("audio", ...)``), then tap tempo and
+``bpm``. A source leads while it keeps speaking; ``HOLD`` seconds after it last spoke, the next one down
+may lead. Tap and a set BPM are the performer's word: they take effect at once, and the audio beat takes
+over again only when it is sure of itself (the analysis says so).
 
 Thread-safe: the MIDI callback calls ``clock_tick``/``start``/``stop``/``cont``; OSC handlers call
 ``tap``/``set_bpm``; the render loop reads ``beat(now)``. Times are ``time.monotonic()`` seconds.
@@ -12,6 +18,9 @@ import time
 
 PPQN = 24  # MIDI clock pulses per quarter note
 MIN_BPM, MAX_BPM = 20.0, 300.0
+PRECEDENCE = ("midi clock", "audio", "tap")  # who leads when several speak ("set" counts as "tap")
+HOLD = 2.0  # seconds a source keeps the lead after it last spoke
+MAX_PULL = 0.05  # beats the audio may move the phase in one call (the beat stays continuous)
 
 
 class Tempo:
@@ -25,6 +34,7 @@ class Tempo:
         self._clock_ticks = 0
         self.running = True
         self.source = "internal"
+        self._heard: dict[str, float] = {}  # source → when it last spoke
 
     @property
     def bpm(self) -> float:
@@ -78,6 +88,7 @@ class Tempo:
                 self._ticks.clear()  # the clock paused: do not average across the gap
             self._ticks.append(now)
             self._clock_ticks += 1
+            self._heard["midi clock"] = now
             if len(self._ticks) >= 7:
                 ticks = list(self._ticks)
                 interval = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
@@ -87,6 +98,22 @@ class Tempo:
             if self.running and self._clock_ticks % PPQN == 0:
                 self._anchor_beat = round(self._beat_locked(now))  # lock the phase to the clock's beats
                 self._anchor_time = now
+
+    def follow(self, source: str, bpm: float, phase: float, now: float | None = None) -> bool:
+        """A clock source below MIDI clock (``PRECEDENCE``) reports its tempo and where in the beat it is
+        (``phase``, 0..1). Unless a source above it spoke within ``HOLD`` seconds, the tempo takes its BPM
+        and pulls the beat toward its phase by at most ``MAX_PULL`` beats (no jump). Returns whether it led."""
+        now = time.monotonic() if now is None else now
+        rank = PRECEDENCE.index(source)
+        with self._lock:
+            if any(now - self._heard.get(above, -1e9) < HOLD for above in PRECEDENCE[:rank]):
+                return False
+            self._heard[source] = now
+            self._rebase(now, float(bpm))
+            error = ((self._anchor_beat % 1.0) - phase + 0.5) % 1.0 - 0.5
+            self._anchor_beat -= max(-MAX_PULL, min(MAX_PULL, error))
+            self.source = source
+            return True
 
     def start(self, now: float | None = None) -> None:
         """MIDI start (0xFA): beat 0 now."""

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from ffvj.control.modulation import Modulation, held_random, lfo_value, synced_cycles
@@ -209,3 +211,37 @@ def test_modulation_without_lfo_slots_passes_values_through():
     values = ParamStore(reg).targets()
     mod = Modulation(reg)
     assert mod.slots == [] and mod.apply(values, 1.0, 1.0) == values
+
+
+# --- audio slots ------------------------------------------------------------------------------------
+
+def test_an_audio_slot_pushes_its_target_by_depth_times_the_feature_and_rests_in_silence():
+    from ffvj.audio.analysis import AudioFeatures
+
+    reg = registry()
+    mod = Modulation(reg)
+    values = values_with(reg, audio1__target="l1.rotate", audio1__feature="bass", audio1__depth=0.5)
+    assert mod.apply(values, 0.0, 0.0)["l1.rotate"] == 0.0  # no audio input: the fader's value
+    assert mod.apply(values, 0.0, 0.1, AudioFeatures(bass=0.8))["l1.rotate"] == pytest.approx(0.5 * 0.8 * 10)
+    assert mod.modulated == {"l1.rotate": pytest.approx(4.0)}
+    assert mod.apply(values, 0.0, 0.2, AudioFeatures())["l1.rotate"] == 0.0
+    curved = values_with(reg, audio1__target="l1.rotate", audio1__feature="bass", audio1__depth=1.0, audio1__curve=2.0)
+    assert mod.apply(curved, 0.0, 0.3, AudioFeatures(bass=0.5))["l1.rotate"] == pytest.approx(0.25 * 10)
+    # A beat pulse on the drive, with an LFO on the same target: they add, and the clamp comes once.
+    both = values_with(reg, audio2__target="drive", audio2__feature="beat", audio2__depth=1.0,
+                       lfo1__target="drive", lfo1__depth=1.0, lfo1__shape="square")
+    assert mod.apply(both, 0.0, 0.4, AudioFeatures(beat=7.0, confidence=1.0))["drive"] == reg["drive"].max
+
+
+def test_an_audio_slots_smoothing_is_seconds_on_the_render_clock():
+    from ffvj.audio.analysis import AudioFeatures
+
+    reg = registry()
+    values = values_with(reg, audio1__target="l1.rotate", audio1__feature="onset", audio1__depth=1.0,
+                         audio1__smooth=0.5)
+    for fps in (30, 120):
+        mod = Modulation(reg)
+        mod.apply(values, 0.0, 0.0, AudioFeatures())
+        for frame in range(1, fps // 2 + 1):  # half a second of a steady feature at 1
+            out = mod.apply(values, 0.0, frame / fps, AudioFeatures(onset=1.0))["l1.rotate"]
+        assert out == pytest.approx(10 * (1 - math.exp(-1)), abs=0.01)  # one time constant, at any frame rate
