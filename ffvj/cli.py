@@ -355,6 +355,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="hear music: file:PATH (a track analysed in step with the frames: an offline render hears "
                         "what a live show would) or an input device by index or name ('ffvj devices' lists them; "
                         "JACK included); the audio<k>.* parameters let it move any parameter")
+    p.add_argument("--link", action="store_true",
+                   help="join an Ableton Link session: its tempo and bar lead ffvj's, a tapped or set tempo leads "
+                        "it (pip install 'ffvj[link]': Link is GPL, an optional extra)")
     p.add_argument("--audio-bands", type=_positive_int, default=d.audio_bands,
                    help="how many bands the analysis splits the music into (default: %(default)s)")
     p.add_argument("--flash-limit", choices=("on", "off"), default=None,
@@ -478,7 +481,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     settings={**dict(map(_parse_setting, args.set)),
                               **({"output.flash_limit": args.flash_limit == "on"} if args.flash_limit else {})},
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
-                    threads=args.threads, osc=osc, midi=midi, web=web, audio=args.audio, audio_bands=args.audio_bands)
+                    threads=args.threads, osc=osc, midi=midi, web=web, audio=args.audio, audio_bands=args.audio_bands,
+                    link=args.link)
     stop = threading.Event()
     stats = RunStats()  # filled by the show; the stop watchdog reads whether its render loop has ended
 

@@ -58,6 +58,7 @@ from .engine.device import ThreadTuner, resolve_device, use_cpu_threads
 from .engine.engine import FeedbackEngine
 from .engine.flashes import FlashLimiter
 from .audio.inputs import AudioError, open_audio
+from .control.link import LinkClock, LinkUnavailable
 from .media.base import SinkError, SinkUnavailable, SourceError
 from .media.mailbox import Mailbox
 from .media.sinks import open_sink
@@ -108,6 +109,7 @@ class RunConfig:
     # Music: "file:PATH" (analysed in step with the frames) or a PortAudio input device; None: no audio.
     audio: str | None = None
     audio_bands: int = 8
+    link: bool = False  # join an Ableton Link session (pip install 'ffvj[link]'; a live show only)
     status_interval: float = 2.0
 
 
@@ -116,7 +118,7 @@ class StartupError(RuntimeError):
 
 
 # What opening a show raises for a problem of the user's or the machine's (not a bug in ffvj).
-_STARTUP_PROBLEMS = (AudioError, SinkUnavailable, SourceError, MidiError, MappingError, PresetError, checkpoint.CheckpointError,
+_STARTUP_PROBLEMS = (AudioError, LinkUnavailable, SinkUnavailable, SourceError, MidiError, MappingError, PresetError, checkpoint.CheckpointError,
                      OSError, ValueError, ImportError)
 
 
@@ -272,6 +274,12 @@ class _Show:
         self.outputs.start(threaded=self.pace == "realtime")
         if self.pace == "realtime":
             self.source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
+        if cfg.link and self.pace == "realtime":
+            controls.link = LinkClock(controls.tempo.bpm)
+            stack.callback(controls.link.close)
+            log.info("in an Ableton Link session (%d other peers now)", controls.link.peers)
+        elif cfg.link:
+            log.warning("--link: an offline render keeps its own clock (repeatable); Link is for a live show")
         if cfg.audio:  # (a missing file fails here; a missing device is said once and looked for)
             controls.audio = open_audio(cfg.audio, cfg.audio_bands)
             stack.callback(controls.audio.close)
@@ -372,6 +380,8 @@ class _Show:
             stats.sink_dropped = outputs.dropped
             stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
             stats.frames += 1
+            if self.pace == "realtime" and stats.frames % 30 == 0:  # what a quantised change starts ahead by
+                controls.output_latency = float(np.median(stats.latency_ms)) / 1000
 
             now = time.perf_counter()
             stats.frame_times.append(now)
@@ -433,6 +443,9 @@ class _Show:
         figures["target_fps"] = self.cfg.fps
         figures["bpm"] = round(self.controls.tempo.bpm, 1)
         figures["tempo_source"] = self.controls.tempo.source
+        figures["waiting"] = self.controls.waiting()  # quantised changes and the beat each starts on
+        if self.controls.link is not None:
+            figures["link_peers"] = self.controls.link.peers
         heard = self.controls.heard
         if heard is not None:
             figures["audio"] = {"level": round(heard.level, 3), "bass": round(heard.bass, 3), "mid": round(heard.mid, 3),

@@ -72,7 +72,7 @@ def test_actions_lists_the_table(capsys):
     assert main(["actions", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == list(ACTIONS)
-    assert next(r for r in rows if r["name"] == "snapshot.recall")["type_tags"] == "if"
+    assert next(r for r in rows if r["name"] == "snapshot.recall")["type_tags"] == "iff"
 
 
 def test_model_list_gives_a_line_per_bundled_model(capsys):

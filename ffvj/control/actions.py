@@ -119,6 +119,7 @@ class Action:
     button: bool = False
     value: Callable[..., float] | None = None
     coalesce: bool = False  # fired again before the loop ran it: one run, the latest arguments
+    quantized: bool = False  # its last argument is a quantum: it waits for the next beat, bar or phrase
 
     @property
     def address(self) -> str:
@@ -245,6 +246,10 @@ _NAME = Arg("name", str, "the preset's name (letters, digits, space, _ . + -)", 
 _SECONDS = Arg("seconds", float, "morph or crossfade time (0: at once)", default=0.0, min=0.0, max=600.0,
                clamp=True)
 _SLOT = Arg("slot", int, "snapshot slot", min=0, max=SNAPSHOT_SLOTS - 1)
+# The change lands on the next multiple of QUANTUM beats (1: the next beat, 4: the next bar, 16: the next
+# phrase; 0: at once); -1, the default, takes the show's tempo.quantum parameter (a page control).
+QUANTUM = Arg("quantum", float, "beats the change waits for: 0 now, 1 the next beat, 4 the next bar, 16 the next "
+              "phrase; -1: tempo.quantum", default=-1.0, min=-1.0, max=64.0, clamp=True)
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("reset", "panic: re-seed every level from the source, crossfading over half a second", _reset,
@@ -254,18 +259,19 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
            thread=NOW, value=lambda controls: controls.tempo.bpm),
     Action("learn", "MIDI learn: the next MIDI control moved binds to the parameter last changed over OSC",
            _learn, thread=NOW, button=True),
-    Action("preset.recall", "recall preset NAME, morphing over SECONDS", _preset_recall, (_NAME, _SECONDS),
-           thread=FILES),
+    Action("preset.recall", "recall preset NAME, morphing over SECONDS, from the next QUANTUM beats", _preset_recall,
+           (_NAME, _SECONDS, QUANTUM), thread=FILES, quantized=True),
     Action("preset.save", "save every parameter's current target as preset NAME", _preset_save, (_NAME,),
            thread=FILES),
     Action("snapshot.store", "store the feedback state of every level in snapshot SLOT", _snapshot_store,
            (_SLOT,)),
-    Action("snapshot.recall", "recall snapshot SLOT, crossfading over SECONDS", _snapshot_recall,
-           (_SLOT, _SECONDS), coalesce=True),
-    Action("model", "switch to bundled model NAME, keeping the picture and crossfading over SECONDS", _model,
+    Action("snapshot.recall", "recall snapshot SLOT, crossfading over SECONDS, from the next QUANTUM beats",
+           _snapshot_recall, (_SLOT, _SECONDS, QUANTUM), coalesce=True, quantized=True),
+    Action("model", "switch to bundled model NAME, keeping the picture and crossfading over SECONDS, from the next "
+           "QUANTUM beats", _model,
            (Arg("name", str, "a bundled model ('ffvj model list')", check=check_model_name),
-            Arg("seconds", float, "crossfade time (0: at once)", default=2.0, min=0.0, max=60.0, clamp=True)),
-           thread=FILES),
+            Arg("seconds", float, "crossfade time (0: at once)", default=2.0, min=0.0, max=60.0, clamp=True), QUANTUM),
+           thread=FILES, quantized=True),
 )}
 
 

@@ -13,16 +13,17 @@ engine happens on the render loop, inside ``frame``.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..tally import Counts, RateLimitedLog
-from .actions import ACTIONS, FILES, NOW, ActionQueue, perform
+from .actions import ACTIONS, FILES, LOOP, NOW, ActionQueue, perform
 from .modulation import Modulation
 from .models import ModelSwitcher
-from .params import AUDIO_TRIGGERS, ParamStore, build_registry
+from .params import AUDIO_TRIGGERS, QUANTA, ParamStore, build_registry
 from .presets import PresetBank, factory_presets_dir
 from .snapshots import SnapshotBank
 from .tempo import Tempo
@@ -44,6 +45,7 @@ class Controls:
     learner: object | None = None  # a midi.Learner, set where MIDI learn runs
     models: ModelSwitcher | None = None  # the ``model`` action's (the show sets it)
     audio: object | None = None  # an audio.inputs.AudioInput, set where the show hears music
+    link: object | None = None  # a link.LinkClock, set where the show is in an Ableton Link session
 
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
@@ -53,6 +55,9 @@ class Controls:
         self._onsets = 0  # the music's onsets and beats already acted on
         self._beat: int | None = None
         self._next_snapshot = self._next_preset = 0
+        self._told_link = 0  # the tempo's performer_changes the Link session has been told of
+        self._waiting: dict[str, tuple] = {}  # quantised actions waiting for their beat, by action name
+        self.output_latency = 0.0  # seconds from a frame's render to its output (the show measures it)
 
     @classmethod
     def for_levels(cls, levels: int, presets_dir: str | None = None, seed: int = 0) -> Controls:
@@ -88,14 +93,17 @@ class Controls:
         for svc in services:
             self._guarded("OSC/MIDI poll", svc.poll)
         for action, args in self.actions.drain():
-            if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)
-                self._file_worker().submit(self._perform, action, args)
-            else:
-                self._guarded(f"action {action.name}", self._perform, action, args, engine)
+            if action.quantized and (args := self._quantize(action, args, now)) is None:
+                continue  # it waits for its beat
+            self._run(action, args, engine)
+        for action, args in self._due(now, dt):
+            self._run(action, args, engine)
         if self.models is not None and engine is not None:
             self._guarded("model switch", self.models.apply, engine)
         if self.presets is not None:
             self._guarded("preset morph", self.presets.update, dt)
+        if self.link is not None:
+            self._guarded("Link", self._follow_link, now)
         if self.audio is not None:
             self.heard = self._guarded("audio", self.audio.features_at, now)
             if self.heard is not None:
@@ -111,6 +119,60 @@ class Controls:
                     for name, value in changed.items():
                         self._guarded("feedback", svc.report, name, value)
         return phi
+
+    def _run(self, action, args, engine) -> None:
+        if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)
+            self._file_worker().submit(self._perform, action, args)
+        else:
+            self._guarded(f"action {action.name}", self._perform, action, args, engine)
+
+    def _quantize(self, action, args: dict, now: float) -> dict | None:
+        """A quantised action's arguments to run it now, or None when it waits for the next multiple of its
+        quantum (its own, else ``tempo.quantum``) on the tempo's beat. One waits per action: a second
+        preset recall before the bar replaces the first (the performer changed their mind)."""
+        args = dict(args)
+        quantum = args.pop("quantum")
+        if quantum < 0:
+            quantum = QUANTA[self.store.registry["tempo.quantum"].choices[int(self.store.get("tempo.quantum"))]]
+        if quantum <= 0:
+            return args
+        beat = self.tempo.beat(now)
+        due = math.ceil(beat / quantum - 1e-9) * quantum
+        if due - beat <= 1e-9:
+            return args  # right on the line
+        self._waiting[action.name] = (due, action, args)
+        if action.name == "preset.recall" and self.presets is not None:  # read it now: on the bar, no disk
+            self._file_worker().submit(self.presets.prefetch, args["name"])
+        return None
+
+    def _due(self, now: float, dt: float) -> list:
+        """The waiting actions whose beat comes before the frame after this one would show: each starts in
+        the frame nearest its line, as the audience sees it (ffvj's output latency and ``tempo.lookahead``
+        ahead). A preset was read when it was asked for, so it too starts in that frame; a model's weights
+        load on the file worker and crossfade in from the frame they are ready."""
+        if not self._waiting:
+            return []
+        ahead = self.output_latency + self.store.get("tempo.lookahead") + dt / 2
+        out = []
+        for name, (due, action, args) in list(self._waiting.items()):
+            if self.tempo.beat(now + ahead) >= due - 1e-9:
+                del self._waiting[name]
+                if action.name == "preset.recall" and self.presets is not None and self.presets.ready(args["name"]):
+                    action = replace(action, thread=LOOP)  # read ahead: its morph starts in this very frame
+                out.append((action, args))
+        return out
+
+    def waiting(self) -> dict[str, float]:
+        """The quantised actions waiting, by name: the beat each starts on (for the page)."""
+        return {name: due for name, (due, _, _) in self._waiting.items()}
+
+    def _follow_link(self, now: float) -> None:
+        """The Link session leads the tempo and the bar; a tempo the performer tapped or set leads the session."""
+        if self.tempo.performer_changes != self._told_link:
+            self._told_link = self.tempo.performer_changes
+            self.link.lead(self.tempo.bpm, now)
+        bpm, beat = self.link.read(now)
+        self.tempo.follow("link", bpm, beat % self.link.quantum, now, period=self.link.quantum)
 
     def _hear(self, heard, now: float) -> None:
         """The music's events: its beat leads the tempo (unless a clock above it does), and its onsets and
@@ -138,7 +200,7 @@ class Controls:
             self.fire("reset")
         elif kind == "snapshot.next" and self.snapshots is not None and (stored := self.snapshots.occupied()):
             self._next_snapshot = (self._next_snapshot + 1) % len(stored)
-            self.fire("snapshot.recall", stored[self._next_snapshot], 0.25)
+            self.fire("snapshot.recall", stored[self._next_snapshot], 0.25, 0)  # (on the music: no quantum)
         elif kind == "preset.next" and self.presets is not None:
             self._file_worker().submit(self._preset_next)  # the preset folder is read off the render loop
 
@@ -146,7 +208,7 @@ class Controls:
         names = self.presets.names()
         if names:
             self._next_preset = (self._next_preset + 1) % len(names)
-            self.fire("preset.recall", names[self._next_preset], 0.5)
+            self.fire("preset.recall", names[self._next_preset], 0.5, 0)
 
     def _perform(self, action, args, engine=None) -> bool:
         """Run a queued action; one that fails (an unknown preset, a slot never stored) is counted in

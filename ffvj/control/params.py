@@ -44,6 +44,8 @@ LFO_DIVISIONS: dict[str, float | None] = {
 }
 LFO_SLOTS = 4
 LFO_NO_TARGET = "none"
+# tempo.quantum's choices: how many beats a quantised change (a preset, snapshot or model) waits for.
+QUANTA: dict[str, float] = {"off": 0.0, "beat": 1.0, "bar": 4.0, "2 bars": 8.0, "phrase": 16.0}
 AUDIO_SLOTS = 4
 AUDIO_TRIGGERS = ("none", "reset", "snapshot.next", "preset.next")  # what an onset or a beat may fire
 DEFAULT_LEVELS = 3  # the bundled default model's hidden levels (a test holds it against the model's card)
@@ -274,6 +276,14 @@ AUDIO_GLOBAL_PARAMS: tuple[Param, ...] = (
     _p("audio.beat_every", 4, 1, 32, "beats between two firings of audio.on_beat (4: every bar)", kind="int",
        smoothing=0),
 )
+# The tempo clock's own settings (the clock itself: ``tempo.Tempo``).
+TEMPO_PARAMS: tuple[Param, ...] = (
+    _p("tempo.quantum", 0, 0, len(QUANTA) - 1, "preset, snapshot and model changes wait for the next beat, bar "
+       "(4 beats) or phrase (16) of the tempo clock (an action's own quantum argument overrides it)",
+       kind="enum", choices=tuple(QUANTA), smoothing=0),
+    _p("tempo.lookahead", 0, 0, 0.25, "a quantised change starts this much early, besides ffvj's own measured "
+       "output latency: the projector's or the mixer's", unit="s", smoothing=0),
+)
 _AUDIO_NAME = re.compile(r"audio(\d+)\.target")
 
 
@@ -330,6 +340,7 @@ def build_registry(levels: int, lfo_slots: int = LFO_SLOTS, audio_slots: int = A
             reg[slot.name] = slot
     if audio_slots:
         reg.update((p.name, p) for p in AUDIO_GLOBAL_PARAMS)
+    reg.update((p.name, p) for p in TEMPO_PARAMS)
     return reg
 
 

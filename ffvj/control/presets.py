@@ -230,6 +230,7 @@ class PresetBank:
         self.directory = Path(directory).expanduser() if directory else default_presets_dir()
         self.factory = Path(factory) if factory else None
         self._lock = threading.Lock()
+        self._ready: dict[str, tuple] = {}  # a preset read ahead of its quantised recall
         self._morph: dict[str, tuple[float, float, Param]] = {}  # name -> (start, end, param)
         self._elapsed = 0.0
         self._duration = 0.0
@@ -267,7 +268,29 @@ class PresetBank:
         log.info("saved preset %r to %s", name, path)
         return path
 
+    def prefetch(self, name: str) -> bool:
+        """Read preset ``name`` now (on a file worker), so that a recall later, on the bar, needs no disk on
+        the render loop (``ready``). A bad preset is logged, rate-limited; returns whether it was read."""
+        try:
+            entry = self._read_file(name)
+        except PresetError as exc:
+            self._warn.warning(f"recall:{name}", "preset recall ignored: %s", exc)
+            return False
+        with self._lock:
+            self._ready = {name: entry}  # one change waits at a time
+        return True
+
+    def ready(self, name: str) -> bool:
+        with self._lock:
+            return name in self._ready
+
     def _read(self, name: str) -> tuple[dict[str, float], list[str]]:
+        with self._lock:
+            entry = self._ready.pop(name, None)
+        values, notes, self.last_model = entry if entry is not None else self._read_file(name)
+        return values, notes
+
+    def _read_file(self, name: str) -> tuple[dict[str, float], list[str], str | None]:
         path = self.path(name)
         if not path.exists():
             raise PresetError(f"no preset {name!r} in {self.directory}"
@@ -275,8 +298,7 @@ class PresetBank:
                               + f"; available: {', '.join(self.names()) or 'none'}")
         meta: dict = {}
         values, notes = read_preset(path, self.store.registry, meta)
-        self.last_model = meta.get("model")  # the model the preset read last is for (None: any)
-        return values, notes
+        return values, notes, meta.get("model")  # (the model the preset is for: None, any)
 
     def load(self, name: str) -> dict[str, float]:
         """Preset ``name`` as ``{parameter: native value}``, parameters this registry lacks left out

@@ -1,8 +1,8 @@
 """The show's tempo: BPM and beat phase from MIDI clock, the music's own beat, tap tempo or a set value.
 
-One clock, several sources, in this order of precedence: MIDI clock (an instrument or a DAW that sends it
-leads the room), then the beat heard in the audio input (``follow("audio", ...)``), then tap tempo and
-``bpm``. A source leads while it keeps speaking; ``HOLD`` seconds after it last spoke, the next one down
+One clock, several sources, in this order of precedence: an Ableton Link session (``follow("link", ...)``:
+every peer shares tempo and bar), MIDI clock (an instrument or a DAW that sends it leads the room), the
+beat heard in the audio input (``follow("audio", ...)``), then tap tempo and ``bpm``. A source leads while it keeps speaking; ``HOLD`` seconds after it last spoke, the next one down
 may lead. Tap and a set BPM are the performer's word: they take effect at once, and the audio beat takes
 over again only when it is sure of itself (the analysis says so).
 
@@ -18,9 +18,10 @@ import time
 
 PPQN = 24  # MIDI clock pulses per quarter note
 MIN_BPM, MAX_BPM = 20.0, 300.0
-PRECEDENCE = ("midi clock", "audio", "tap")  # who leads when several speak ("set" counts as "tap")
+PRECEDENCE = ("link", "midi clock", "audio", "tap")  # who leads when several speak ("set" counts as "tap")
 HOLD = 2.0  # seconds a source keeps the lead after it last spoke
-MAX_PULL = 0.05  # beats the audio may move the phase in one call (the beat stays continuous)
+MAX_PULL = 0.05  # beats a source may move the phase in one call (the beat stays continuous)
+JOIN = 0.25  # beats: a source further off than this when it takes the lead sets the phase at once (a join)
 
 
 class Tempo:
@@ -35,6 +36,7 @@ class Tempo:
         self.running = True
         self.source = "internal"
         self._heard: dict[str, float] = {}  # source → when it last spoke
+        self.performer_changes = 0  # taps and set tempos that changed the BPM (a Link session is told)
 
     @property
     def bpm(self) -> float:
@@ -61,6 +63,7 @@ class Tempo:
         with self._lock:
             self._rebase(time.monotonic() if now is None else now, float(bpm))
             self.source = "set"
+            self.performer_changes += 1
 
     def tap(self, now: float | None = None) -> float:
         """One tap; two or more within 2 s of each other set the BPM from their mean interval,
@@ -78,6 +81,7 @@ class Tempo:
                 self._rebase(now, 60.0 / interval)
                 self._anchor_beat = round(self._anchor_beat)  # the tap is on a beat
                 self.source = "tap"
+                self.performer_changes += 1
             return self._bpm
 
     def clock_tick(self, now: float | None = None) -> None:
@@ -89,6 +93,8 @@ class Tempo:
             self._ticks.append(now)
             self._clock_ticks += 1
             self._heard["midi clock"] = now
+            if now - self._heard.get("link", -1e9) < HOLD:
+                return  # a Link session leads: the clock is heard, not followed
             if len(self._ticks) >= 7:
                 ticks = list(self._ticks)
                 interval = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
@@ -99,19 +105,22 @@ class Tempo:
                 self._anchor_beat = round(self._beat_locked(now))  # lock the phase to the clock's beats
                 self._anchor_time = now
 
-    def follow(self, source: str, bpm: float, phase: float, now: float | None = None) -> bool:
-        """A clock source below MIDI clock (``PRECEDENCE``) reports its tempo and where in the beat it is
-        (``phase``, 0..1). Unless a source above it spoke within ``HOLD`` seconds, the tempo takes its BPM
-        and pulls the beat toward its phase by at most ``MAX_PULL`` beats (no jump). Returns whether it led."""
+    def follow(self, source: str, bpm: float, phase: float, now: float | None = None, period: float = 1.0) -> bool:
+        """A clock source (``PRECEDENCE``; MIDI clock speaks through ``clock_tick``) reports its tempo and
+        where it is within ``period`` beats (``phase``: 0..1 of a beat for the audio, 0..4 of a bar for
+        Link). Unless a source above it spoke within ``HOLD`` seconds, the tempo takes its BPM and pulls
+        the beat toward its phase by at most ``MAX_PULL`` beats (no jump), or, taking the lead more than
+        ``JOIN`` beats off, sets it at once. Returns whether it led."""
         now = time.monotonic() if now is None else now
         rank = PRECEDENCE.index(source)
         with self._lock:
             if any(now - self._heard.get(above, -1e9) < HOLD for above in PRECEDENCE[:rank]):
                 return False
+            joining = self.source != source
             self._heard[source] = now
             self._rebase(now, float(bpm))
-            error = ((self._anchor_beat % 1.0) - phase + 0.5) % 1.0 - 0.5
-            self._anchor_beat -= max(-MAX_PULL, min(MAX_PULL, error))
+            error = ((self._anchor_beat - phase) % period + period / 2) % period - period / 2
+            self._anchor_beat -= error if joining and abs(error) > JOIN else max(-MAX_PULL, min(MAX_PULL, error))
             self.source = source
             return True
 

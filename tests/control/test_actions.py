@@ -55,14 +55,14 @@ def run_frame(controls, engine):
 
 def test_arguments_are_typed_checked_and_defaulted():
     recall = ACTIONS["snapshot.recall"]
-    assert recall.address == "/ffvj/snapshot/recall" and recall.type_tags == "if"
-    assert recall.bind([2]) == {"slot": 2, "seconds": 0.0}
-    assert recall.bind([2.0, 1.5]) == {"slot": 2, "seconds": 1.5}  # OSC sends slots as floats too
-    assert recall.bind((), {"slot": 3, "seconds": 4}) == {"slot": 3, "seconds": 4.0}
-    assert recall.bind([1, -3.0]) == {"slot": 1, "seconds": 0.0}  # a fade time is clamped into range
+    assert recall.address == "/ffvj/snapshot/recall" and recall.type_tags == "iff"
+    assert recall.bind([2]) == {"slot": 2, "seconds": 0.0, "quantum": -1.0}
+    assert recall.bind([2.0, 1.5, 4]) == {"slot": 2, "seconds": 1.5, "quantum": 4.0}  # OSC sends slots as floats too
+    assert recall.bind((), {"slot": 3, "seconds": 4}) == {"slot": 3, "seconds": 4.0, "quantum": -1.0}
+    assert recall.bind([1, -3.0]) == {"slot": 1, "seconds": 0.0, "quantum": -1.0}  # a fade time is clamped into range
     assert ACTIONS["bpm"].bind([900]) == {"bpm": 300.0}  # and so is a tempo
     for bad, what in (([9], "slot = 9 is outside 0..7"), (["x"], "slot must be a finite number"),
-                      ([], "needs slot"), ([1, 2, 3], "at most 2"), ([float("nan")], "finite")):
+                      ([], "needs slot"), ([1, 2, 3, 4], "at most 3"), ([float("nan")], "finite")):
         with pytest.raises(ValueError, match=what):
             recall.bind(bad)
     with pytest.raises(ValueError, match="no argument fade"):
@@ -276,3 +276,36 @@ def test_a_fifo_or_a_hung_disk_never_wedges_the_file_worker(controls, engine, mo
     controls.close()
     assert time.monotonic() - t < 3
     hung.set()
+
+
+def test_a_quantised_change_waits_for_its_beat_and_starts_in_the_frame_nearest_it():
+    from ffvj.control.controls import Controls
+
+    controls = Controls.for_levels(3)
+    controls.tempo.start(0.0)  # 120 BPM: a bar is 2 s
+    controls.snapshots.store = None  # (no engine here: the recall is what is watched)
+    ran = []
+    controls._perform = lambda action, args, engine=None: ran.append((action.name, args, frame)) or True
+    fps = 30
+    for frame in range(200):
+        now = frame / fps
+        if frame == 10:
+            controls.fire("snapshot.recall", 2, 0.0, 4)  # the next bar: beat 4, at 2 s
+        if frame == 12:
+            controls.store.set("tempo.quantum", "beat")
+            controls.fire("snapshot.recall", 3)  # the show's quantum: replaces the one waiting
+        if frame == 70:
+            controls.fire("snapshot.recall", 5, 0.0, 0)  # at once
+        controls.frame(None, 1 / fps, now)
+    assert ran[0] == ("snapshot.recall", {"slot": 3, "seconds": 0.0}, 15)  # beat 1 at 0.5 s is frame 15
+    assert ran[1] == ("snapshot.recall", {"slot": 5, "seconds": 0.0}, 70)
+    assert len(ran) == 2
+    # Ahead by the output latency: the audience sees it on the line.
+    controls.output_latency = 0.1
+    ran.clear()
+    frame = 80
+    controls.fire("snapshot.recall", 1, 0.0, 4)
+    for frame in range(80, 130):
+        controls.frame(None, 1 / fps, frame / fps)
+    assert ran == [("snapshot.recall", {"slot": 1, "seconds": 0.0}, 117)]  # 4 s − 0.1 s, nearest frame (3.9 s)
+    assert controls.waiting() == {}

@@ -375,7 +375,7 @@ def test_actions(server, store, controls, tempo):
     assert queued(controls) == [
         ("reset", {}),
         ("snapshot.store", {"slot": 3}),
-        ("snapshot.recall", {"slot": 1, "seconds": 0.0}),  # two recalls before a frame: the latest wins
+        ("snapshot.recall", {"slot": 1, "seconds": 0.0, "quantum": -1.0}),  # two recalls before a frame: the latest wins
     ]
     assert tempo.bpm == 128.0
     assert server.stats["bad_args"] == 1
@@ -393,8 +393,8 @@ def test_preset_actions(server, store, controls):
     client.send_message("/ffvj/preset/recall", 7)  # not a name: counted
     sync(server, store)
     assert queued(controls) == [
-        ("preset.recall", {"name": "dusk", "seconds": 4.0}),
-        ("preset.recall", {"name": "dawn", "seconds": 0.0}),
+        ("preset.recall", {"name": "dusk", "seconds": 4.0, "quantum": -1.0}),
+        ("preset.recall", {"name": "dawn", "seconds": 0.0, "quantum": -1.0}),
         ("preset.save", {"name": "noon"}),
     ]
     assert server.stats["bad_args"] == 1

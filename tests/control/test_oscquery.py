@@ -84,7 +84,7 @@ def test_namespace_describes_every_parameter(query, store):
     assert nodes["/ffvj/map/invert"]["TYPE"] == "i" and nodes["/ffvj/map/invert"]["VALUE"] == [0]
     assert nodes["/ffvj/l1/period"]["TYPE"] == "i" and nodes["/ffvj/l1/period"]["VALUE"] == [2]
     assert nodes["/ffvj/tap"]["TYPE"] == "N" and nodes["/ffvj/tap"]["ACCESS"] == 2
-    assert nodes["/ffvj/snapshot/recall"]["TYPE"] == "if"
+    assert nodes["/ffvj/snapshot/recall"]["TYPE"] == "iff"
     assert nodes["/ffvj/bpm"]["VALUE"] == [128.0]
     for node in nodes.values():
         assert {"FULL_PATH", "ACCESS", "DESCRIPTION"} <= set(node)
@@ -93,7 +93,8 @@ def test_namespace_describes_every_parameter(query, store):
     described = {path for path, n in nodes.items() if n["ACCESS"] == 3 and path != "/ffvj/bpm"}
     assert described == expected  # every parameter, readable and writable
     assert nodes["/ffvj/reset"]["ACCESS"] == 2 and nodes["/ffvj/reset"]["TYPE"] == "N"  # the panic: write-only
-    assert nodes["/ffvj/snapshot/recall"]["RANGE"] == [{"MIN": 0, "MAX": 7}, {"MIN": 0.0, "MAX": 600.0}]
+    assert nodes["/ffvj/snapshot/recall"]["RANGE"] == [{"MIN": 0, "MAX": 7}, {"MIN": 0.0, "MAX": 600.0},
+                                                      {"MIN": -1.0, "MAX": 64.0}]
     assert nodes["/ffvj/bpm"]["ACCESS"] == 3 and nodes["/ffvj/bpm"]["RANGE"] == [{"MIN": 20.0, "MAX": 300.0}]
 
 

@@ -23,8 +23,8 @@ def random_phi(model, rng: np.random.Generator, **fixed) -> dict:
     reg = build_registry(model.levels)
     phi = {}
     for name, p in reg.items():
-        if name.startswith("audio"):  # the music's slots: control-side, never read by the engine (and the
-            continue                  # draws stay those the tolerances below were set with)
+        if name.startswith(("audio", "tempo.")):  # control-side, never read by the engine (and the draws
+            continue                              # stay those the tolerances below were set with)
         if p.kind == "enum":
             phi[name] = float(rng.integers(0, len(p.choices)))
         elif p.kind == "bool":

@@ -230,9 +230,9 @@ def test_actions_and_tap(rig):
     m.handle(cc(20, 127))
     m.handle(cc(20, 0))
     m.handle(cc(21, 127))
-    assert queued(rig) == [("reset", {}), ("preset.recall", {"name": "dawn", "seconds": 4.0}),
+    assert queued(rig) == [("reset", {}), ("preset.recall", {"name": "dawn", "seconds": 4.0, "quantum": -1.0}),
                            ("preset.save", {"name": "dawn"}), ("snapshot.store", {"slot": 3}),
-                           ("snapshot.recall", {"slot": 3, "seconds": 0.5})]
+                           ("snapshot.recall", {"slot": 3, "seconds": 0.5, "quantum": -1.0})]
     m.handle(note(4, 127))
     tempo.now += 0.5
     m.handle(note(4, 127))
