@@ -61,7 +61,7 @@ from .audio.inputs import AudioError, open_audio
 from .control.link import LinkClock, LinkUnavailable
 from .media.base import SinkError, SinkUnavailable, SourceError
 from .media.mailbox import Mailbox
-from .media.sinks import open_sink
+from .media.sinks import open_sink, takes_audio
 from .media.sources import open_source
 from .model import checkpoint
 from .model.data import read_image
@@ -268,8 +268,11 @@ class _Show:
         if reserved:
             raise ValueError(f"source option(s) {', '.join(sorted(reserved))}: set them with --size and --fps")
         size = (cfg.width, cfg.height)
+        if cfg.audio:  # (a missing file fails here; a missing device is said once and looked for)
+            controls.audio = open_audio(cfg.audio, cfg.audio_bands)
+            stack.callback(controls.audio.close)
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
-        self.outputs = stack.enter_context(_Outputs(cfg, size, model.levels))
+        self.outputs = stack.enter_context(_Outputs(cfg, size, model.levels, controls.audio))
         self.pace = resolve_pace(cfg, self.source, self.outputs.sinks)
         self.outputs.start(threaded=self.pace == "realtime")
         if self.pace == "realtime":
@@ -280,9 +283,6 @@ class _Show:
             log.info("in an Ableton Link session (%d other peers now)", controls.link.peers)
         elif cfg.link:
             log.warning("--link: an offline render keeps its own clock (repeatable); Link is for a live show")
-        if cfg.audio:  # (a missing file fails here; a missing device is said once and looked for)
-            controls.audio = open_audio(cfg.audio, cfg.audio_bands)
-            stack.callback(controls.audio.close)
         self.services = [stack.enter_context(svc) for svc in services]
         # The sinks close first, whatever a service does while closing: a recording is finalised.
         stack.callback(self.outputs.__exit__, None, None, None)
@@ -559,7 +559,7 @@ class _Outputs:
     """Every sink of a show: the picture formats they want, their threads in a live show, and a sink
     that fails mid-show dropped while the others go on."""
 
-    def __init__(self, cfg: RunConfig, size: tuple[int, int], levels: int):
+    def __init__(self, cfg: RunConfig, size: tuple[int, int], levels: int, audio=None):
         if cfg.device_formats not in ("on", "off"):
             raise ValueError(f"device_formats must be on or off, not {cfg.device_formats!r}")
         self._stack = ExitStack()
@@ -571,7 +571,10 @@ class _Outputs:
                 if level > levels:
                     raise ValueError(f"sink {spec!r}: level {level} is not one of the model's 0..{levels} "
                                      f"(l1:… to l{levels}:… show a feature level)")
-                sink = open_sink(sink_spec, size=size, fps=cfg.fps)
+                # A recording carries the sound when the show hears some (the first recording: one tap).
+                sound = {"audio": audio.tap()} if audio is not None and takes_audio(sink_spec) and \
+                    not any(getattr(s, "audio", None) for s in self.sinks) else {}
+                sink = open_sink(sink_spec, size=size, fps=cfg.fps, **sound)
                 self._stack.callback(_close_quietly, sink)
                 self.sinks.append(sink)
                 self.level[id(sink)] = level

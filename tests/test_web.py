@@ -69,7 +69,7 @@ def test_hello_describes_every_parameter_and_action(web, controls):
     registry = controls.store.registry
     names = [p["name"] for g in hello["groups"] for sec in g["sections"] for p in sec["params"]]
     assert sorted(names) == sorted(registry) and len(names) == len(registry)  # each once
-    assert [g["id"] for g in hello["groups"]] == ["picture", "l0", "l1", "l2", "l3", "lfos"]
+    assert [g["id"] for g in hello["groups"]] == ["picture", "l0", "l1", "l2", "l3", "lfos", "music"]
     assert {a["name"] for a in hello["actions"]} == set(ACTIONS)
     assert hello["values"] == controls.store.targets() and hello["levels"] == 3 and hello["size"] == [640, 360]
     model = next(a for a in hello["actions"] if a["name"] == "model")

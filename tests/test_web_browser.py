@@ -115,6 +115,57 @@ def test_the_preview_is_live(page):
     assert a.std() > 10  # a picture, not a blank box
 
 
+@pytest.fixture
+def music_show(tmp_path, page):
+    """A show of its own hearing a drum track at 120 BPM (its beat leads the tempo: the show above is the
+    performer's, whose set tempo the music would overrule)."""
+    from tests.audio.signals import drum_clip, write_wav
+
+    write_wav(tmp_path / "drums.wav", drum_clip(40, bpm=120, seed=12)[0])
+    controls = Controls.for_levels(3, str(tmp_path))
+    osc = OscServer(controls, OscConfig(port=0))
+    query = OscQueryServer(osc, port=0, mdns=False)
+    web = WebServer(controls, WebConfig(port=0), allow=None, size=(160, 90), fps=30)
+    stop = threading.Event()
+    thread = threading.Thread(target=run, daemon=True, kwargs=dict(
+        cfg=RunConfig(source="generator", sinks=["null"], width=160, height=90, fps=30, pace="realtime",
+                      audio=f"file:{tmp_path / 'drums.wav'}"),
+        controls=controls, stop=stop, services=[osc, query, web]))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while web._bound_port is None or web._thread is None:
+        assert thread.is_alive() and time.monotonic() < deadline, "the show did not start"
+        time.sleep(0.05)
+    music_page = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # (one browser a module)
+    music_page.goto(web.url)
+    music_page.wait_for_selector("#connection.ok", timeout=30_000)
+    yield {"query": query, "page": music_page}
+    music_page.close()
+    stop.set()
+    thread.join(30)
+
+
+def test_the_music_and_the_clock_are_seen_on_the_page_and_in_oscquery(music_show):
+    from ffvj.control.readings import READINGS
+
+    show, page = music_show, music_show["page"]
+    shown = page.evaluate("() => [...document.querySelectorAll('#music .reading')].length")
+    assert shown == len(READINGS)
+    # The meters move with the drums: the bass meter's value changes, the beat is heard and leads the tempo.
+    values = set()
+    deadline = time.monotonic() + 20
+    while len(values) < 5:
+        assert time.monotonic() < deadline, f"the bass meter did not move: {values}"
+        values.add(page.evaluate("() => document.querySelector('#music meter[aria-label=\"audio.bass\"]').value"))
+        time.sleep(0.05)
+    page.wait_for_function("() => [...document.querySelectorAll('#status td')].some(td => td.textContent.includes('bpm · audio'))",
+                           timeout=20_000)
+    page.wait_for_function("() => document.querySelectorAll('#music .bar i.on').length === 1", timeout=10_000)
+    with urllib.request.urlopen(f"http://127.0.0.1:{show['query'].port}/ffvj/audio/bpm", timeout=10) as r:
+        node = json.loads(r.read())
+    assert node["ACCESS"] == 1 and node["VALUE"][0] == pytest.approx(120, abs=1)
+
+
 def test_a_slider_moved_on_the_page_changes_the_show(show, page):
     zoom = show["controls"].store.registry["l0.zoom"]
     page.click('#tabs button[data-group="l0"]')

@@ -55,8 +55,54 @@ def open_audio(spec: str, bands: int = 8) -> AudioInput:
     return DeviceAudio(spec, bands)
 
 
+class AudioTap:
+    """The input's samples for a recording: the analysis thread ``push``es them, the file sink's encoder
+    ``take``s them as it writes frames. Thread-safe and bounded: samples nobody takes for ``MAX_HELD``
+    seconds are dropped (a stalled recording never grows the show's memory), counted.
+
+    ``aligned`` (a file): ``take(until)`` gives exactly the samples up to ``until`` seconds of the show,
+    so a rendered film's sound is sample-exact with its frames. Otherwise (a device, on its own clock)
+    it gives whatever has arrived."""
+
+    MAX_HELD = 10.0
+
+    def __init__(self, rate: int, aligned: bool):
+        self.rate, self.aligned = rate, aligned
+        self._chunks: collections.deque = collections.deque()
+        self._held = 0  # samples in _chunks
+        self._taken = 0  # samples handed out so far (aligned: the next sample's index)
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        with self._lock:
+            self._chunks.append(np.asarray(samples, dtype=np.float32))
+            self._held += len(samples)
+            while self._held > self.MAX_HELD * self.rate and self._chunks:
+                gone = self._chunks.popleft()
+                self._held -= len(gone)
+                self._taken += len(gone)
+                self.dropped += len(gone)
+
+    def take(self, until: float) -> np.ndarray:
+        with self._lock:
+            want = max(0, int(round(until * self.rate)) - self._taken) if self.aligned else self._held
+            out, n = [], 0
+            while self._chunks and n < want:
+                chunk = self._chunks.popleft()
+                if n + len(chunk) > want:
+                    self._chunks.appendleft(chunk[want - n:])
+                    chunk = chunk[:want - n]
+                out.append(chunk)
+                n += len(chunk)
+            self._held -= n
+            self._taken += n
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 class AudioInput:
-    """What the show sees of an audio input: ``start``, ``features_at``, ``status``, ``close``."""
+    """What the show sees of an audio input: ``start``, ``features_at``, ``status``, ``close``, and
+    ``tap()`` for a recording that carries the sound."""
 
     name = "audio"
 
@@ -68,6 +114,14 @@ class AudioInput:
         self._thread: threading.Thread | None = None
         self._warn = RateLimitedLog(log, interval=5.0)
         self.counts = Counts("dropped_blocks", "late")
+        self._tap: AudioTap | None = None
+
+    def tap(self) -> AudioTap:
+        """The samples as they come, for a recording (made before ``start``; one tap an input)."""
+        if self._tap is None:
+            self._tap = AudioTap(self.analyser.sample_rate if self.analyser is not None else SAMPLE_RATE,
+                                 aligned=isinstance(self, FileAudio))
+        return self._tap
 
     def start(self, t0: float) -> None:
         """Begin at show time ``t0`` (the clock ``features_at`` is given)."""
@@ -149,6 +203,8 @@ class FileAudio(AudioInput):
                 if self._closed.is_set():
                     return
                 self.analyser.feed(pending[:HOP])
+                if self._tap is not None:
+                    self._tap.push(pending[:HOP])
                 pending = pending[HOP:]
                 features = self.analyser.features()
                 with self._cond:
@@ -262,6 +318,8 @@ class DeviceAudio(AudioInput):
         stream.start()
         if self.analyser.sample_rate != rate:
             self.analyser = Analyser(rate, self.bands)
+            if self._tap is not None:
+                self._tap.rate = rate  # (the recording resamples what it takes)
         log.info("audio input: %s (%d channel(s), %d Hz)", info["name"], channels, rate)
         return stream
 
@@ -291,6 +349,8 @@ class DeviceAudio(AudioInput):
             if block is not None:
                 last_block = now
                 self.analyser.feed(block)
+                if self._tap is not None:
+                    self._tap.push(block)
                 # The analysis has heard up to the last whole hop: the samples left over came after it.
                 heard_at = self._clock.time_of(count - self.analyser.pending, arrived, count)
             elif stream is None or now - last_block > LOST_AFTER:

@@ -25,6 +25,7 @@ from .modulation import Modulation
 from .models import ModelSwitcher
 from .params import AUDIO_TRIGGERS, QUANTA, ParamStore, build_registry
 from .presets import PresetBank, factory_presets_dir
+from .readings import read_all
 from .snapshots import SnapshotBank
 from .tempo import Tempo
 
@@ -55,6 +56,7 @@ class Controls:
         self._onsets = 0  # the music's onsets and beats already acted on
         self._beat: int | None = None
         self._next_snapshot = self._next_preset = 0
+        self._readings: dict[str, float] = {}  # the readings last reported to the surfaces
         self._told_link = 0  # the tempo's performer_changes the Link session has been told of
         self._waiting: dict[str, tuple] = {}  # quantised actions waiting for their beat, by action name
         self.output_latency = 0.0  # seconds from a frame's render to its output (the show measures it)
@@ -109,6 +111,8 @@ class Controls:
             if self.heard is not None:
                 self._guarded("audio events", self._hear, self.heard, now)
         phi = self.store.frame(dt)
+        if self.audio is not None or self.link is not None:  # what the music and the clock do, for the surfaces
+            self._report_readings(now, services)
         if self.modulation is not None:
             modulated = self._guarded("LFOs", self.modulation.apply, phi, self.tempo.beat(now), now, self.heard)
             if modulated is not None:
@@ -119,6 +123,15 @@ class Controls:
                     for name, value in changed.items():
                         self._guarded("feedback", svc.report, name, value)
         return phi
+
+    def _report_readings(self, now: float, services) -> None:
+        readings = self._guarded("readings", read_all, self, now) or {}
+        for name, value in readings.items():
+            if abs(value - self._readings.get(name, float("nan"))) < 1e-3:  # (NaN: never reported yet)
+                continue
+            self._readings[name] = value
+            for svc in services:
+                self._guarded("feedback", svc.report, name, value)
 
     def _run(self, action, args, engine) -> None:
         if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)

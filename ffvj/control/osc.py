@@ -75,6 +75,7 @@ from pythonosc.parsing import osc_types
 from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, Action, Arg
 from .osc_pattern import compile_pattern, is_pattern
+from .readings import READINGS
 from .params import Param
 from .service import LatestValueSender, LimitedConnections, Listen, Service, stop_server
 
@@ -385,6 +386,7 @@ class OscServer(Service):
         self._by_name = {p.name: p for p in self.params.values()}
         self.commands: dict[str, Action] = {a.address: a for a in (*ACTIONS.values(), *OSC_COMMANDS.values())}
         self._valued = [a for a in ACTIONS.values() if a.value is not None]  # /ffvj/bpm: in dumps and feedback
+        self._readings: dict[str, float] = {}  # readings' addresses → their last values (``report``)
         self._action_values: dict[str, float] = {}
 
         self._work = _WorkBudget()
@@ -764,7 +766,7 @@ class OscServer(Service):
             self._count("triggers")
         targets = self.store.targets()
         return [m for name, param in self._by_name.items() for m in self._feedback_messages(param, targets[name])] + [
-            (a.address, float(a.value(self.controls))) for a in self._valued]
+            (a.address, float(a.value(self.controls))) for a in self._valued] + list(dict(self._readings).items())
 
     # -- feedback --
 
@@ -783,9 +785,19 @@ class OscServer(Service):
         return f"osc {st['packets']} packets, {st['messages']} msgs, {bad} bad"
 
     def report(self, name: str, value: float) -> None:
-        """Send a value that moved without a store change (an LFO's output) as feedback, rate-capped
-        like every other change. Called by the render loop; never blocks."""
+        """Send a value that moved without a store change (an LFO's output, a reading) as feedback,
+        rate-capped like every other change. Called by the render loop; never blocks."""
+        reading = READINGS.get(name)
+        if reading is not None:
+            self._readings[reading.address] = value
+            if self._listening and self._feedback is not None:
+                self._feedback.put(("value", reading.address), value)
+            return
         self._on_change(name, value, "lfo")
+
+    def reading(self, address: str) -> float:
+        """A reading's last value (0 before the first report)."""
+        return float(self._readings.get(address, 0.0))
 
     def _on_change(self, name: str, value: float, source: str) -> None:
         """The store's listener: runs on whichever thread set the value, so it only records it."""

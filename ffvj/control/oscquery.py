@@ -16,7 +16,8 @@ HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OS
   its 0..1 twin as the child node ``norm`` (``/ffvj/l0/zoom/norm``). Actions and the
   OSC server's commands are write-only (``ACCESS`` 2), with ``N`` for argument-less ones (``/ffvj/tap``),
   else their type tags, and a ``RANGE`` per argument; an action that sets a value (``/ffvj/bpm``) is
-  readable too (``ACCESS`` 3, with its ``VALUE``).
+  readable too (``ACCESS`` 3, with its ``VALUE``). The readings (``readings.READINGS``: the music's level,
+  bands, onset and beat, the clock's place in the bar) are read-only (``ACCESS`` 1).
 - ``GET /ffvj/l0/zoom`` one node; ``GET /ffvj/l0/zoom?VALUE`` one attribute as ``{"VALUE": [...]}``;
   an attribute the node lacks answers 204, an unknown attribute 400, an unknown path 404.
 - ``GET /?HOST_INFO`` ``{"NAME", "OSC_PORT", "OSC_TRANSPORT": "UDP", "EXTENSIONS", ["OSC_IP"]}``.
@@ -56,6 +57,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from .actions import Action
 from .osc import NORM_SUFFIX, OscServer
 from .params import ADDRESS_PREFIX, Param
+from .readings import READINGS
 from ..tally import RateLimitedLog
 from .service import LimitedConnections, Listen, Service, browser_refusal, is_loopback, local_names, stop_server
 
@@ -272,6 +274,12 @@ class OscQueryServer(Service):
         for address, action in self.osc.commands.items():
             parent, _, leaf = address.rpartition("/")
             container(parent).setdefault("CONTENTS", {})[leaf] = _action_node(action, self.osc.controls)
+        for reading in READINGS.values():  # read only: what the music and the clock do (feedback sends them)
+            parent, _, leaf = reading.address.rpartition("/")
+            container(parent).setdefault("CONTENTS", {})[leaf] = {
+                "FULL_PATH": reading.address, "TYPE": "f", "ACCESS": 1, "DESCRIPTION": reading.doc,
+                "RANGE": [{"MIN": reading.min, "MAX": reading.max}], "UNIT": [reading.unit],
+                "VALUE": [self.osc.reading(reading.address)]}
         return root
 
     def node(self, path: str) -> dict | None:

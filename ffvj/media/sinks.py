@@ -108,7 +108,7 @@ class FileSink(Sink):
     def __init__(self, arg: str | None = None, *, size: Size = (640, 360), fps: float = 30.0,
                  codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
                  pix_fmt: str = "yuv420p", codec_options: dict[str, str] | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, audio=None) -> None:
         super().__init__(arg, size=size, fps=fps)
         if not arg:
             raise ValueError("the file sink needs a path: file:PATH (e.g. file:show.mp4)")
@@ -122,6 +122,8 @@ class FileSink(Sink):
         self.codec_options = {"crf": str(crf), "preset": str(preset), **(codec_options or {})}
         self._container: Any = None
         self._stream: Any = None
+        self.audio = audio  # an audio.inputs.AudioTap: the show's sound, muxed beside the picture (AAC)
+        self._audio_stream: Any = None
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -169,6 +171,53 @@ class FileSink(Sink):
             container.close()
             raise SinkUnavailable(f"cannot set up the {self.codec} encoder for {self.path}: {exc}") from exc
         self._container, self._stream = container, stream
+        if self.audio is not None:
+            self._open_audio(av)
+
+    AUDIO_RATE = 48000
+    AAC_PRIMING = 1024
+
+    def _open_audio(self, av) -> None:
+        """The sound beside the picture: AAC, mono, 48 kHz; pts in samples, so it stays in step."""
+        self._audio_stream = self._container.add_stream("aac", rate=self.AUDIO_RATE)
+        self._audio_stream.layout = "mono"
+        self._audio_pending = np.zeros(0, np.float32)
+        self._audio_pts = 0
+        # FFmpeg's AAC encoder begins with 1024 samples of priming, which a player would play before the
+        # sound (a fragmented MP4 has no edit list to hide them): the sound's first 1024 samples give way
+        # to them, and every later sample plays at its time, in step with the picture.
+        self._audio_skip = self.AAC_PRIMING
+        self._resampler, self._resampler_rate = None, None
+
+    def _send_audio(self, until: float, last: bool = False) -> None:
+        """The sound up to ``until`` seconds of the show, in whole AAC frames (the rest waits; ``last``:
+        padded with silence)."""
+        import av
+
+        samples = self.audio.take(until)
+        if len(samples) and self.audio.rate != self.AUDIO_RATE:
+            if self._resampler_rate != self.audio.rate:
+                self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.AUDIO_RATE)
+                self._resampler_rate = self.audio.rate
+            frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
+            frame.sample_rate = self.audio.rate
+            samples = np.concatenate([f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)] or
+                                     [np.zeros(0, np.float32)])
+        if self._audio_skip:
+            skipped = min(self._audio_skip, len(samples))
+            samples, self._audio_skip = samples[skipped:], self._audio_skip - skipped
+        pending = np.concatenate([self._audio_pending, samples])
+        size = self._audio_stream.codec_context.frame_size or 1024
+        if last and len(pending) % size:
+            pending = np.concatenate([pending, np.zeros(size - len(pending) % size, np.float32)])
+        whole = len(pending) // size * size
+        for start in range(0, whole, size):
+            frame = av.AudioFrame.from_ndarray(pending[None, start:start + size], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = self.AUDIO_RATE, self._audio_pts
+            self._audio_pts += size
+            for packet in self._audio_stream.encode(frame):
+                self._container.mux(packet)
+        self._audio_pending = pending[whole:]
 
     def _send(self, frame: np.ndarray) -> None:
         import av
@@ -183,6 +232,8 @@ class FileSink(Sink):
         vf.pts = self._last_pts = self.frame_index
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
+        if self._audio_stream is not None:
+            self._send_audio((self.frame_index + 1) / self.fps)
         self._frames_sent += 1
         if self._frames_sent % max(1, round(self.fps)) == 0 and not self._gone_logged and not self.path.exists():
             self._gone_logged = True  # once a second at most, a stat() call: nothing on the hot path
@@ -194,6 +245,11 @@ class FileSink(Sink):
         try:
             for packet in self._stream.encode(None):  # flush the frames the encoder still holds
                 container.mux(packet)
+            if self._audio_stream is not None:
+                self._container = container
+                self._send_audio((self._last_pts + 1) / self.fps, last=True)
+                for packet in self._audio_stream.encode(None):
+                    container.mux(packet)
         finally:
             container.close()  # the last fragment and the fragment index (mfra), for seeking
 
@@ -571,6 +627,13 @@ def sink_availability() -> dict[str, tuple[bool, str]]:
         except (RuntimeError, TypeError, ValueError) as exc:  # a broken plugin: report it, list the rest
             report[name] = (False, str(exc))
     return report
+
+
+def takes_audio(spec: str) -> bool:
+    """Whether the sink ``spec`` names records the show's sound (its constructor takes ``audio``)."""
+    import inspect
+
+    return "audio" in inspect.signature(_registry.lookup(split_spec(spec)[0])).parameters
 
 
 def open_sink(spec: str, size: Size = (640, 360), fps: float = 30.0, **options: Any) -> Sink:

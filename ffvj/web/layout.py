@@ -15,7 +15,7 @@ from ..control.presets import check_name
 
 
 def _param(p: Param) -> dict:
-    label = p.name.split(".", 1)[1] if p.level is not None or p.name.startswith("lfo") else p.name
+    label = p.name.split(".", 1)[1] if p.level is not None or p.name.startswith(("lfo", "audio")) else p.name
     d = {"name": p.name, "label": label, "kind": p.kind, "min": p.min, "max": p.max, "default": p.default,
          "unit": p.unit, "curve": p.curve, "doc": p.doc, "address": p.address}
     if p.choices:
@@ -25,9 +25,11 @@ def _param(p: Param) -> dict:
 
 def groups(registry: dict[str, Param]) -> list[dict]:
     """``[{"id", "title", "sections": [{"title", "params": [...]}, ...]}, ...]``: the picture first, then
-    each level, then the LFOs, in registry order within each."""
+    each level, then the LFOs, then the music (the audio slots, the music's triggers) and the tempo clock,
+    in registry order within each."""
     picture: dict[str, list[Param]] = {}
     lfos: dict[str, list[Param]] = {}
+    music: dict[str, list[Param]] = {}
     levels: dict[int, list[Param]] = {}
     for p in registry.values():
         prefix = p.name.split(".")[0]
@@ -35,6 +37,8 @@ def groups(registry: dict[str, Param]) -> list[dict]:
             levels.setdefault(p.level, []).append(p)
         elif prefix.startswith("lfo"):
             lfos.setdefault(prefix, []).append(p)
+        elif prefix.startswith("audio") or prefix == "tempo":
+            music.setdefault(prefix, []).append(p)
         else:
             picture.setdefault(prefix, []).append(p)
     out = [{"id": "picture", "title": "picture", "sections": [
@@ -46,6 +50,9 @@ def groups(registry: dict[str, Param]) -> list[dict]:
     if lfos:
         out.append({"id": "lfos", "title": "LFOs", "sections": [
             {"title": prefix, "params": [_param(p) for p in ps]} for prefix, ps in lfos.items()]})
+    if music:
+        out.append({"id": "music", "title": "music · tempo", "sections": [
+            {"title": prefix, "params": [_param(p) for p in ps]} for prefix, ps in music.items()]})
     return out
 
 

@@ -51,6 +51,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import __version__
 from ..tally import Counts, RateLimitedLog
+from ..control.readings import READINGS
 from ..control.service import Listen, Service, browser_refusal, is_loopback, local_names
 from . import layout
 from .preview import Preview
@@ -393,7 +394,8 @@ class WebServer(Service):
         return {"type": "hello", "name": "ffvj", "version": __version__, "groups": self._layout,
                 "actions": layout.actions(self.controls), "values": self.store.targets(), "levels": self.levels,
                 "size": list(self.size) if self.size else None, "fps": self.fps, "status": self._status,
-                "learn": self.controls.learner is not None}
+                "learn": self.controls.learner is not None,
+                "readings": [{"name": r.name, "doc": r.doc, "min": r.min, "max": r.max} for r in READINGS.values()]}
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         self._admit(request)

@@ -1,6 +1,7 @@
 """A show that hears a track: ``--audio file:`` through the real show, offline and repeatable."""
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -59,3 +60,80 @@ def test_a_missing_track_fails_at_start_with_one_line(tmp_path):
     with pytest.raises(StartupError, match="cannot read it"):
         run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=2,
                       audio=f"file:{tmp_path / 'missing.flac'}", status_interval=math.inf))
+
+
+def test_osc_feedback_and_dump_carry_what_the_music_does(track, tmp_path):
+    """A real UDP listener as the feedback target: the readings arrive as the music plays, and a dump
+    (asked for over UDP) has every one of them."""
+    import socket
+    import threading
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from ffvj.control.osc import OscConfig, OscServer
+    from ffvj.control.readings import READINGS
+
+    path, _ = track
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    controls = Controls.for_levels(3)
+    osc = OscServer(controls, OscConfig(port=0, feedback=(f"127.0.0.1:{listener.getsockname()[1]}",)))
+    stop = threading.Event()
+    show = threading.Thread(target=run, daemon=True, kwargs=dict(
+        cfg=RunConfig(source="generator", sinks=["null"], width=64, height=48, fps=30, pace="realtime",
+                      audio=f"file:{path}", status_interval=math.inf), controls=controls, stop=stop, services=[osc]))
+    show.start()
+    seen: dict[str, list] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not {"/ffvj/audio/level", "/ffvj/audio/onset", "/ffvj/tempo/bar"} <= set(seen) or \
+                len(seen["/ffvj/audio/onset"]) < 5:
+            assert time.monotonic() < deadline, sorted(seen)
+            try:
+                message = OscMessage(listener.recv(65536))
+            except TimeoutError:
+                continue
+            seen.setdefault(message.address, []).append(message.params[0])
+            if message.address == "/ffvj/audio/level" and len(seen[message.address]) == 20:
+                SimpleUDPClient("127.0.0.1", osc.port).send_message("/ffvj/dump", [])
+        assert max(seen["/ffvj/audio/onset"]) > 0.5 and 0 <= min(seen["/ffvj/audio/level"]) <= 1
+        # The dump (its replies go to the asker: here the feedback target is not it) does not fail the show
+        # and a subscriber's dump carries the readings: ask again as a subscriber.
+        dumped = set()
+        SimpleUDPClient("127.0.0.1", osc.port).send_message("/ffvj/feedback/subscribe", [listener.getsockname()[1]])
+        deadline = time.monotonic() + 10
+        while not {r.address for r in READINGS.values()} <= dumped:
+            assert time.monotonic() < deadline, sorted({r.address for r in READINGS.values()} - dumped)
+            try:
+                dumped.add(OscMessage(listener.recv(65536)).address)
+            except TimeoutError:
+                continue
+    finally:
+        stop.set()
+        show.join(30)
+        listener.close()
+
+
+def test_a_recording_carries_the_sound_in_step_with_the_picture(track, tmp_path):
+    """The track muxed into the MP4 (AAC), read back: as long as the picture, and its hits where they were."""
+    import av
+
+    from tests.audio.signals import match_onsets
+    from tests.audio.test_analysis import analyse
+
+    path, hits = track
+    out = tmp_path / "show.mp4"
+    run(RunConfig(source="generator", sinks=[f"file:{out}"], width=96, height=64, fps=30, frames=120,
+                  audio=f"file:{path}", status_interval=math.inf))
+    with av.open(str(out)) as film:
+        video, sound = film.streams.video[0], film.streams.audio[0]
+        assert sound.codec_context.name == "aac" and sound.rate == 48000
+        frames = [f for f in film.decode(sound)]
+        start = float(frames[0].pts * frames[0].time_base)  # (AAC's priming: the muxer says where it begins)
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    assert len(samples) / 48000 == pytest.approx(4.0, abs=0.1)  # 120 frames at 30 fps
+    _, onsets = analyse(samples)
+    recall, false = match_onsets(onsets + start, hits[hits < 3.9], tolerance=0.02)
+    assert recall >= 0.9 and false <= 0.1, (recall, false)

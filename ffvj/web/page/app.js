@@ -100,6 +100,8 @@ function makeControl(p) {
 }
 function touch(name) { controls.get(name).touched = performance.now(); }
 function setValue(name, v) {
+  const meter = meters.get(name);
+  if (meter) return reading(meter, v);
   const c = controls.get(name);
   if (!c) return;
   c.value = v;
@@ -183,6 +185,7 @@ function build(h) {
     box.addEventListener("change", sendLevels);
     picks.append(el("label", {}, box, ` l${lvl}`));
   }
+  buildMusic(h.readings);
   document.getElementById("learn-mode").disabled = !h.learn;
   for (const [name, v] of Object.entries(h.values)) setValue(name, v);
   if (h.status) status(h.status);
@@ -215,6 +218,37 @@ function sendLevels() {
 }
 document.getElementById("preview-rate").addEventListener("change", sendLevels);
 
+// -- the music and the clock: read-only meters (hello.readings), the bar's four beats --
+const meters = new Map();
+function buildMusic(readings) {
+  const box = document.getElementById("music");
+  meters.clear();
+  box.replaceChildren(el("h3", {text: "music · clock"}));
+  for (const r of readings || []) {
+    const row = el("div", {class: "reading", title: r.doc});
+    let view;
+    if (r.name === "tempo.bar") {
+      view = el("span", {class: "bar"});
+      for (let b = 0; b < 4; b++) view.append(el("i", {"data-beat": b}));
+    } else {
+      view = el("meter", {min: r.min, max: r.max, value: 0, "aria-label": r.name});
+    }
+    const out = el("output", {text: "0"});
+    row.append(el("span", {text: r.name.replace(/^audio\./, "")}), view, out);
+    box.append(row);
+    meters.set(r.name, {r, view, out});
+  }
+}
+function reading(m, v) {
+  if (m.r.name === "tempo.bar") {
+    for (const dot of m.view.children) dot.classList.toggle("on", Number(dot.dataset.beat) === Math.floor(v));
+    m.out.textContent = (Math.floor(v) + 1) + "/4";
+  } else {
+    m.view.value = v;
+    m.out.textContent = m.r.max > 1 ? v.toFixed(1) : v.toFixed(2);
+  }
+}
+
 // -- the status panel --
 const STATUS_ROWS = [
   ["fps", s => `${s.fps_now ?? s.fps} of ${s.target_fps} (${s.fps} over the show)`, s => (s.fps_now ?? s.fps) < 0.9 * s.target_fps],
@@ -225,7 +259,8 @@ const STATUS_ROWS = [
   ["reseeds · nudges", s => `${s.reseeds} · ${s.nudges}`],
   ["flash-limited", s => String(s.flash_limited)],
   ["threads", s => s.threads ?? "fixed"],
-  ["tempo", s => `${s.bpm} bpm`],
+  ["tempo", s => `${s.bpm} bpm · ${s.tempo_source ?? "internal"}` + (s.link_peers !== undefined ? ` · Link, ${s.link_peers} peers` : "")],
+  ["waiting", s => Object.entries(s.waiting || {}).map(([a, b]) => `${a} on beat ${b}`).join(", ") || "none"],
   ["model", s => s.model ?? "?"],
 ];
 function status(s) {
