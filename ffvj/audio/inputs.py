@@ -1,7 +1,8 @@
 """Audio inputs, each analysed on its own thread (never on the render loop).
 
     audio = open_audio("file:track.wav")     # a file, analysed in step with the frames (offline renders repeat)
-    audio = open_audio("system")             # a PortAudio input device by name or index (JACK included)
+    audio = open_audio("system")             # a PortAudio input device by name or index
+    audio = open_audio("jack:player:out")    # JACK itself: its capture ports, or the ones named
     audio.start(t0)                          # t0: the show clock's time of frame 0
     features = audio.features_at(now)        # the render loop, once a frame: the music at that moment
     audio.close()
@@ -12,9 +13,10 @@ features for frame n are those of the audio's first n / fps seconds, whatever th
 render and the tests hear exactly what a live show would (``features_at`` waits, bounded, for the
 analysis to get there). After the end of the file it is silence: the modulation eases to rest.
 
-A device is read through sounddevice (PortAudio: ALSA, JACK, CoreAudio, WASAPI...). Its callback
-only copies the block into a bounded queue (full: the oldest block goes, counted); the analysis
-thread takes them from there. When no block comes for ``LOST_AFTER`` seconds (unplugged, the JACK
+A device is read through sounddevice (PortAudio: ALSA, CoreAudio, WASAPI, JACK...), and JACK also
+directly through JACK-Client (``jack:``), which survives its server restarting. Their callbacks only
+copy the block into a bounded queue (full: the oldest block goes, counted); the analysis thread takes
+them from there. When no block comes for ``LOST_AFTER`` seconds (unplugged, the JACK
 server gone) the input says so once, analyses silence so every feature eases to rest, and tries the
 device again every ``RETRY_EVERY`` seconds: the picture never waits for it.
 """
@@ -49,9 +51,12 @@ class AudioError(RuntimeError):
 
 
 def open_audio(spec: str, bands: int = 8) -> AudioInput:
-    """``file:PATH`` or a device (name, part of a name, or index; ``default``: the system's default input)."""
+    """``file:PATH``, ``jack:[PORT,...]``, or a PortAudio device (name, part of a name, or index; ``default``:
+    the system's default input)."""
     if spec.startswith("file:"):
         return FileAudio(spec[5:], bands)
+    if spec == "jack" or spec.startswith("jack:"):
+        return JackAudio(spec[5:], bands)
     return DeviceAudio(spec, bands)
 
 
@@ -240,26 +245,157 @@ class FileAudio(AudioInput):
         return f"audio behind {late}×" if late else None
 
 
-class DeviceAudio(AudioInput):
-    """A live input through PortAudio (sounddevice)."""
+class LiveAudio(AudioInput):
+    """A live input on its own clock: a backend's callback ``_deliver``s blocks into a bounded queue, the
+    analysis thread takes them, and a lost input is analysed as silence and looked for again. Backends:
+    ``DeviceAudio`` (PortAudio) and ``JackAudio`` (JACK itself)."""
 
-    def __init__(self, device: str, bands: int = 8, block: int = HOP):
+    def __init__(self, device: str, bands: int = 8):
         super().__init__(bands)
-        try:
-            import sounddevice  # noqa: F401 (at start-up: a missing library is said now, not mid-show)
-        except (ImportError, OSError) as exc:
-            raise AudioError(f"--audio {device}: no PortAudio here ({exc}); {EXTRA}") from exc
         self.device = device
         self.name = f"audio:{device}"
-        self.block = block
         # Deep enough (512 blocks: 2.7 s at 256) that a starved analysis thread catches up instead of losing
         # samples: a lost block is a beat that came early, and the tempo would run fast.
         self._queue: queue.Queue = queue.Queue(maxsize=512)
         self._latest = AudioFeatures()
         self._lock = threading.Lock()
+        self._gone = threading.Event()  # the backend said its input went away (a JACK server shut down)
         self.connected = False
         self.losses = 0
-        self.analyser = Analyser(SAMPLE_RATE, bands)  # (a device of another rate gets its own when it opens)
+        self.given_up: str | None = None  # why the input is no longer looked for (a backend that cannot let go)
+        self.analyser = Analyser(SAMPLE_RATE, bands)  # (an input of another rate gets its own when it opens)
+        self._clock = _SampleClock(SAMPLE_RATE)
+
+    # -- a backend's part --
+
+    def _open(self):
+        """Open the input; return what ``_close`` takes. Raise anything to say it is not there (yet)."""
+        raise NotImplementedError
+
+    def _close(self, handle) -> None:
+        raise NotImplementedError
+
+    def _rescan(self) -> None:
+        """Before looking again for an input that went away."""
+
+    def _maintain(self, handle) -> None:
+        """Once a second while the input is open (JACK: connect sources that appeared since)."""
+
+    def _started(self, rate: int) -> None:
+        """The backend opened at ``rate``: the analysis (and a recording's sound) at that rate."""
+        self._clock = _SampleClock(rate)
+        if self.analyser.sample_rate != rate:
+            self.analyser = Analyser(rate, self.bands)
+            if self._tap is not None:
+                self._tap.rate = rate  # (the recording resamples what it takes)
+
+    def _deliver(self, block: np.ndarray, arrived: float, count: int) -> None:
+        """From the backend's audio thread: a block whose last sample arrived at ``arrived`` (show clock)
+        and was the stream's ``count``-th. Never blocks: a full queue loses its oldest block, counted."""
+        item = (block, arrived, count)
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.counts.add("dropped_blocks")
+            try:
+                self._queue.get_nowait()
+                self._queue.put_nowait(item)
+            except (queue.Empty, queue.Full):
+                pass
+
+    # -- the analysis thread --
+
+    def _run(self) -> None:
+        handle = None
+        last_block = last_try = time.monotonic()
+        first = True
+        heard_at = None  # the show clock's reading for the latest analysed sample
+        last_kept = time.monotonic()
+        while not self._closed.is_set():
+            if handle is None and self.given_up is None and \
+                    time.monotonic() - last_try >= (0.0 if first else RETRY_EVERY):
+                last_try = time.monotonic()
+                try:
+                    if not first:
+                        self._rescan()
+                    handle = self._open()
+                    self.connected, last_block = True, time.monotonic()
+                    self._gone.clear()
+                    if not first:
+                        log.warning("audio input %s is back", self.device)
+                except Exception as exc:  # noqa: BLE001 — the backends' errors vary by host; the show goes on
+                    if first:
+                        log.warning("audio input %s: %s; the show runs without it and looks for it every %.0f s",
+                                    self.device, exc, RETRY_EVERY)
+                first = False
+            try:
+                block, arrived, count = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                block = None
+            now = time.monotonic()
+            if handle is not None and now - last_kept >= 1.0:
+                last_kept = now
+                self._maintain(handle)
+            if block is not None:
+                last_block = now
+                self.analyser.feed(block)
+                if self._tap is not None:
+                    self._tap.push(block)
+                # The analysis has heard up to the last whole hop: the samples left over came after it.
+                heard_at = self._clock.time_of(count - self.analyser.pending, arrived, count)
+            elif handle is None or self._gone.is_set() or now - last_block > LOST_AFTER:
+                if handle is not None:  # it stopped delivering: unplugged, or its server went
+                    self.losses += 1
+                    log.warning("audio input %s lost; the modulation eases to rest, and it is looked for every "
+                                "%.0f s", self.device, RETRY_EVERY)
+                    handle = self._let_go(handle)
+                    self.connected = False
+                    last_try = now
+                self.analyser.feed(np.zeros(int(0.05 * self.analyser.sample_rate), dtype=np.float32))  # silence
+                heard_at = now  # silence made up here is heard now
+            if heard_at is not None:
+                with self._lock:
+                    self._latest = replace(self.analyser.features(), clock=heard_at)
+        if handle is not None:
+            self._let_go(handle)
+
+    def _let_go(self, handle) -> None:
+        """Close the backend's handle on a thread of its own, waiting a second at most: a backend that
+        cannot let go of an input that vanished (PortAudio's JACK host, when the server dies) must not
+        take the analysis with it. It is then not looked for again (said once)."""
+        closer = threading.Thread(target=self._close, args=(handle,), name="ffvj audio close", daemon=True)
+        closer.start()
+        closer.join(1.0)
+        if closer.is_alive():
+            self.given_up = (f"{type(self).__name__} could not close the lost input {self.device}; it is not looked "
+                             "for again in this show" + (" (for JACK, --audio jack: recovers)"
+                                                         if isinstance(self, DeviceAudio) else ""))
+            log.error("%s", self.given_up)
+        return None
+
+    def features_at(self, now: float, wait: float = 0.0) -> AudioFeatures:
+        """The latest features (a live input runs on its own clock: there is no waiting for it)."""
+        with self._lock:
+            return self._latest
+
+    def status(self) -> str | None:
+        dropped = self.counts["dropped_blocks"]
+        parts = [] if self.connected else [f"audio {self.device} absent"]
+        return ", ".join(parts + [f"{dropped} audio blocks dropped"] * bool(dropped)) or None
+
+
+class DeviceAudio(LiveAudio):
+    """An input device through PortAudio (sounddevice): ALSA, CoreAudio, WASAPI, JACK's too. (PortAudio's
+    JACK host cannot let go of a server that died: close hangs and re-initialising aborts, measured with
+    jackd2 1.9.21; ``JackAudio`` reads JACK itself and survives it.)"""
+
+    def __init__(self, device: str, bands: int = 8, block: int = HOP):
+        try:
+            import sounddevice  # noqa: F401 (at start-up: a missing library is said now, not mid-show)
+        except (ImportError, OSError) as exc:
+            raise AudioError(f"--audio {device}: no PortAudio here ({exc}); {EXTRA}") from exc
+        super().__init__(device, bands)
+        self.block = block
 
     def _resolve(self):
         """The device index for ``device`` (an index, or part of a name), or raise AudioError."""
@@ -292,7 +428,6 @@ class DeviceAudio(AudioInput):
         channels = max(1, min(2, int(info["max_input_channels"])))
         stream_latency = [0.0]  # (set once the stream is open; read by the callback)
         received = [0]  # samples this stream has delivered, dropped ones included
-        self._clock = _SampleClock(rate)
 
         def callback(indata, frames, time_info, status):  # PortAudio's thread: copy, stamp and go
             block = indata.mean(axis=1) if indata.shape[1] > 1 else indata[:, 0].copy()
@@ -301,103 +436,108 @@ class DeviceAudio(AudioInput):
             lag = time_info.currentTime - time_info.inputBufferAdcTime - frames / rate \
                 if time_info.inputBufferAdcTime > 0 else stream_latency[0]
             received[0] += frames
-            item = (block, time.monotonic() - max(0.0, lag), received[0])
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                self.counts.add("dropped_blocks")
-                try:
-                    self._queue.get_nowait()
-                    self._queue.put_nowait(item)
-                except (queue.Empty, queue.Full):
-                    pass
+            self._deliver(block, time.monotonic() - max(0.0, lag), received[0])
 
         stream = sd.InputStream(device=index, channels=channels, samplerate=rate, blocksize=self.block,
-                                dtype="float32", callback=callback)
+                                dtype="float32", callback=callback, finished_callback=self._gone.set)
         stream_latency[0] = float(stream.latency)
+        self._started(rate)
         stream.start()
-        if self.analyser.sample_rate != rate:
-            self.analyser = Analyser(rate, self.bands)
-            if self._tap is not None:
-                self._tap.rate = rate  # (the recording resamples what it takes)
         log.info("audio input: %s (%d channel(s), %d Hz)", info["name"], channels, rate)
         return stream
 
-    def _run(self) -> None:
-        stream = None
-        last_block = last_try = time.monotonic()
-        first = True
-        heard_at = None  # the show clock's reading for the latest analysed sample
-        while not self._closed.is_set():
-            if stream is None and time.monotonic() - last_try >= (0.0 if first else RETRY_EVERY):
-                last_try = time.monotonic()
+    def _close(self, stream) -> None:
+        stream.abort()
+        stream.close()
+
+    def _rescan(self) -> None:
+        """Let PortAudio see the devices as they are now (one plugged back in): it lists them from its
+        initialisation, so sounddevice's own way to look again is to terminate and initialise it."""
+        import sounddevice as sd
+
+        sd._terminate()
+        sd._initialize()
+
+
+class JackAudio(LiveAudio):
+    """JACK itself, through JACK-Client: ``jack:`` (the physical capture ports) or ``jack:PORT,PORT...``
+    (any output ports, e.g. a player's). A client "ffvj" with one input port ``in``; when the server
+    shuts down it is closed and a new one made once the server is back."""
+
+    def __init__(self, spec: str, bands: int = 8):
+        try:
+            import jack  # noqa: F401
+        except (ImportError, OSError) as exc:
+            raise AudioError(f"--audio jack: needs JACK-Client ({exc}): pip install JACK-Client") from exc
+        super().__init__(spec or "jack", bands)
+        self.sources = [p for p in spec.split(",") if p] if spec else []
+
+    def _open(self):
+        import jack
+
+        client = jack.Client("ffvj", no_start_server=True)
+        port = client.inports.register("in")
+        rate = client.samplerate
+        received = [0]
+
+        @client.set_process_callback
+        def process(frames):  # JACK's thread: copy, stamp and go
+            received[0] += frames
+            # This cycle's input ends at the cycle's start, on the show's clock.
+            self._deliver(port.get_array().copy(), time.monotonic() - client.frames_since_cycle_start / rate,
+                          received[0])
+
+        client.set_shutdown_callback(lambda status, reason: self._gone.set())
+        self._started(rate)
+        client.activate()
+        log.info("audio input: JACK client %s at %d Hz, %s", client.name, rate,
+                 f"hearing {', '.join(self.sources)} (as they appear)" if self.sources else "hearing the capture ports")
+        self._maintain(client)
+        return client
+
+    def _maintain(self, client) -> None:
+        """Connect the sources asked for (or the physical capture ports) that are there and not yet
+        connected: a player started after ffvj, or again after the server came back."""
+        import jack
+
+        port = client.inports[0]
+        have = {p.name for p in client.get_all_connections(port)}
+        wanted = self.sources or [p.name for p in client.get_ports(is_physical=True, is_output=True, is_audio=True)]
+        present = {p.name for p in client.get_ports(is_output=True, is_audio=True)}
+        for source in wanted:
+            if source in present and source not in have:
                 try:
-                    stream = self._open()
-                    self.connected, last_block = True, time.monotonic()
-                    if not first:
-                        log.warning("audio input %s is back", self.device)
-                except Exception as exc:  # noqa: BLE001 — PortAudio's errors vary by host; the show goes on
-                    if first:
-                        log.warning("audio input %s: %s; the show runs without it and looks for it every %.0f s",
-                                    self.device, exc, RETRY_EVERY)
-                first = False
-            try:
-                block, arrived, count = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                block = None
-            now = time.monotonic()
-            if block is not None:
-                last_block = now
-                self.analyser.feed(block)
-                if self._tap is not None:
-                    self._tap.push(block)
-                # The analysis has heard up to the last whole hop: the samples left over came after it.
-                heard_at = self._clock.time_of(count - self.analyser.pending, arrived, count)
-            elif stream is None or now - last_block > LOST_AFTER:
-                if stream is not None:  # it stopped delivering: unplugged, or its server went
-                    self.losses += 1
-                    log.warning("audio input %s lost; the modulation eases to rest, and it is looked for every "
-                                "%.0f s", self.device, RETRY_EVERY)
-                    stream = self._close_stream(stream)
-                    self.connected = False
-                    last_try = now
-                self.analyser.feed(np.zeros(int(0.05 * self.analyser.sample_rate), dtype=np.float32))  # silence
-                heard_at = now  # silence made up here is heard now
-            if heard_at is not None:
-                with self._lock:
-                    self._latest = replace(self.analyser.features(), clock=heard_at)
-        self._close_stream(stream)
+                    client.connect(source, port)
+                except jack.JackError as exc:
+                    self._warn.warning(f"connect:{source}", "audio input jack: cannot connect %s (%s)", source, exc)
 
-    @staticmethod
-    def _close_stream(stream):
-        if stream is not None:
-            try:
-                stream.abort()
-                stream.close()
-            except Exception:  # noqa: BLE001 — a device already gone may fail to close; nothing to save
-                pass
-        return None
-
-    def features_at(self, now: float, wait: float = 0.0) -> AudioFeatures:
-        """The latest features (a device runs on its own clock: there is no waiting for it)."""
-        with self._lock:
-            return self._latest
-
-    def status(self) -> str | None:
-        dropped = self.counts["dropped_blocks"]
-        parts = [] if self.connected else [f"audio {self.device} absent"]
-        return ", ".join(parts + [f"{dropped} audio blocks dropped"] * bool(dropped)) or None
+    def _close(self, client) -> None:
+        if not self._gone.is_set():  # (after the server shut down there is nothing to deactivate: just close)
+            client.deactivate()
+        client.close()
 
 
 def list_inputs() -> list[str]:
-    """PortAudio's input devices, as ``ffvj devices`` prints them ('' when PortAudio is not here)."""
+    """The inputs ``--audio`` can name, as ``ffvj devices`` prints them: PortAudio's input devices, and a
+    running JACK server's output ports (``jack:PORT``). Empty where neither library is here."""
+    found = []
     try:
         import sounddevice as sd
 
-        return [f"{i}: {d['name']} ({d['max_input_channels']} in, {int(d['default_samplerate'])} Hz)"
-                for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+        found += [f"{i}: {d['name']} ({d['max_input_channels']} in, {int(d['default_samplerate'])} Hz)"
+                  for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
     except (ImportError, OSError):
-        return []
+        pass
+    try:
+        import jack
+    except (ImportError, OSError):
+        return found
+    try:
+        with jack.Client("ffvj-devices", no_start_server=True) as client:
+            found += [f"jack:{p.name}" for p in client.get_ports(is_output=True, is_audio=True)]
+    except jack.JackError:
+        pass  # no JACK server running
+    return found
 
 
 class _SampleClock:

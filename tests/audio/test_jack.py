@@ -118,3 +118,81 @@ def test_through_jack_the_hits_of_a_drum_clip_are_heard(jack_audio_server, tmp_p
             heard.setdefault(audio_time, t)
     recall, false = match_onsets(sorted(heard.values()), sent)
     assert recall >= 0.95 and false <= 0.05, (recall, false, len(heard), len(sent))
+
+
+TONE = """
+import sys, time, jack, numpy as np
+client = jack.Client("tone", no_start_server=True)
+out = client.outports.register("out")
+done = [0]
+
+@client.set_process_callback
+def process(frames):
+    t = (np.arange(frames) + done[0]) / client.samplerate
+    done[0] += frames
+    out.get_array()[:] = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+
+with client:
+    print("playing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_jack_server_that_goes_away_mid_show_eases_the_music_to_rest_and_is_heard_again_when_back(
+        tmp_path, caplog, monkeypatch):
+    """``--audio jack:tone:out``: the server killed under a live input, then started again with the player."""
+    import logging
+    import shutil
+
+    pytest.importorskip("jack")
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd not installed (Debian: apt-get install jackd2)")
+    from ffvj.audio.inputs import open_audio
+    from tests.helpers import wait_until
+
+    # One name on every run: the server dies by SIGKILL (a crash, as on stage), which leaves its entry in
+    # JACK's shared registry (a handful of slots); a server of the same name takes a dead one's entry over.
+    name = "ffvj-test-unplug"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+
+    def server_and_player():
+        log_file = open(tmp_path / "jackd.log", "a")
+        server = subprocess.Popen(["jackd", "-n", name, "-t", "10000", "-d", "dummy", "-r", "48000", "-p", "256"],
+                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        player = None
+        for _ in range(40):  # the server takes a moment; the player retries until it answers
+            player = subprocess.Popen([sys.executable, "-c", TONE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            if player.stdout.readline().strip() == "playing":
+                return server, player
+            error = player.communicate()[1]
+            time.sleep(0.25)
+        server.kill()
+        pytest.skip(f"jackd did not come up: {(tmp_path / 'jackd.log').read_text()[-600:]}; the player: {error[-600:]}")
+
+    import time
+
+    server, player = server_and_player()
+    audio = open_audio("jack:tone:out")
+    try:
+        with caplog.at_level(logging.INFO, logger="ffvj.audio.inputs"):
+            audio.start(time.monotonic())
+            wait_until(lambda: audio.features_at(time.monotonic()).active, 20, what="the tone heard")
+            for proc in (player, server):
+                proc.kill()
+                proc.wait(10)
+            lost = time.monotonic()
+            wait_until(lambda: not audio.features_at(time.monotonic()).active, 5, what="the loss noticed")
+            wait_until(lambda: audio.features_at(time.monotonic()).level < 0.01, 5, what="the level at rest")
+            assert time.monotonic() - lost < 4.0
+            assert "absent" in audio.status()
+            server, player = server_and_player()
+            wait_until(lambda: audio.features_at(time.monotonic()).active, 20, what="the tone heard again")
+        said = [r.getMessage() for r in caplog.records]
+        assert any("lost" in m for m in said) and any("is back" in m for m in said)
+    finally:
+        audio.close()
+        for proc in (player, server):
+            proc.kill()
+            proc.wait(10)
