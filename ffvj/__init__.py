@@ -9,7 +9,8 @@ Command line::
              [--osc-port 9000 --osc-host H --osc-feedback HOST:PORT] [--midi NAME --midi-mapping M]
              [--web-port 9020 --web-host H --web-token T | --no-web]
              [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off] [--threads N]
-    ffvj devices                     cameras, MIDI ports, torch devices, outputs usable here
+             [--audio file:PATH|DEVICE|jack:[PORT,...] [--audio-bands N]] [--link]
+    ffvj devices                     cameras, audio inputs, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
     ffvj actions [--json]            every action: OSC address and arguments, MIDI target
     ffvj touchosc OUT.tosc           TouchOSC layout for every parameter and action
@@ -29,7 +30,11 @@ Sinks: ``file:PATH.mp4``, ``virtualcam``, ``ndi[:NAME]``, ``window``, ``syphon``
 ``lN:SPEC`` sends feature level N as a picture (its principal components) through any of them.
 The picture the sinks get: ``grade.*`` (the output's colour grade), then the flash limiter.
 Layer amplification (DeepDream in the loop): ``lN.amplify`` > 0, shared ``amplify.*`` knobs.
-Mid-show model switch: ``/ffvj/model s f`` (bundled names, ``ffvj model list``), crossfaded.
+Mid-show model switch: ``/ffvj/model s f [f quantum]`` (bundled names, ``ffvj model list``), crossfaded.
+Music (docs/MUSIC.md): ``audio<k>.target/feature/depth/curve/smooth`` move any parameter with a feature
+(level, bass, mid, high, onset, beat, bandN); ``audio.on_onset``/``on_beat`` fire actions; readings
+``/ffvj/audio/*``, ``/ffvj/tempo/bar`` are read-only. Tempo precedence: Link, MIDI clock, audio beat, tap.
+Quantised changes: a last ``quantum`` argument (beats) or ``tempo.quantum``; ``tempo.lookahead`` seconds.
 The web page: http://127.0.0.1:9020/ (every parameter and action, the live picture, the status);
 OSCQuery's WebSocket LISTENs: ``{"COMMAND": "LISTEN", "DATA": "/ffvj/l0/zoom"}``.
 Bounds on everything a client sends (OSC, OSCQuery, MIDI, the page): docs/RELIABILITY.md.
@@ -61,9 +66,11 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     engine/    Δ_φ: delta (the formula and its reference), amplify, engine, kernels, grade, flashes, pixfmt,
                device
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
-    control/   params (the one registry), actions (the one table), controls, presets, snapshots, tempo,
-               modulation, models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc,
-               midi/
+    audio/     the music: inputs (a file in step with the frames, PortAudio, JACK; a tap for recordings),
+               analysis (levels, onsets, tempo and beat)
+    control/   params (the one registry), actions (the one table), readings (the read-only figures),
+               controls, presets, snapshots, tempo, link (Ableton Link), modulation (LFOs, audio slots),
+               models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc, midi/
     web/       the web page: server (aiohttp, one WebSocket a page), layout (from the registry and the
                actions), preview (JPEG off the render loop), page/ (HTML, CSS, JavaScript)
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour, texture, grid),

@@ -57,6 +57,7 @@ class BenchConfig:
     web_pages: int = 1  # pages reading the web page's socket during a second live run (0: no such run)
     web_stalled: int = 0  # pages that connect and never read, beside them
     live_seconds: float = 60.0  # the live show beside the competing encoder, after it settled (see _live_contended)
+    audio: str | None = None  # the end-to-end shows hear this (as ``--audio``): what hearing music costs the show
 
 
 def _sync(device: torch.device) -> None:
@@ -132,7 +133,7 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
     frames = max(60, cfg.frames)
     common = dict(width=cfg.width, height=cfg.height, fps=30, frames=frames, model=cfg.model, device=str(device),
                   pace="offline", status_interval=1e9, compile=cfg.compile, precision=cfg.precision,
-                  settings=dict(cfg.settings))
+                  settings=dict(cfg.settings), audio=cfg.audio)
     out = {}
     out["generator_null_fps"] = round(run(RunConfig(source="generator", sinks=["null"], **common)).fps, 1)
     out["generator_file_fps"] = round(run(RunConfig(source="generator", sinks=[f"file:{tmp / 'g.mp4'}"],
@@ -372,6 +373,21 @@ def _with_preset(cfg: BenchConfig) -> BenchConfig:
 
 
 @torch.no_grad()
+def _audio_analysis(seconds: float = 10.0) -> dict:
+    """What the music's analysis costs: CPU time of its thread's work (``audio.analysis.Analyser``) on
+    ``seconds`` of a noisy signal fed in 256-sample blocks, as a share of one core."""
+    from .audio.analysis import SAMPLE_RATE, Analyser
+
+    rng = np.random.default_rng(0)
+    samples = (rng.standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
+    analyser = Analyser()
+    t = time.process_time()
+    for i in range(0, len(samples), 256):
+        analyser.feed(samples[i:i + 256])
+    cpu = time.process_time() - t
+    return {"seconds": seconds, "cpu_s": round(cpu, 3), "core_percent": round(100 * cpu / seconds, 2)}
+
+
 def bench(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -466,9 +482,11 @@ def bench(cfg: BenchConfig) -> dict:
         if best is not None:
             contended["of_quiet"] = round(best / eng["fps"], 2)
         result["contended"] = contended
+    result["audio_analysis"] = _audio_analysis()
     if cfg.end_to_end:
         with tempfile.TemporaryDirectory() as tmp:
             result["end_to_end"] = _end_to_end(cfg, device, Path(tmp))
+            result["end_to_end"]["audio"] = cfg.audio
         if cfg.contended and device.type == "cpu" and torch.get_num_threads() > 1 and cfg.live_seconds > 0:
             result["live_contended"] = _live_contended(cfg, device)
     result["peak_memory_mb"] = round(
@@ -537,6 +555,10 @@ def format_report(r: dict) -> str:
                      f"{lc['one_thread_quiet_fps']} fps); steps {lc['step_median_ms']} ms median, p99 "
                      f"{lc['step_p99_ms']} ms ({lc['p99_over_one_thread_median']}× the 1-thread median "
                      f"{lc['one_thread_median_ms']} ms), max {lc['step_max_ms']} ms; tuned to {lc['threads']} thread(s)")
+    a = r.get("audio_analysis")
+    if a:
+        lines.append(f"audio analysis {a['core_percent']}% of one core ({a['cpu_s']} s of CPU for {a['seconds']:g} s "
+                     f"of sound){'; the shows above heard ' + r['end_to_end']['audio'] if r.get('end_to_end', {}).get('audio') else ''}")
     lines.append(f"peak memory {r['peak_memory_mb']} MB ({r['peak_memory_kind']}); engine start-up {r['startup_s']} s")
     return "\n".join(lines)
 

@@ -803,6 +803,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-contended", action="store_true",
                    help="skip the run beside a competing encoder (one x264 thread, as OBS runs during a show)")
     p.add_argument("--preset", metavar="NAME", help="time this look (a factory or saved preset, on its model)")
+    p.add_argument("--audio", metavar="SPEC", default=None,
+                   help="the end-to-end shows hear this (file:PATH, a device): what hearing music costs")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter for every run (see 'ffvj params'), e.g. l0.amplify=0.06; repeatable")
     p.add_argument("--web-pages", type=int, default=d.web_pages,
@@ -826,7 +828,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       frames=args.frames, compile=args.compile, end_to_end=not args.no_end_to_end,
                       precision=args.precision, fps=args.fps, contended=not args.no_contended,
                       settings=dict(map(_parse_setting, args.set)), preset=args.preset, web_pages=args.web_pages,
-                      web_stalled=args.web_stalled, live_seconds=args.live_seconds)
+                      web_stalled=args.web_stalled, live_seconds=args.live_seconds, audio=args.audio)
     logging.getLogger("ffvj.show").setLevel(logging.WARNING)  # the end-to-end runs' status lines
     keep_freed_host_memory()  # as ffvj run does: the bench measures what a show gets
     use_cpu_threads(args.threads)

@@ -174,27 +174,35 @@ class Analyser:
         """Seconds of audio analysed (the end of the last whole hop)."""
         return self._hops * self.hop_seconds
 
-    def feed(self, samples) -> int:
-        """Analyse ``samples`` (mono, float, −1..1; any length). Returns the hops completed."""
+    def feed(self, samples, each_hop=None) -> int:
+        """Analyse ``samples`` (mono, float, −1..1; any length). Returns the hops completed. ``each_hop()``,
+        if given, is called after every hop (a file's input keeps every hop's features)."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(samples)):
             samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)  # a broken driver: silence, not NaN
         data = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         hops = len(data) // HOP
-        for i in range(hops):
-            self._hop(data[i * HOP:(i + 1) * HOP])
+        if hops:
+            # Every hop's spectrum at once (the Python per hop is what a busy show feels, not the FFTs):
+            # the windows end at each hop's last sample and reach back FRAME samples.
+            signal = np.concatenate([self._buffer[HOP:], data[:hops * HOP]])
+            frames = np.lib.stride_tricks.sliding_window_view(signal, FRAME)[::HOP]
+            spectrum = np.fft.rfft(frames * self._window, axis=1)
+            power = spectrum.real ** 2 + spectrum.imag ** 2
+            # Levels: every band, bass/mid/high and the whole, in dBFS; log magnitudes for the flux.
+            band_power = np.concatenate([power @ self._groups.T, power @ self._level_row.T], axis=1)
+            db = 10.0 * np.log10(band_power / self._full_scale + 1e-12)
+            magnitude = np.log1p(np.sqrt(power) * (1000.0 / self._window.sum()))
+            self._buffer = signal[-FRAME:].copy()
+            for i in range(hops):
+                self._hop(db[i], magnitude[i])
+                if each_hop is not None:
+                    each_hop()
         self._pending = data[hops * HOP:].copy()
         return hops
 
-    def _hop(self, hop: np.ndarray) -> None:
-        self._buffer[:-HOP] = self._buffer[HOP:]
-        self._buffer[-HOP:] = hop
+    def _hop(self, db: np.ndarray, magnitude: np.ndarray) -> None:
         self._hops += 1
-        spectrum = np.fft.rfft(self._buffer * self._window)
-        power = spectrum.real ** 2 + spectrum.imag ** 2
-        # Levels: every band, bass/mid/high and the whole, in dBFS, through the envelopes.
-        band_power = np.concatenate([self._groups @ power, self._level_row @ power])
-        db = 10.0 * np.log10(band_power / self._full_scale + 1e-12)
         env = self._envelope.step(db)
         loud = env[-1] > GATE_DB
         if loud:  # (silence does not drag the average down: the music's level is what it is compared with)
@@ -206,7 +214,6 @@ class Analyser:
         gate = self._gate.step(np.array([1.0 if loud else 0.0]))[0]
         self._levels = np.clip(0.5 + (env - avg) / RANGE_DB, 0.0, 1.0) * gate
         # Onsets: spectral flux of the log magnitude.
-        magnitude = np.log1p(np.sqrt(power) * (1000.0 / self._window.sum()))
         # Two fluxes: over every bin for onsets (a hi-hat is an onset as much as a kick), and each band's mean
         # rise, the bands weighted alike, for the tempo (a kick moves a few low bins, a hi-hat hundreds: the
         # beat is in the kick).
@@ -234,7 +241,8 @@ class Analyser:
         self._peak = (flux, previous)
         self._onset_pulse *= math.exp(-self.hop_seconds / max(self.release, 1e-3))
         span = int(round(ONSET_MEDIAN / self.hop_seconds))
-        threshold = float(np.median(self._flux[-span - 2:-2])) + ONSET_MARGIN * self._flux_mean
+        recent = self._flux[-span - 2:-2]
+        threshold = float(np.partition(recent, len(recent) // 2)[len(recent) // 2]) + ONSET_MARGIN * self._flux_mean
         # (the gate on this hop's own level, not its envelope: a short, quiet click is still an onset)
         heard, self._heard = self._heard, bool(db[-1] > GATE_DB)
         if previous > before and previous >= flux and previous > threshold and (heard or self._heard):

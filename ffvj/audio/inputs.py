@@ -198,27 +198,32 @@ class FileAudio(AudioInput):
 
     def _run(self) -> None:
         keep = int((AHEAD + 2.0) * SAMPLE_RATE / HOP)  # hops of features kept (behind the show and ahead)
+        chunk = 16 * HOP  # analysed 16 hops at a time (one FFT call for all), every hop's features kept
         pending = np.zeros(0, dtype=np.float32)
+
+        def keep_hop():
+            features = self.analyser.features()
+            with self._cond:
+                self._times.append(features.time)
+                self._features.append(features)
+                while len(self._times) > keep:
+                    self._times.popleft()
+                    self._features.popleft()
+
         for block in self._samples():
             pending = np.concatenate([pending, block])
-            while len(pending) >= HOP:
+            while len(pending) >= chunk:
                 with self._cond:
                     while self._analysed > self._wanted + AHEAD and not self._closed.is_set():
                         self._cond.wait(0.1)
                 if self._closed.is_set():
                     return
-                self.analyser.feed(pending[:HOP])
+                self.analyser.feed(pending[:chunk], keep_hop)
                 if self._tap is not None:
-                    self._tap.push(pending[:HOP])
-                pending = pending[HOP:]
-                features = self.analyser.features()
+                    self._tap.push(pending[:chunk])
+                pending = pending[chunk:]
                 with self._cond:
-                    self._times.append(features.time)
-                    self._features.append(features)
-                    while len(self._times) > keep:
-                        self._times.popleft()
-                        self._features.popleft()
-                    self._analysed = features.time
+                    self._analysed = self.analyser.time
                     self._cond.notify_all()
 
     def features_at(self, now: float, wait: float = WAIT) -> AudioFeatures:

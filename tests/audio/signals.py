@@ -81,3 +81,35 @@ def match_onsets(found, truth, tolerance: float = 0.05) -> tuple[float, float]:
             used.add(j)
             matched += 1
     return matched / len(truth), (len(found) - matched) / max(len(found), 1)
+
+
+def music(seconds: float = 24.0, rate: int = RATE) -> np.ndarray:
+    """A short piece at 120 BPM for the demo (docs/MUSIC.md): the drum clip, a sawtooth bassline in eighths
+    from 4 s (F F A♭ E♭, a bar each) and a minor pad swelling in from 8 s."""
+    drums, _ = drum_clip(seconds, bpm=120, seed=21, rate=rate)
+    t = np.arange(len(drums)) / rate
+    notes = (41, 41, 44, 39)  # MIDI note numbers
+    bass = np.zeros_like(drums)
+    for k in range(int(seconds * 4)):
+        start = k * 0.25 + 0.1
+        i, n = int(start * rate), int(0.22 * rate)
+        f = 440 * 2 ** ((notes[int(start / 2) % 4] - 69) / 12)
+        tt = np.arange(n) / rate
+        bass[i:i + n] += ((2 * ((tt * f) % 1) - 1) * np.exp(-tt / 0.12) * 0.25)[:len(bass) - i]
+    pad = np.zeros_like(drums)
+    for bar in range(int(seconds / 2)):
+        i, n = int((bar * 2 + 0.1) * rate), int(2 * rate)
+        tt = np.arange(n) / rate
+        for semitones in (0, 3, 7):
+            f = 440 * 2 ** ((notes[bar % 4] + 12 + semitones - 69) / 12)
+            pad[i:i + n] += (np.sin(2 * np.pi * f * tt) * np.sin(np.pi * tt / 2) ** 2 * 0.06)[:len(pad) - i]
+    mix = drums + bass * np.clip((t - 4) / 0.1, 0, 1) + pad * np.clip((t - 8) / 8, 0, 1)
+    return np.clip(mix * 0.8, -1, 1).astype(np.float32)
+
+
+if __name__ == "__main__":  # python -m tests.audio.signals music OUT.wav  (the demo's track)
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "music":
+        sys.exit("usage: python -m tests.audio.signals music OUT.wav")
+    write_wav(sys.argv[2], music())
