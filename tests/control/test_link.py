@@ -37,10 +37,15 @@ from ffvj.show import RunConfig, run
 peer = subprocess.Popen([sys.executable, "-c", sys.argv[1], "9"], stdout=subprocess.PIPE, text=True)
 controls = Controls.for_levels(3)
 frames, fired = [], {}
-def on_frame(slot, picture, source, engine):
-    now = time.monotonic()
+loop_frame = controls.frame
+def frame(engine, dt, now, services=()):  # the loop's own clock reading: when a change takes effect
+    phi = loop_frame(engine, dt, now, services)
     frames.append({"t": now, "bpm": controls.tempo.bpm, "source": controls.tempo.source,
                    "morphing": controls.presets.morphing})
+    return phi
+controls.frame = frame
+def on_frame(slot, picture, source, engine):
+    now = time.monotonic()
     if "recall" not in fired and now - frames[0]["t"] > 5.0:
         fired["recall"] = now
         bar = math.floor(controls.link.read(now)[1] / 4 + 1) * 4
