@@ -12,15 +12,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]  # the checkout: mappings/, presets/, models/ are data folders here
 
 
-def wait_until(pred, timeout: float = 15.0, what: str | None = None, interval: float = 0.02) -> bool:
-    """Poll ``pred`` until it holds or ``timeout`` seconds pass, and return whether it held. Tests wait
-    (generously) instead of sleeping, because two loaded cores can stall any thread for a while. With
-    ``what``, a timeout fails the test, naming what it waited for."""
+def wait_until(pred, timeout: float = 15.0, what: str = "the condition", interval: float = 0.02) -> None:
+    """Poll ``pred`` until it holds; past ``timeout`` seconds, fail the test naming ``what`` it waited for.
+    Tests wait (generously) instead of sleeping, because two loaded cores can stall any thread for a
+    while. It raises rather than returns a verdict, so a forgotten ``assert`` cannot make a test that
+    never fails; ``poll_until`` is for a test that does something of its own when the wait runs out."""
+    if not poll_until(pred, timeout, interval):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def poll_until(pred, timeout: float = 15.0, interval: float = 0.02) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass; whether it held (the caller decides)."""
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
-            if what is not None:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             return bool(pred())
         time.sleep(interval)
     return True

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import poll_until, wait_until
 
 JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
 
@@ -68,7 +68,7 @@ def _jack_server(tmp_path_factory, realtime: bool = False):
                                timeout=30)
             up = r.returncode == 0 and "available" in r.stdout
         else:
-            up = wait_until(lambda: proc.poll() is None and "JACK server starting" in logfile.read_text(), 20)
+            up = poll_until(lambda: proc.poll() is None and "JACK server starting" in logfile.read_text(), 20)
         if not up or proc.poll() is not None:
             pytest.skip(f"jackd did not come up: {logfile.read_text()[-500:]}")
         old = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}

@@ -415,7 +415,7 @@ def test_a_library_run_gets_the_surfaces_its_config_asks_for():
             client.send_message("/ffvj/snapshot/store", 5)
             time.sleep(0.2)
         assert controls.store.get("l2.rotate") == 3.0
-        assert wait_until(lambda: 5 in controls.snapshots.occupied(), what="the snapshot stored by the loop")
+        wait_until(lambda: 5 in controls.snapshots.occupied(), what="the snapshot stored by the loop")
     finally:
         stop.set()
         show.join(30)

@@ -222,7 +222,7 @@ def test_actions_that_fail_are_counted_for_the_status_line(tmp_path):
         states = []
 
     controls.frame(Engine(), 1 / 30, 0.0)
-    assert wait_until(lambda: controls.failed_actions == 2, 10)
+    wait_until(lambda: controls.failed_actions == 2, 10)
     assert controls.status() == "2 actions failed"
     controls.close()
 

