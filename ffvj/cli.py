@@ -349,6 +349,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--presets-dir", default=None, metavar="DIR", help="where presets live (default: ~/.config/ffvj/presets)")
     p.add_argument("--preset", default=None, metavar="NAME", help="recall this preset at start")
+    p.add_argument("--snapshots", default=None, metavar="FILE",
+                   help="keep the 8 snapshot slots in FILE: loaded at start when it exists, saved on every store "
+                        "and at the end (safetensors, written atomically)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a parameter at start (see 'ffvj params'); repeatable")
     p.add_argument("--audio", default=None, metavar="SPEC",
@@ -482,7 +485,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               **({"output.flash_limit": args.flash_limit == "on"} if args.flash_limit else {})},
                     compile=args.compile, device_formats=args.device_formats, precision=args.precision,
                     threads=args.threads, osc=osc, midi=midi, web=web, audio=args.audio, audio_bands=args.audio_bands,
-                    link=args.link)
+                    link=args.link, snapshots=args.snapshots)
     stop = threading.Event()
     stats = RunStats()  # filled by the show; the stop watchdog reads whether its render loop has ended
 

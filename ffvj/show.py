@@ -36,6 +36,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -109,6 +110,7 @@ class RunConfig:
     # Music: "file:PATH" (analysed in step with the frames) or a PortAudio input device; None: no audio.
     audio: str | None = None
     audio_bands: int = 8
+    snapshots: str | None = None  # the snapshot slots' file: loaded at the start, saved on every store and at the end
     link: bool = False  # join an Ableton Link session (pip install 'ffvj[link]'; a live show only)
     status_interval: float = 2.0
 
@@ -252,6 +254,12 @@ class _Show:
         self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
                                      compile=cfg.compile, precision=cfg.precision, scales=checkpoint.scales(card),
                                      views=checkpoint.views(card))
+        if cfg.snapshots and controls.snapshots is not None:
+            controls.snapshots_file = cfg.snapshots
+            if Path(cfg.snapshots).expanduser().exists():
+                controls.snapshots.load(cfg.snapshots, self.engine)  # a bad file: one line, at start-up
+            # At the end (before the file worker is closed: callbacks run last first) the slots are saved.
+            stack.callback(controls.save_snapshots)
         if controls.models is None:  # the model action: bundled models, loaded on this show's device
             controls.models = ModelSwitcher(model.levels, str(device))
         if controls.models.current is None:  # what the show started on (the web page shows it)
@@ -443,7 +451,9 @@ class _Show:
         figures["target_fps"] = self.cfg.fps
         figures["bpm"] = round(self.controls.tempo.bpm, 1)
         figures["tempo_source"] = self.controls.tempo.source
-        figures["waiting"] = self.controls.waiting()  # quantised changes and the beat each starts on
+        figures["waiting"] = self.controls.waiting()
+        if self.controls.snapshots is not None:
+            figures["snapshots"] = {"slots": self.controls.snapshots.occupied(), "file": self.controls.snapshots_file}  # quantised changes and the beat each starts on
         if self.controls.link is not None:
             figures["link_peers"] = self.controls.link.peers
         heard = self.controls.heard

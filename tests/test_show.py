@@ -1,6 +1,7 @@
 """The show end to end: real clips made by ffmpeg, real H.264 files read back, real signals."""
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 import av
 import numpy as np
 import pytest
+import torch
 
 from ffvj.control.controls import Controls
 from ffvj.control.service import Service
@@ -642,3 +644,32 @@ def test_a_live_show_far_below_its_rate_says_so(caplog):
         run(RunConfig(source="sleepy", sinks=["null"], width=64, height=48, fps=60, pace="realtime",
                       status_interval=0.5), stop=stop)
     assert "of the 60 frames a second asked for" in caplog.text and "smaller --size" in caplog.text
+
+
+def test_the_snapshot_slots_outlive_the_show(tmp_path):
+    """--snapshots FILE: stored slots are written (atomically, off the loop) and the next show starts with
+    them; a file that is not one fails at start-up in one line."""
+    from ffvj.control.controls import Controls
+
+    path = tmp_path / "slots.safetensors"
+    controls = Controls.for_levels(3)
+
+    def on_frame(slot, picture, source, engine):
+        if slot == 10:
+            controls.fire("snapshot.store", 2)
+        if slot == 20:
+            controls.fire("snapshot.store", 5)
+
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=30, snapshots=str(path),
+                  status_interval=math.inf), controls=controls, on_frame=on_frame)
+    assert path.is_file() and not list(tmp_path.glob(".slots*"))  # no temporary file left behind
+    stored = [s.clone() for s in controls.snapshots.get(5)]
+    again = Controls.for_levels(3)
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=2, snapshots=str(path),
+                  status_interval=math.inf), controls=again)
+    assert again.snapshots.occupied() == [2, 5]
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(again.snapshots.get(5), stored))
+    path.write_bytes(b"not a snapshot file")
+    with pytest.raises(StartupError, match="not a snapshot file"):
+        run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=2, snapshots=str(path),
+                      status_interval=math.inf))

@@ -227,7 +227,10 @@ def _preset_save(controls, engine, name: str) -> bool:
 
 def _snapshot_store(controls, engine, slot: int) -> bool:
     bank = _bank(controls, "snapshots")
-    return bank is not None and bank.store(engine, slot)
+    stored = bank is not None and bank.store(engine, slot)
+    if stored and controls.snapshots_file is not None:  # the slots outlive the show: written off the loop
+        controls.save_snapshots()
+    return stored
 
 
 def _snapshot_recall(controls, engine, slot: int, seconds: float) -> bool:

@@ -47,6 +47,7 @@ class Controls:
     models: ModelSwitcher | None = None  # the ``model`` action's (the show sets it)
     audio: object | None = None  # an audio.inputs.AudioInput, set where the show hears music
     link: object | None = None  # a link.LinkClock, set where the show is in an Ableton Link session
+    snapshots_file: str | None = None  # where the snapshot slots are kept between shows (--snapshots)
 
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
@@ -132,6 +133,18 @@ class Controls:
             self._readings[name] = value
             for svc in services:
                 self._guarded("feedback", svc.report, name, value)
+
+    def save_snapshots(self) -> None:
+        """Write the snapshot slots to ``snapshots_file``: copied here (the render loop), written on the
+        file worker (atomically: a crash mid-write keeps the last whole file)."""
+        tensors = self.snapshots.snapshot_for_saving()
+        self._file_worker().submit(self._write_snapshots, tensors)
+
+    def _write_snapshots(self, tensors) -> None:
+        try:
+            self.snapshots.write(self.snapshots_file, tensors)
+        except OSError as exc:
+            self._warn.warning("snapshots", "the snapshots could not be saved to %s: %s", self.snapshots_file, exc)
 
     def _run(self, action, args, engine) -> None:
         if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)

@@ -2,12 +2,20 @@
 and later jumps or crossfades back to it while the feedback keeps running. Render thread only.
 
 The calls a show makes (``store``, ``recall``, ``update``) log problems rate-limited and carry on.
+
+The slots outlive the show (``ffvj run --snapshots FILE``): ``save`` writes them as safetensors (plain
+tensors, never a pickle), atomically (a temporary file renamed over the old one: a crash mid-write keeps
+the last whole file), and ``load`` reads them back at the start. The show saves after every store (the
+file written on its file worker, off the render loop) and when it ends.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -72,3 +80,56 @@ class SnapshotBank:
             return False
         engine.crossfade_to(states, seconds if math.isfinite(seconds) else 0.0)
         return True
+
+    # -- the slots on disk --
+
+    def snapshot_for_saving(self) -> dict[str, torch.Tensor]:
+        """The occupied slots as CPU tensors, ``slot<N>.level<L>`` (called on the render loop: the copies
+        are what the file worker then writes, whatever the loop stores meanwhile)."""
+        return {f"slot{n}.level{lvl}": state.detach().float().cpu().contiguous()
+                for n, states in enumerate(self._states) if states is not None for lvl, state in enumerate(states)}
+
+    @staticmethod
+    def write(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+        """Write ``tensors`` (``snapshot_for_saving``'s) to ``path`` atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"format": "ffvj snapshots", "version": "1"})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def save(self, path: str | Path) -> None:
+        self.write(path, self.snapshot_for_saving())
+
+    def load(self, path: str | Path, engine) -> list[int]:
+        """Fill the slots from ``path`` (every slot it holds; slots it lacks are left as they are). Raises
+        ValueError naming the file for one that is not a snapshot file; a slot made for another model or
+        size is skipped, said. Returns the slots filled."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path).expanduser()
+        try:
+            tensors = load_file(str(path), device=str(engine.states[0].device))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"--snapshots {path}: not a snapshot file ffvj can read ({exc}); move it away or "
+                             "name another file") from None
+        filled = []
+        for n in range(self.slots):
+            states = [tensors.get(f"slot{n}.level{lvl}") for lvl in range(len(engine.states))]
+            if all(s is None for s in states):
+                continue
+            if any(s is None or s.shape != e.shape for s, e in zip(states, engine.states)):
+                log.warning("snapshot %d in %s is for another model or size: skipped", n, path)
+                continue
+            self._states[n] = [s.to(e.dtype) for s, e in zip(states, engine.states)]
+            filled.append(n)
+        log.info("snapshots %s loaded from %s", filled, path)
+        return filled

@@ -262,6 +262,7 @@ const STATUS_ROWS = [
   ["tempo", s => `${s.bpm} bpm · ${s.tempo_source ?? "internal"}` + (s.link_peers !== undefined ? ` · Link, ${s.link_peers} peers` : "")],
   ["waiting", s => Object.entries(s.waiting || {}).map(([a, b]) => `${a} on beat ${b}`).join(", ") || "none"],
   ["model", s => s.model ?? "?"],
+  ["snapshots", s => s.snapshots ? (s.snapshots.slots.join(", ") || "none") + (s.snapshots.file ? ` · kept in ${s.snapshots.file}` : " · not kept (--snapshots FILE)") : "?"],
 ];
 function status(s) {
   const body = document.querySelector("#status tbody");
