@@ -2,8 +2,11 @@
 
 import json
 
+import pytest
+
 from ffvj.cli import main
 
+pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
 
 def test_bench_json_has_the_promised_keys(capsys):
     assert main(["bench", "--size", "64x48", "--frames", "4", "--no-end-to-end", "--json", "--device", "cpu"]) == 0

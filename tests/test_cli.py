@@ -84,6 +84,7 @@ def test_model_list_gives_a_line_per_bundled_model(capsys):
     assert "max pooling" in lines[1] and "avg pooling" in lines[2]
 
 
+@pytest.mark.slow
 def test_listings_piped_into_head_end_quietly_and_say_enum_defaults_by_name(capsys):
     """`ffvj params | head` ended in a BrokenPipeError traceback; enum defaults printed as indexes."""
     import os

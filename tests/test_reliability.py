@@ -29,6 +29,8 @@ from pythonosc.osc_message_builder import build_msg
 from tests.helpers import free_udp_port, wait_until
 from tests.jack import peer, stop_peer, jack_server  # noqa: F401 (a fixture)
 
+pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
+
 needs_ffprobe = pytest.mark.skipif(subprocess.run(["which", "ffprobe"], capture_output=True).returncode != 0,
                                    reason="ffprobe (ffmpeg) not installed")
 

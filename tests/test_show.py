@@ -68,6 +68,7 @@ def ffvj(*args, timeout=300, **kw):
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
+@pytest.mark.slow
 def test_video_to_h264_file_from_the_command_line(clip, tmp_path):
     out = tmp_path / "out.mp4"
     result = ffvj("run", "--source", f"video:{clip}", "--sink", f"file:{out}", "--size", "640x360", "--frames", "120")
@@ -88,6 +89,7 @@ def test_video_to_h264_file_from_the_command_line(clip, tmp_path):
     assert min(f.std() for f in frames) > 5, "the picture went flat"
 
 
+@pytest.mark.slow
 def test_virtualcam_without_a_device_fails_fast_naming_the_fix():
     if sys.platform != "linux":
         pytest.skip("the v4l2loopback message is Linux's")
@@ -98,6 +100,7 @@ def test_virtualcam_without_a_device_fails_fast_naming_the_fix():
     assert time.monotonic() - t < 30
 
 
+@pytest.mark.slow
 def test_sigterm_finalises_the_recording(tmp_path):
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "ffvj.cli", "run", "--source", "generator:rings", "--sink",
@@ -206,6 +209,7 @@ def test_a_stop_event_ends_the_show():
     assert 0 < stats.frames < 200
 
 
+@pytest.mark.slow
 def test_start_up_errors_are_one_line(tmp_path):
     result = ffvj("run", "--source", f"video:{tmp_path}/missing.mp4", "--frames", "1", timeout=60)
     assert result.returncode == 2 and "missing.mp4" in result.stderr and "Traceback" not in result.stderr
@@ -219,6 +223,7 @@ def test_start_up_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count("nothere") == 1, result.stderr
 
 
+@pytest.mark.slow
 def test_a_hand_edited_or_special_preset_file_is_a_one_line_start_up_error(tmp_path):
     """A 10,000-deep array and a 3,000-digit integer crashed start-up with a traceback; a FIFO hung it."""
     import os
@@ -253,6 +258,7 @@ def test_parameters_and_actions_reach_the_engine(tmp_path):
     assert 2 in controls.snapshots.occupied()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("oscsend") and shutil.which("oscdump")), reason="liblo-tools not installed")
 def test_liblo_peers_drive_a_running_show():
     """Debian's oscsend sets a parameter of a running `ffvj run`; oscdump on the feedback port hears it."""
@@ -616,6 +622,7 @@ sys.exit(main(["run", "--source", "glacial", "--sink", sys.argv[1], "--size", "6
 """
 
 
+@pytest.mark.slow
 def test_a_show_whose_frame_takes_a_minute_says_so_and_still_stops_within_5_s(tmp_path):
     """`--size 8192x8192` rendered nothing for 90 s, silently, then took 53 s to stop."""
     show = subprocess.Popen([sys.executable, "-c", SLOW_FIRST_FRAME, f"file:{tmp_path / 'x.mp4'}"],
@@ -634,6 +641,7 @@ def test_a_show_whose_frame_takes_a_minute_says_so_and_still_stops_within_5_s(tm
     assert any("stopping without it" in line for line in said) and "Traceback" not in "".join(said)
 
 
+@pytest.mark.slow
 def test_a_live_show_far_below_its_rate_says_so(caplog):
     import logging
 

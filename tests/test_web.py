@@ -212,6 +212,7 @@ def _handshake(port: int, path: str = "/ws") -> socket.socket:
     return s
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the process's memory in /proc")
 def test_a_page_that_never_reads_holds_one_picture_and_is_closed(web, controls):
     """Pictures of 1 MB offered 200 times to a page that reads nothing: the server holds at most one
@@ -306,6 +307,7 @@ def test_page_files_are_served_and_nothing_else(web):
     run(go())
 
 
+@pytest.mark.slow
 def test_each_page_gets_the_preview_rate_it_asked_for(web):
     """A page at 2 fps beside one at 15 gets a picture at most every 0.4 s of the 15 offered a second;
     the render loop is asked at the fastest page's rate, and not at all once no page watches."""
@@ -346,6 +348,7 @@ def test_each_page_gets_the_preview_rate_it_asked_for(web):
     assert counts["fast"] >= 20 and 3 <= counts["slow"] <= 6, counts
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_idle_connections_are_bounded_and_never_keep_a_page_out(controls):
     """1,029 idle connections once used up OSCQuery's descriptors; the page's server holds at most

@@ -34,7 +34,7 @@ _missing = "chromium (apt-get install chromium)" if not CHROMIUM else "playwrigh
     if sync_playwright is None else None
 if _missing and os.environ.get("FFVJ_REQUIRE_BROWSER") == "1":
     raise RuntimeError(f"FFVJ_REQUIRE_BROWSER=1 but {_missing} is missing")
-pytestmark = pytest.mark.skipif(_missing is not None, reason=f"needs {_missing}")
+pytestmark = [pytest.mark.skipif(_missing is not None, reason=f"needs {_missing}"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,13 @@ import pytest
 from tests.audio.signals import click_track, drum_clip, match_onsets
 from tests.jack import jack_audio_server  # noqa: F401 (a fixture)
 
+pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
+
 # The player: a JACK client whose output goes to every PortAudio input port once ffvj has opened them. It
 # plays the samples in a .npy file after a second of silence (from when it connected) and prints, as JSON, when each of the given
 # event times (seconds into the samples) went out, on time.monotonic()'s clock: this cycle's buffer ends
 # now, and ffvj's input gets the same buffer in the same cycle.
+
 PLAYER = """
 import json, sys, time, threading
 import jack, numpy as np

@@ -11,8 +11,11 @@ import pytest
 
 from ffvj.control.link import EXTRA, LinkClock, LinkUnavailable
 
+pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
+
 # The other peer: a Link session at 120 BPM that changes to 126 BPM after 3 s and reports (JSON) when it did,
 # and the tempo it ends with.
+
 PEER = """
 import json, sys, time, link
 session = link.Link(120.0)

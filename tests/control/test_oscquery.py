@@ -210,6 +210,7 @@ def _namespace_problem() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_mdns_announcement_inside_a_network_namespace():
     problem = _namespace_problem()
     if problem:
@@ -231,6 +232,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_idle_connections_cannot_exhaust_descriptors_or_keep_a_client_out(query, caplog):
     """B5: 1,029 idle connections once exhausted the show's descriptors. Now at most 32 are held
@@ -256,6 +258,7 @@ def test_idle_connections_cannot_exhaust_descriptors_or_keep_a_client_out(query,
             s.close()
 
 
+@pytest.mark.slow
 def test_http_0_9_and_clients_that_hang_up_early_are_answered_or_dropped_quietly(query, capsys, caplog):
     import socket
 

@@ -16,6 +16,8 @@ from ffvj.control.params import build_registry
 from ffvj.look.discover import SPACE, DiscoverConfig, _default_point, objective, settings_of
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
+
 pytest.importorskip("ribs")
 distributed = pytest.importorskip("distributed")
 

@@ -57,6 +57,7 @@ def test_fast_path_equals_the_model(pooling, decoder):
                 assert out.stride(-1) == 1  # the picture: plain (N, C, H, W) rows, as sources and sinks want it
 
 
+@pytest.mark.slow
 def test_compiled_engine_matches_the_reference(caplog):
     """torch.compile'd kernels match the oracle; where inductor cannot build, the fallback is logged."""
     torch.manual_seed(0)

@@ -142,6 +142,7 @@ def test_model_show_writes_pictures(picture_dir, tmp_path, small_model):
         assert img is not None and img.shape[0] > 10
 
 
+@pytest.mark.slow
 def test_torchrun_trains_on_two_processes_like_one(picture_dir, tmp_path):
     """``ffvj train`` under torchrun, 2 CPU processes (gloo), on a tiny set: both ranks end with the same
     weights (DDP averaged every step's gradients), rank 0 alone writes the one checkpoint, and its

@@ -372,6 +372,7 @@ def test_jack_learn_session(jack_server, tmp_path):
     assert result["mapping"].entries[0].number == 21
 
 
+@pytest.mark.slow
 def test_a_controller_on_jack_drives_a_running_show(jack_server):
     """The whole path: another process sends CC 7 to the virtual `ffvj` port of a running `ffvj run`
     on a JACK server; the generic mapping moves input.mix, and OSC feedback reports the new value."""
