@@ -315,7 +315,7 @@ class _Show:
         if self.pace == "offline":
             controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
         if controls.audio is not None:
-            controls.audio.start(start_clock)  # a file's first sample plays with frame 0
+            controls.audio.start(start_clock, patient=self.pace == "offline")  # a file's first sample: frame 0
         last_status = last_figures = start
         last_frame = None
         epoch = source.epoch

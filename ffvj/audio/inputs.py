@@ -110,6 +110,7 @@ class AudioInput:
     ``tap()`` for a recording that carries the sound."""
 
     name = "audio"
+    aligned = False  # its samples are in step with the show's clock (a file), not on a device's own
 
     def __init__(self, bands: int):
         self.analyser: Analyser | None = None
@@ -120,17 +121,21 @@ class AudioInput:
         self._warn = RateLimitedLog(log, interval=5.0)
         self.counts = Counts("dropped_blocks", "late")
         self._tap: AudioTap | None = None
+        self._wait = WAIT
 
     def tap(self) -> AudioTap:
         """The samples as they come, for a recording (made before ``start``; one tap an input)."""
         if self._tap is None:
             self._tap = AudioTap(self.analyser.sample_rate if self.analyser is not None else SAMPLE_RATE,
-                                 aligned=isinstance(self, FileAudio))
+                                 aligned=self.aligned)
         return self._tap
 
-    def start(self, t0: float) -> None:
-        """Begin at show time ``t0`` (the clock ``features_at`` is given)."""
+    def start(self, t0: float, patient: bool = True) -> None:
+        """Begin at show time ``t0`` (the clock ``features_at`` is given). ``patient``: an offline render
+        waits (``WAIT`` at most) for a file's analysis to reach each frame, so it repeats exactly; a live
+        show takes what is there after a millisecond at most, never stalling the picture."""
         self._t0 = t0
+        self._wait = WAIT if patient else 0.001
         self._thread = threading.Thread(target=self._run, name=f"ffvj {self.name}", daemon=True)
         self._thread.start()
 
@@ -152,6 +157,8 @@ class AudioInput:
 class FileAudio(AudioInput):
     """A sound file, analysed in step with the show's clock."""
 
+    aligned = True
+
     def __init__(self, path: str, bands: int = 8):
         super().__init__(bands)
         import av
@@ -166,7 +173,6 @@ class FileAudio(AudioInput):
                              "(wav, flac, mp3, m4a...)") from exc
         except IndexError:
             raise AudioError(f"--audio file:{path}: it has no audio stream") from None
-        self.duration = float(self._stream.duration * self._stream.time_base) if self._stream.duration else None
         self.analyser = Analyser(SAMPLE_RATE, bands)
         self._cond = threading.Condition()
         self._wanted = 0.0  # show seconds the render loop has asked for
@@ -226,10 +232,10 @@ class FileAudio(AudioInput):
                     self._analysed = self.analyser.time
                     self._cond.notify_all()
 
-    def features_at(self, now: float, wait: float = WAIT) -> AudioFeatures:
+    def features_at(self, now: float) -> AudioFeatures:
         """The features of the file's first ``now − t0`` seconds: the hop that ended last by then."""
         t = max(0.0, now - (self._t0 or 0.0))
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + self._wait
         with self._cond:
             self._wanted = max(self._wanted, t)
             self._cond.notify_all()
@@ -266,7 +272,6 @@ class LiveAudio(AudioInput):
         self._lock = threading.Lock()
         self._gone = threading.Event()  # the backend said its input went away (a JACK server shut down)
         self.connected = False
-        self.losses = 0
         self.given_up: str | None = None  # why the input is no longer looked for (a backend that cannot let go)
         self.analyser = Analyser(SAMPLE_RATE, bands)  # (an input of another rate gets its own when it opens)
         self._clock = _SampleClock(SAMPLE_RATE)
@@ -350,7 +355,6 @@ class LiveAudio(AudioInput):
                 heard_at = self._clock.time_of(count - self.analyser.pending, arrived, count)
             elif handle is None or self._gone.is_set() or now - last_block > LOST_AFTER:
                 if handle is not None:  # it stopped delivering: unplugged, or its server went
-                    self.losses += 1
                     log.warning("audio input %s lost; the modulation eases to rest, and it is looked for every "
                                 "%.0f s", self.device, RETRY_EVERY)
                     handle = self._let_go(handle)
@@ -378,14 +382,14 @@ class LiveAudio(AudioInput):
             log.error("%s", self.given_up)
         return None
 
-    def features_at(self, now: float, wait: float = 0.0) -> AudioFeatures:
+    def features_at(self, now: float) -> AudioFeatures:
         """The latest features (a live input runs on its own clock: there is no waiting for it)."""
         with self._lock:
             return self._latest
 
     def status(self) -> str | None:
         dropped = self.counts["dropped_blocks"]
-        parts = [] if self.connected else [f"audio {self.device} absent"]
+        parts = [] if self.connected else [f"audio {self.device} " + ("given up" if self.given_up else "absent")]
         return ", ".join(parts + [f"{dropped} audio blocks dropped"] * bool(dropped)) or None
 
 

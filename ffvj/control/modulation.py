@@ -144,17 +144,7 @@ class Modulation:
             # to free continues from a well-defined place instead of jumping to seconds × rate.
             self._free_cycles[k] += values[f"lfo{k}.rate"] * dt
             shape = LFO_SHAPES[int(values[f"lfo{k}.shape"])]
-            out = lfo_value(shape, self.cycles(k, values, beat), self.seed, k)
-            target = self.registry[f"lfo{k}.target"].choices[int(values[f"lfo{k}.target"])]
-            depth = values[f"lfo{k}.depth"]
-            if target == LFO_NO_TARGET or depth == 0.0:
-                continue
-            param = self.registry.get(target)
-            if param is None or target not in values:
-                self._warn.warning(f"target:{target}", "LFO %d target %r is not in this frame's values", k, target)
-                continue
-            # Several LFOs on one target add up; the clamp comes once, after the sum.
-            offsets[target] = offsets.get(target, 0.0) + depth * out * (param.max - param.min) / 2.0
+            self._push(f"lfo{k}", values, lfo_value(shape, self.cycles(k, values, beat), self.seed, k), offsets)
         for k in self.audio_slots:
             self._audio_slot(k, values, audio, dt, offsets)
         result = dict(values)
@@ -171,12 +161,17 @@ class Modulation:
         smooth = values[f"audio{k}.smooth"]
         # (smoothed even while the slot is off, so turning it on starts from where the music is)
         self._smoothed[k] = x if smooth <= 0 else self._smoothed[k] + (x - self._smoothed[k]) * (1.0 - math.exp(-dt / smooth))
-        target = self.registry[f"audio{k}.target"].choices[int(values[f"audio{k}.target"])]
-        depth = values[f"audio{k}.depth"]
+        self._push(f"audio{k}", values, self._smoothed[k], offsets)
+
+    def _push(self, slot: str, values: Mapping[str, float], out: float, offsets: dict) -> None:
+        """Slot ``slot`` (``lfo2``, ``audio1``) moves its target by depth × ``out`` × half the target's range.
+        Several slots on one target add up; the clamp comes once, after the sum (in ``apply``)."""
+        target = self.registry[f"{slot}.target"].choices[int(values[f"{slot}.target"])]
+        depth = values[f"{slot}.depth"]
         if target == LFO_NO_TARGET or depth == 0.0:
             return
         param = self.registry.get(target)
         if param is None or target not in values:
-            self._warn.warning(f"target:{target}", "audio slot %d target %r is not in this frame's values", k, target)
+            self._warn.warning(f"target:{target}", "%s target %r is not in this frame's values", slot, target)
             return
-        offsets[target] = offsets.get(target, 0.0) + depth * self._smoothed[k] * (param.max - param.min) / 2.0
+        offsets[target] = offsets.get(target, 0.0) + depth * out * (param.max - param.min) / 2.0
