@@ -41,14 +41,15 @@ Bounds on everything a client sends (OSC, OSCQuery, MIDI, the page): docs/RELIAB
 
 Python::
 
-    from ffvj import FeedbackEngine, ParamStore, build_registry, load_model
+    from ffvj import FeedbackEngine, ParamStore, Phi, build_registry, load_model
     model, card = load_model("default")                  # or a path to NAME.json / NAME.safetensors
     h1 = model.encode(0, picture)                        # γ_0: picture (N,3,H,W) in [-1,1] → level 1
     back = model.decode(0, h1, size=picture.shape[-2:])  # γ_0⁻¹: level 1 → picture
     engine = FeedbackEngine(model, 640, 360)
     store = ParamStore(build_registry(model.levels))     # thread-safe; OSC/MIDI write, the loop reads
     store.set("l0.zoom", 1.03)
-    h0 = engine.step(store.frame(1 / 30), source=None)   # one frame of Δ_φ on every level
+    phi = Phi.of(store.advance(1 / 30))                  # this frame's φ, typed: phi.level[0].zoom == 1.03
+    h0 = engine.step(phi, source=None)                   # one frame of Δ_φ on every level
     rgb = engine.readback()                              # (H, W, 3) uint8, the one copy to the host
     i420 = engine.readback("i420:bt709")                 # (H·3/2, W) 4:2:0, converted on the device
 
@@ -68,6 +69,8 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     media/     pictures in and out: base (the contract), sources, generators, sinks, mailbox
     audio/     the music: inputs (a file in step with the frames, PortAudio, JACK; a tap for recordings),
                analysis (levels, onsets, tempo and beat)
+    phi.py     φ's vocabulary, declared once (Param, Phi: phi.level[1].zoom, phi.color.bound), the floor the
+               engine and the controls stand on
     control/   params (the one registry), actions (the one table), readings (the read-only figures),
                controls, presets, snapshots, tempo, link (Ableton Link), modulation (LFOs, audio slots),
                models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc, midi/
@@ -89,10 +92,11 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
 # The model, the engine and the controls; the show (``ffvj.show``) and the surfaces are imported where
 # used, so that ``import ffvj`` does not open MIDI, OSC or video libraries.
 from .control.controls import Controls
-from .control.params import Param, ParamStore, build_registry
+from .control.params import ParamStore, build_registry
 from .engine.engine import FeedbackEngine
 from .model.checkpoint import CheckpointError, load as load_model
 from .model.net import FeatureAutoencoder, ModelConfig
+from .phi import Param, Phi
 
 __all__ = ["CheckpointError", "Controls", "FeatureAutoencoder", "FeedbackEngine", "ModelConfig", "Param", "ParamStore",
-           "build_registry", "load_model"]
+           "Phi", "build_registry", "load_model"]

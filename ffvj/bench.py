@@ -32,11 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .control.params import ParamStore, build_registry, close_matches, level_param_name
+from .control.params import ParamStore, build_registry, close_matches
 from .engine.delta import StepInputs, reference_step, updates_on
 from .engine.device import ThreadTuner, resolve_device
 from .engine.engine import FeedbackEngine
 from .model import checkpoint
+from .phi import Phi
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _machine_rates(device: torch.device) -> dict:
     return {"bandwidth_gbs": round(bandwidth, 1), "conv_gflops": round(flops / (ms / 1000) / 1e9, 1)}
 
 
-def _step_floor(model, sizes: list[tuple[int, int]], phi: dict, itemsize: int = 4) -> dict:
+def _step_floor(model, sizes: list[tuple[int, int]], phi: Phi, itemsize: int = 4) -> dict:
     """What one average step must do: each level's update, weighted by how often it runs, needs its
     own state read, the encoding of the level below and the decoding of the level above (convolution
     arithmetic), and its new state written; level 0 also reads the source and writes the output."""
@@ -106,7 +107,7 @@ def _step_floor(model, sizes: list[tuple[int, int]], phi: dict, itemsize: int = 
     k = model.config.kernel_size
     flops = bytes_ = 0.0
     for lvl, (h, w) in enumerate(sizes):
-        rate = 1.0 / max(1, int(phi[level_param_name(lvl, "period")]))
+        rate = 1.0 / max(1, phi.level[lvl].period)
         n = channels[lvl] * h * w
         lvl_bytes = 2 * n * itemsize  # read h^ℓ, write the new h^ℓ
         lvl_flops = 30 * n  # resampling, mixing, bounding: ~30 operations per element
@@ -402,7 +403,7 @@ def bench(cfg: BenchConfig) -> dict:
                              "lists them")
         if not store.set(name, value, source="--set"):
             raise ValueError(f"--set {name}={value}: not a value {name} takes (see 'ffvj params')")
-    phi = store.frame(0)
+    phi = Phi.of(store.advance(0))
     source = torch.rand(1, 3, cfg.height, cfg.width, device=device) * 2 - 1
     t = time.perf_counter()
     engine = FeedbackEngine(model, cfg.width, cfg.height, device, compile=cfg.compile, precision=cfg.precision,
@@ -441,13 +442,13 @@ def bench(cfg: BenchConfig) -> dict:
         enc = _summary(_time_ms(lambda: engine.fast.encode(lvl, h), device, 20))["median_ms"]
         dec = _summary(_time_ms(lambda: engine.fast.decode(lvl, up, sizes[lvl]), device, 20))["median_ms"]
         levels.append({"level": lvl, "size": f"{sizes[lvl][1]}x{sizes[lvl][0]}", "channels": model.channels[lvl],
-                       "period": int(phi[level_param_name(lvl, "period")]), "encode_ms": enc, "decode_ms": dec})
+                       "period": phi.level[lvl].period, "encode_ms": enc, "decode_ms": dec})
     levels.append({"level": model.levels, "size": f"{sizes[-1][1]}x{sizes[-1][0]}", "channels": model.channels[-1],
-                   "period": int(phi[level_param_name(model.levels, "period")])})
+                   "period": phi.level[model.levels].period})
     for row in levels:  # the cost of updating this level alone (all others frozen), per update
         lvl = row["level"]
-        alone = dict(phi, **{level_param_name(i, "freeze"): float(i != lvl) for i in range(len(sizes))},
-                     **{level_param_name(lvl, "period"): 1.0})
+        alone = replace(phi, level=tuple(replace(lv, freeze=i != lvl, period=1 if i == lvl else lv.period)
+                                         for i, lv in enumerate(phi.level)))
         row["update_ms"] = _summary(_time_ms(lambda: engine.step(alone, source), device, 12))["median_ms"]
 
     eng, ref = _summary(engine_ms), _summary(reference_ms)

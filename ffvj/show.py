@@ -49,7 +49,8 @@ from .control.midi.ports import MidiConfig, MidiError, MidiInput
 from .control.models import ModelSwitcher, check_model_name
 from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
-from .control.params import MAP_KINDS, build_registry, close_matches
+from .control.params import build_registry, close_matches
+from .phi import MAP_KINDS, Phi
 from .control.presets import PresetError
 from .control.service import Service, check_ports
 from .web import WebConfig, WebServer
@@ -363,13 +364,13 @@ class _Show:
             # The frame clock: wall time when live, slot × period when rendering offline, so LFOs
             # land on the same frames whatever the machine's speed.
             now = time.monotonic() if self.pace == "realtime" else start_clock + frame_slot * period
-            phi = controls.frame(engine, dt, now, self.services)
+            phi = controls.next_phi(engine, dt, now, self.services)
 
             t0 = time.perf_counter()
             engine.step(phi, source_tensor, dt)
-            limit = phi["output.flash_limit"] >= 0.5
+            limit = phi.output.flash_limit
             # The picture graded; a level view (``--sink lN:SPEC``) its projection, ungraded.
-            shown = {lvl: limiters[lvl].limit(grade(engine.states[0], phi) if lvl == 0 else engine.view(lvl), limit)
+            shown = {lvl: limiters[lvl].limit(grade(engine.states[0], phi.grade) if lvl == 0 else engine.view(lvl), limit)
                      for lvl in limiters}
             pictures = {(lvl, fmt): engine.readback(fmt, shown[lvl]) for lvl, fmt in wanted}
             stats.flash_limited = sum(lim.limited for lim in limiters.values())
@@ -423,7 +424,7 @@ class _Show:
                          type(exc).__name__, exc)
             return ()
 
-    def _offer(self, warn, svc: Service, slot: int, levels, pictures: dict, shown: dict, phi: dict) -> None:
+    def _offer(self, warn, svc: Service, slot: int, levels, pictures: dict, shown: dict, phi: Phi) -> None:
         """The levels ``svc`` asked for, from the readback the sinks got where there is one (RGB first,
         else their 4:2:0), else one made for it: the graded picture, or the level's view (ungraded and,
         being the performer's monitor rather than the audience's output, not flash-limited)."""
@@ -437,7 +438,7 @@ class _Show:
                 else:
                     picture = shown.get(lvl)
                     if picture is None:
-                        picture = grade(self.engine.states[0], phi) if lvl == 0 else self.engine.view(lvl)
+                        picture = grade(self.engine.states[0], phi.grade) if lvl == 0 else self.engine.view(lvl)
                     offered[lvl] = (pixfmt.RGB24, self.engine.readback(pixfmt.RGB24, picture))
             svc.picture(slot, offered)
         except Exception as exc:  # noqa: BLE001 — a preview (its own readback too) must not stop the show
@@ -523,7 +524,7 @@ def _starting_values(cfg: RunConfig, controls: Controls) -> None:
             raise ValueError(f"--set {name}={raw}: {name} takes {param.min:g}..{param.max:g}"
                              + (" (a whole number)" if param.kind in ("int", "enum", "bool") else ""))
         store.set(name, value, source="--set")
-    store.frame(0)  # start at the values, not smoothed towards them
+    store.advance(0)  # start at the values, not smoothed towards them
     if cfg.map_image is None and store.get("map.kind") == MAP_KINDS.index("image"):
         raise ValueError("map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
 

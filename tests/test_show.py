@@ -249,7 +249,7 @@ def test_parameters_and_actions_reach_the_engine(tmp_path):
     Recorder.received = []
     controls = Controls.for_levels(3, presets_dir=str(tmp_path / "presets"))
     controls.store.set("input.mix", 1.0)
-    controls.store.frame(0)
+    controls.store.advance(0)
     controls.fire("snapshot.store", slot=2)
     run(RunConfig(source=f"image:{path}", sinks=["recorder"], width=64, height=48, frames=3, pace="offline"),
         controls=controls)
@@ -342,7 +342,7 @@ def test_an_offline_render_with_a_tempo_synced_lfo_is_repeatable():
         for name, value in (("lfo1.target", "l0.zoom"), ("lfo1.shape", "sine"), ("lfo1.division", "1/4"),
                             ("lfo1.depth", 0.8)):
             assert controls.store.set(name, controls.store.registry[name].parse(value))
-        controls.store.frame(0)
+        controls.store.advance(0)
         time.sleep(delay)  # start-up takes however long it takes; beat 0 must still be frame 0
         Recorder.received = []
         run(RunConfig(source="generator", sinks=["recorder"], width=64, height=48, fps=30, frames=12,
@@ -476,7 +476,7 @@ def test_the_first_source_frame_shows_at_once_and_a_new_scene_is_grown_out_of():
         Recorder.received = []
         controls = Controls.for_levels(3)
         controls.store.set("input.mix", 0.0)  # no injection: what shows of the source is the seeding alone
-        controls.store.frame(0)
+        controls.store.advance(0)
         run(RunConfig(source="scene", sinks=["recorder"], width=64, height=48, fps=30, frames=30, pace="offline"),
             controls=controls)
     finally:

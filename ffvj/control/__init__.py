@@ -1,8 +1,8 @@
 """The controls: what a performer plays, and every surface it is played from.
 
-    params       the one registry of parameters (φ): build_registry(levels), Param, ParamStore
+    params       the one registry of parameters: build_registry(levels) (φ, from ffvj.phi, and the slots), ParamStore
     actions      the one table of actions (reset, tap, bpm, learn, presets, snapshots, model): ACTIONS, Arg, Action
-    controls     Controls: what surfaces share with the render loop; fire(action, ...), frame(engine, dt, now)
+    controls     Controls: what surfaces share with the render loop; fire(action, ...), next_phi(engine, dt, now)
     presets      PresetBank: parameter targets in TOML files, morphed on recall
     snapshots    SnapshotBank: every level's feedback state, crossfaded on recall
     models       ModelSwitcher: a bundled model loaded off the render loop, switched to on it
@@ -18,5 +18,5 @@
 (The web page, which shows pictures as well as controls, is a part of its own: ``ffvj.web``.)
 
 Control threads only write the store, fire actions and move the tempo; the render loop reads one
-snapshot of φ per frame (``Controls.frame``).
+snapshot of φ per frame (``Controls.next_phi``, typed: ``ffvj.phi``).
 """

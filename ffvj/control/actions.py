@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..tally import RateLimitedLog
 from .models import check_model_name
-from .params import ADDRESS_PREFIX
+from ..phi import ADDRESS_PREFIX
 from .presets import check_name
 from .snapshots import SNAPSHOT_SLOTS
 from .tempo import MAX_BPM, MIN_BPM

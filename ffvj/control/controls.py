@@ -2,12 +2,12 @@
 
     surfaces (OSC, MIDI, web, ...)                         render loop, once per frame
     ─────────────────────────────                          ──────────────────────────────
-    controls.store.set("l0.zoom", 1.03)   ──targets──▶      phi = controls.frame(engine, dt, now, services)
+    controls.store.set("l0.zoom", 1.03)   ──targets──▶      phi = controls.next_phi(engine, dt, now, services)
     controls.fire("snapshot.recall", 2, 4.0) ─queue─▶         polls, actions, preset morph,
     controls.tempo.clock_tick()                                smoothing, LFOs → this frame's φ
 
 Control threads only write the store, fire actions and move the tempo; everything that touches the
-engine happens on the render loop, inside ``frame``.
+engine happens on the render loop, inside ``next_phi``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
+from ..phi import Phi
 from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, FILES, LOOP, NOW, ActionQueue, perform
 from .modulation import Modulation
@@ -88,9 +89,9 @@ class Controls:
 
     # -- the render loop --
 
-    def frame(self, engine, dt: float, now: float, services=()) -> dict[str, float]:
-        """This frame's φ: due OSC bundles (``poll``), queued actions, the preset morph, smoothing, then
-        LFOs on top; what the LFOs moved (or just released) is reported to the services, which cap
+    def next_phi(self, engine, dt: float, now: float, services=()) -> Phi:
+        """This frame's φ, typed (``ffvj.phi``): due OSC bundles (``poll``), queued actions, the preset
+        morph, smoothing, then LFOs and the music on top; what the LFOs moved (or just released) is reported to the services, which cap
         their rates themselves. Each stage is guarded on its own: one failing surface or action does
         not hold up the others, and the show goes on."""
         for svc in services:
@@ -111,7 +112,7 @@ class Controls:
             self.heard = self._guarded("audio", self.audio.features_at, now)
             if self.heard is not None:
                 self._guarded("audio events", self._hear, self.heard, now)
-        phi = self.store.frame(dt)
+        phi = self.store.advance(dt)
         if self.audio is not None or self.link is not None:  # what the music and the clock do, for the surfaces
             self._report_readings(now, services)
         if self.modulation is not None:
@@ -123,7 +124,7 @@ class Controls:
                 for svc in services:
                     for name, value in changed.items():
                         self._guarded("feedback", svc.report, name, value)
-        return phi
+        return Phi.of(phi)
 
     def _report_readings(self, now: float, services) -> None:
         readings = self._guarded("readings", read_all, self, now) or {}

@@ -47,7 +47,8 @@ import math
 from collections.abc import Mapping
 
 from ..tally import RateLimitedLog
-from .params import LFO_DIVISIONS, LFO_NO_TARGET, LFO_SHAPES, Param, audio_slots, lfo_slots
+from ..phi import Param
+from .params import LFO_DIVISIONS, LFO_NO_TARGET, LFO_SHAPES, audio_slots, lfo_slots
 
 log = logging.getLogger(__name__)
 

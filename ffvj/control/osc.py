@@ -76,7 +76,7 @@ from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, Action, Arg
 from .osc_pattern import compile_pattern, is_pattern
 from .readings import READINGS
-from .params import Param
+from ..phi import Param
 from .service import LatestValueSender, LimitedConnections, Listen, Service, stop_server
 
 log = logging.getLogger(__name__)

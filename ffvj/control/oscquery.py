@@ -56,7 +56,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .actions import Action
 from .osc import NORM_SUFFIX, OscServer
-from .params import ADDRESS_PREFIX, Param
+from ..phi import ADDRESS_PREFIX, Param
 from .readings import READINGS
 from ..tally import RateLimitedLog
 from .service import LimitedConnections, Listen, Service, browser_refusal, is_loopback, local_names, stop_server

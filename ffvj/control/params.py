@@ -1,14 +1,15 @@
-"""The one registry of controllable parameters (φ), and the thread-safe store the render loop reads.
+"""The one registry of controllable parameters, and the thread-safe store the render loop reads.
 
-Every parameter is declared once, here: ``GLOBAL_PARAMS`` (picture-wide), ``LEVEL_PARAMS`` (repeated for
-every level of the model as ``l<N>.<name>``) and ``LFO_PARAMS`` (repeated for every LFO slot as
-``lfo<k>.<name>``). OSC addresses, MIDI mappings, presets, the CLI, TouchOSC layouts, OSCQuery and
-``ffvj params`` all read ``build_registry``'s table; nothing else declares a parameter. (The discrete
-triggers, such as the panic button, are actions: ``actions.ACTIONS``.)
+The picture's parameters (φ) are declared in ``ffvj.phi``, the floor the engine and the controls share;
+the controls' own are declared here: ``LFO_PARAMS`` (repeated for every LFO slot as ``lfo<k>.<name>``),
+``AUDIO_PARAMS`` (every audio slot, ``audio<k>.<name>``), the music's triggers and the tempo's settings.
+OSC addresses, MIDI mappings, presets, the CLI, TouchOSC layouts, OSCQuery and ``ffvj params`` all read
+``build_registry``'s table; nothing else declares a parameter. (The discrete triggers, such as the panic
+button, are actions: ``actions.ACTIONS``.)
 
 Threads: control threads (OSC, MIDI, clock) call ``ParamStore.set``; the render loop calls
-``ParamStore.frame(dt)`` once per frame, which returns a snapshot of smoothed values. Setting never
-blocks on the render loop and never touches a tensor.
+``ParamStore.advance(dt)`` once per frame, which returns a snapshot of smoothed values by name (``Controls``
+makes the frame's typed ``Phi`` of it). Setting never blocks on the render loop and never touches a tensor.
 """
 
 from __future__ import annotations
@@ -22,17 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from ..audio.analysis import FEATURES
+from ..phi import Param, picture_params
 from ..tally import Counts, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-ADDRESS_PREFIX = "/ffvj"
-
-BOUNDS = ("tanh", "sigmoid", "sine", "wrap", "clamp", "magnitude")
-COLOR_PERMS = ("rgb", "gbr", "brg", "rbg", "bgr", "grb")
-COLOR_BOUNDS = ("luma", "rgb")
-INPUT_MODES = ("mix", "key")
-MAP_KINDS = ("none", "radial", "linear", "luma", "image")
 LFO_SHAPES = ("sine", "triangle", "saw", "square", "random")
 # An LFO's cycle length in beats (quarter notes, bars of 4/4), slow to fast so a knob sweeps in order;
 # "free" (last) means lfo<k>.rate in Hz instead.
@@ -48,87 +43,6 @@ LFO_NO_TARGET = "none"
 QUANTA: dict[str, float] = {"off": 0.0, "beat": 1.0, "bar": 4.0, "2 bars": 8.0, "phrase": 16.0}
 AUDIO_SLOTS = 4
 AUDIO_TRIGGERS = ("none", "reset", "snapshot.next", "preset.next")  # what an onset or a beat may fire
-DEFAULT_LEVELS = 3  # the bundled default model's hidden levels (a test holds it against the model's card)
-
-
-@dataclass(frozen=True)
-class Param:
-    """One controllable parameter.
-
-    ``kind`` is float, int, bool or enum (an enum's value is its index into ``choices``; OSC and
-    presets may also use the choice's name). ``curve`` maps a normalised 0..1 control to the range:
-    ``linear``, ``exp`` (equal ratios per step: for zoom-like and time-like values) or ``sym``
-    (centred, finer near the default: for signed rates like rotation). ``smoothing`` is a time
-    constant in seconds (0: jump). ``spatial`` parameters can be modulated by the modulation map.
-    """
-
-    name: str
-    default: float
-    min: float
-    max: float
-    doc: str
-    unit: str = ""
-    kind: str = "float"
-    curve: str = "linear"
-    smoothing: float = 0.05
-    choices: tuple[str, ...] = ()
-    spatial: bool = False
-    level: int | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{ADDRESS_PREFIX}/{self.name.replace('.', '/')}"
-
-    def clamp(self, value: float) -> float:
-        v = min(max(float(value), self.min), self.max)
-        if self.kind in ("int", "enum"):
-            return float(round(v))
-        if self.kind == "bool":
-            return 1.0 if v >= 0.5 else 0.0
-        return v
-
-    def from_normalized(self, x: float) -> float:
-        """A 0..1 control value (TouchOSC, a MIDI fader) in this parameter's native units."""
-        x = min(max(float(x), 0.0), 1.0)
-        if self.curve == "exp" and self.min > 0:
-            return self.clamp(self.min * (self.max / self.min) ** x)
-        if self.curve == "sym":
-            centre = (self.min + self.max) / 2
-            half = (self.max - self.min) / 2
-            s = 2 * x - 1
-            return self.clamp(centre + half * s * abs(s))
-        return self.clamp(self.min + x * (self.max - self.min))
-
-    def to_normalized(self, value: float) -> float:
-        v = self.clamp(value)
-        if self.max == self.min:
-            return 0.0
-        if self.curve == "exp" and self.min > 0:
-            return math.log(v / self.min) / math.log(self.max / self.min)
-        if self.curve == "sym":
-            centre = (self.min + self.max) / 2
-            half = (self.max - self.min) / 2
-            s = (v - centre) / half
-            return (math.copysign(math.sqrt(abs(s)), s) + 1) / 2
-        return (v - self.min) / (self.max - self.min)
-
-    def parse(self, value) -> float:
-        """A value from a surface or preset: a number, a bool, or an enum's choice name."""
-        if self.kind == "enum" and isinstance(value, str):
-            if value not in self.choices:
-                raise ValueError(f"{self.name}: {value!r} is not one of {', '.join(self.choices)}")
-            return float(self.choices.index(value))
-        if isinstance(value, str):
-            raise ValueError(f"{self.name}: expected a number, got {value!r}")
-        return float(value)
-
-    def describe(self) -> dict:
-        d = {"name": self.name, "address": self.address, "type": self.kind, "min": self.min, "max": self.max,
-             "default": self.default, "unit": self.unit, "curve": self.curve, "smoothing": self.smoothing,
-             "level": self.level, "spatial": self.spatial, "doc": self.doc}
-        if self.choices:
-            d["choices"] = list(self.choices)
-        return d
 
 
 def close_matches(word: str, choices: Iterable[str]) -> str:
@@ -139,100 +53,6 @@ def close_matches(word: str, choices: Iterable[str]) -> str:
 
 def _p(name, default, lo, hi, doc, **kw) -> Param:
     return Param(name, float(default), float(lo), float(hi), doc, **kw)
-
-
-# The picture-wide parameters.
-GLOBAL_PARAMS: tuple[Param, ...] = (
-    _p("input.mix", 0.15, 0, 1, "how much of the source replaces the picture each frame", spatial=True),
-    _p("input.mode", 0, 0, len(INPUT_MODES) - 1, "mix: blend everywhere; key: only where the source is brighter "
-       "than input.threshold", kind="enum", choices=INPUT_MODES, smoothing=0),
-    _p("input.threshold", 0.5, 0, 1, "key mode: source luminance above which it is keyed in"),
-    _p("input.softness", 0.1, 0.001, 0.5, "key mode: width of the key's soft edge"),
-    _p("bound", 0, 0, len(BOUNDS) - 1, "bounding nonlinearity applied to every level's new state",
-       kind="enum", choices=BOUNDS, smoothing=0),
-    _p("drive", 1.5, 0.25, 4.0, "gain into the bounding function (higher: harder saturation)", curve="exp"),
-    _p("color.hue", 0.0, -30, 30, "hue rotation of the picture per frame", unit="deg/frame", curve="sym"),
-    _p("color.saturation", 1.0, 0, 2, "saturation of the picture, applied per frame"),
-    _p("color.perm", 0, 0, len(COLOR_PERMS) - 1, "colour channel permutation applied per frame",
-       kind="enum", choices=COLOR_PERMS, smoothing=0),
-    _p("color.contrast", 1.0, 0.5, 1.5, "contrast about mid-grey, per frame"),
-    _p("color.bound", 0, 0, len(COLOR_BOUNDS) - 1, "how the picture is bounded: luma (its brightness, by the bound "
-       "and drive; its colour kept as it is, within the gamut: no hue takes over by itself) or rgb (each "
-       "channel on its own: drive saturates colour too)", kind="enum", choices=COLOR_BOUNDS, smoothing=0),
-    _p("grade.mix", 0, 0, 1, "colour grade of the output (a gradient map: black, then the shadow colour at mid-grey, "
-       "then the highlight colour at white) blended over the picture; never fed back, so it cannot burn; 0: off"),
-    _p("grade.shadows", 240, 0, 360, "hue of the grade's deep shadow colour", unit="deg"),
-    _p("grade.highlights", 45, 0, 360, "hue of the grade's light highlight colour", unit="deg"),
-    _p("grade.invert", 0, 0, 1, "grade a negative: bright parts take the shadow colour", kind="bool", smoothing=0),
-    _p("map.kind", 0, 0, len(MAP_KINDS) - 1, "modulation map over the picture: none, radial (centre 0, corners "
-       "1), linear (along map.angle), luma (the source's luminance), image (--map-image)",
-       kind="enum", choices=MAP_KINDS, smoothing=0),
-    _p("map.angle", 0, -180, 180, "direction of the linear map", unit="deg"),
-    _p("map.invert", 0, 0, 1, "use 1 - map", kind="bool", smoothing=0),
-    _p("map.zoom", 0, -1, 1, "how far the map moves every level's zoom (± half its range)", curve="sym"),
-    _p("map.rotate", 0, -1, 1, "how far the map moves every level's rotation", curve="sym"),
-    _p("map.warp", 0, -1, 1, "how far the map moves every level's warp", curve="sym"),
-    _p("map.blur", 0, -1, 1, "how far the map moves every level's blur/sharpen", curve="sym"),
-    _p("map.noise", 0, -1, 1, "how far the map moves every level's noise", curve="sym"),
-    _p("map.mix", 0, -1, 1, "how far the map moves input.mix", curve="sym"),
-    _p("amplify.depth", 1, 1, 4, "layer amplification: how many encoders up the amplified features are (capped "
-       "at the top level)", kind="int", smoothing=0),
-    _p("amplify.l1", 1.0, 0, 1, "layer amplification: weight of the features' mean magnitude (amplifies every "
-       "active feature)"),
-    _p("amplify.l2", 0.5, 0, 1, "layer amplification: weight of the features' clipped energy (amplifies the "
-       "weaker ones most)"),
-    _p("amplify.clip", 0.5, 0.05, 1, "layer amplification: where the clipped energy stops growing, in units of "
-       "the features' scale"),
-    _p("amplify.tv", 0.4, 0, 1, "layer amplification: total-variation smoothing of the nudge (against "
-       "high-frequency noise)"),
-    _p("amplify.pull", 0.5, 0, 1, "layer amplification: 6-norm pull toward the un-amplified state (limits the "
-       "nudge's outliers)"),
-    _p("output.flash_limit", 1, 0, 1, "keep the output within 3 flashes a second (ITU-R BT.1702, WCAG 2.3.1): "
-       "a frame that would flash more is softened toward the one before", kind="bool", smoothing=0),
-)
-
-# Which quantity each map depth reaches: the map adds depth · M(x, y) · (max − min) / 2.
-MAP_DEPTHS = {"zoom": "map.zoom", "rotate": "map.rotate", "warp": "map.warp", "blur": "map.blur",
-              "noise": "map.noise", "input.mix": "map.mix"}
-
-# Declared once, instantiated for every level ℓ as "l<ℓ>.<name>".
-LEVEL_PARAMS: tuple[Param, ...] = (
-    _p("gain_self", 1.0, 0, 2, "weight of the level's own previous state (warped)"),
-    _p("gain_up", 0.35, 0, 2, "weight of the encoding of the level below (bottom-up)"),
-    _p("gain_down", 0.35, 0, 2, "weight of the decoding of the level above (top-down)"),
-    _p("zoom", 1.0, 0.8, 1.25, "zoom per update (>1 zooms in)", unit="x", curve="exp", spatial=True),
-    _p("rotate", 0.0, -10, 10, "rotation per update", unit="deg", curve="sym", spatial=True),
-    _p("translate_x", 0.0, -0.05, 0.05, "horizontal drift per update", unit="frame widths", curve="sym"),
-    _p("translate_y", 0.0, -0.05, 0.05, "vertical drift per update", unit="frame heights", curve="sym"),
-    _p("warp", 0.0, 0, 0.05, "displacement along the picture's hue, scaled by its saturation", unit="frame",
-       spatial=True),
-    _p("blur", 0.0, -1, 1, "spatial blur (>0) or sharpen (<0) per update", spatial=True),
-    _p("noise", 0.0, 0, 0.3, "Gaussian noise added per update", spatial=True),
-    _p("temporal", 0.0, 0, 0.98, "temporal blur: mix of the previous state kept"),
-    _p("period", 1, 1, 16, "update this level every N frames", kind="int", smoothing=0),
-    _p("freeze", 0, 0, 1, "hold this level's state", kind="bool", smoothing=0),
-    _p("amplify", 0.0, 0, 0.1, "layer amplification: step per update toward what excites the features above "
-       "this level (DeepDream in the loop; 0: off)"),
-    _p("drive", 1.0, 0.25, 4.0, "this level's own gain into its bound, times drive: above 1 its features "
-       "saturate into sharp, posterised structure that the decoders hand down; below 1 they fade", curve="exp"),
-    _p("turn", 0.0, -45, 45, "turns the level's feature vectors within their own space each update (a fixed "
-       "rotation, the same in every show), so the decoder renders other learned features: texture of the "
-       "model's own", unit="deg", curve="sym"),
-)
-
-# Level defaults that differ from the declaration above, by level: the embedded look.
-# Level ℓ updates every 2^ℓ frames, as in the original experiment: deeper levels change slowly
-# anyway, and it halves the arithmetic at every step up. The look (issue 22, chosen with ffvj look's
-# hierarchy measure and by eye; docs/LOOKS.md): the picture and level 1 hear the level above strongly
-# (gain_down 0.9), level 2 is amplified (DeepDream in the loop), driven into its bound and turned in
-# feature space, so it renders the model's own features, and level 3 rotates against the picture; with
-# the hierarchy cut it is plain zoom-and-rotate feedback.
-LEVEL_DEFAULTS: dict[int, dict[str, float]] = {
-    0: {"zoom": 1.012, "rotate": 0.4, "warp": 0.004, "gain_self": 0.7, "gain_down": 0.9},
-    1: {"period": 2, "gain_down": 0.9},
-    2: {"period": 4, "amplify": 0.1, "drive": 1.3, "turn": 10},
-    3: {"period": 8, "rotate": 3},
-}
 
 
 # Declared once, instantiated for every LFO slot k as "lfo<k>.<name>" (see ``modulation``).
@@ -287,16 +107,6 @@ TEMPO_PARAMS: tuple[Param, ...] = (
 _AUDIO_NAME = re.compile(r"audio(\d+)\.target")
 
 
-def map_spans() -> dict[str, float]:
-    """Half the range of every quantity the modulation map reaches."""
-    every = {p.name: p for p in GLOBAL_PARAMS + LEVEL_PARAMS}
-    return {q: (every[q].max - every[q].min) / 2 for q in MAP_DEPTHS}
-
-
-def level_param_name(level: int, name: str) -> str:
-    return f"l{level}.{name}"
-
-
 def lfo_slots(registry) -> list[int]:
     """The LFO slot numbers a registry declares, in order (none for a registry built without LFOs)."""
     return sorted(int(m[1]) for name in registry if (m := _LFO_NAME.fullmatch(name)))
@@ -314,17 +124,7 @@ def build_registry(levels: int, lfo_slots: int = LFO_SLOTS, audio_slots: int = A
     in registry order (an LFO moving another LFO would make the result depend on slot order). Enum
     values are stored by index, but presets and OSC use the choice names, so a preset still finds its
     target in a model with a different number of levels."""
-    reg = {p.name: p for p in GLOBAL_PARAMS}
-    for lvl in range(levels + 1):
-        for p in LEVEL_PARAMS:
-            if lvl == 0 and p.name == "gain_up":
-                continue  # level 0 has no level below: the source is injected instead
-            if lvl == levels and p.name in ("gain_down", "amplify"):
-                continue  # the top level has no level above (nothing to decode, no features to amplify)
-            if lvl == 0 and p.name == "turn":
-                continue  # the picture's three channels are colour: color.hue turns them
-            name = level_param_name(lvl, p.name)
-            reg[name] = replace(p, name=name, default=LEVEL_DEFAULTS.get(lvl, {}).get(p.name, p.default), level=lvl)
+    reg = dict(picture_params(levels))
     targets = (LFO_NO_TARGET,) + tuple(name for name, p in reg.items() if p.kind in ("float", "int"))
     for k in range(1, lfo_slots + 1):
         for p in LFO_PARAMS:
@@ -421,7 +221,7 @@ class ParamStore:
             if fn in self._listeners:
                 self._listeners.remove(fn)
 
-    def frame(self, dt: float) -> dict[str, float]:
+    def advance(self, dt: float) -> dict[str, float]:
         """Advance smoothing by ``dt`` seconds and return this frame's values (one snapshot)."""
         targets = self.targets()
         cur = self._current

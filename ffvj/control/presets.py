@@ -35,8 +35,9 @@ from pathlib import Path
 
 import tomli_w
 
+from ..phi import Param
 from ..tally import RateLimitedLog
-from .params import Param, ParamStore
+from .params import ParamStore
 from .tomlfile import TomlFileError, read_toml
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .params import ADDRESS_PREFIX
+from ..phi import ADDRESS_PREFIX
 
 
 @dataclass(frozen=True)

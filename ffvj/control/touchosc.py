@@ -42,7 +42,8 @@ from xml.etree import ElementTree
 
 from .actions import ACTIONS, Action
 from .osc import NORM_SUFFIX, OSC_COMMANDS
-from .params import DEFAULT_LEVELS, Param, build_registry
+from ..phi import DEFAULT_LEVELS, Param
+from .params import build_registry
 
 SIZE = (1024, 768)  # a landscape tablet; TouchOSC scales the canvas to the screen
 TABBAR = 40

@@ -15,7 +15,7 @@ to it. In units of the levels' natural scales (x = h / s_ℓ, α = γ(h) / s_ℓ
     h     = s_ℓ · clamp(x_u + d, −1, 1)
 
 * η is ``lℓ.amplify`` (0: off, the default); ``amplify.depth``, ``.l1``, ``.l2``, ``.clip``, ``.tv`` and
-  ``.pull`` are shared by every level (the registry: ``control.params``).
+  ``.pull`` are shared by every level (``phi.AmplifyPhi``, read as ``phi.amplify``).
 * **Why the half-band filter on G**: the 2×2 pooling's gradient is constant on each 2×2 block of its
   input, a fixed pixel-grid pattern the loop would accumulate into a lattice; the decoder's half-band
   filter (zero at the grid's Nyquist frequency) removes it and little else.
@@ -49,36 +49,18 @@ encoder VJPs (``FastPath.encode_vjp``), the reference with autograd's (``autogra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from ..model.kernels import halfband5
+from ..phi import AmplifyPhi
 
 PULL_EXPONENT = 6
 RMS_DECAY = 0.9  # ρ: the energy's memory, about 10 updates
 _EPS = 1e-12
 
 
-@dataclass(frozen=True)
-class AmplifyKnobs:
-    """The shared controls, read from φ (``from_phi``)."""
-
-    depth: int = 1
-    l1: float = 1.0
-    l2: float = 0.5
-    clip: float = 0.5
-    tv: float = 0.3
-    pull: float = 0.5
-
-    @classmethod
-    def from_phi(cls, phi: dict) -> "AmplifyKnobs":
-        return cls(int(phi["amplify.depth"]), phi["amplify.l1"], phi["amplify.l2"], phi["amplify.clip"],
-                   phi["amplify.tv"], phi["amplify.pull"])
-
-
-def feature_objective(alpha: torch.Tensor, knobs: AmplifyKnobs) -> torch.Tensor:
+def feature_objective(alpha: torch.Tensor, knobs: AmplifyPhi) -> torch.Tensor:
     """F: how strongly the features respond (scale-free, a mean over every unit)."""
     g = knobs.clip
     return knobs.l1 * alpha.abs().mean() + knobs.l2 * alpha.clamp(-g, g).pow(2).mean()
@@ -125,7 +107,7 @@ def pull_prox(d: torch.Tensor, weight: float, c: float, iterations: int = 4) -> 
         return u.mul_(c).copysign_(d)
 
 
-def objective_gradient(alpha: torch.Tensor, knobs: AmplifyKnobs) -> torch.Tensor:
+def objective_gradient(alpha: torch.Tensor, knobs: AmplifyPhi) -> torch.Tensor:
     """∂F/∂α in closed form: (l1·sign(α) + 2·l2·α where |α| < g) / the number of units."""
     g = knobs.clip
     grad = alpha.sign().mul_(knobs.l1)
@@ -143,7 +125,7 @@ def autograd_vjp(model):
 
 
 def feature_gradient(encode_vjp, levels, state: torch.Tensor, scale_in: float, scale_out: float,
-                     knobs: AmplifyKnobs) -> torch.Tensor:
+                     knobs: AmplifyPhi) -> torch.Tensor:
     """∂F/∂x at x = state / scale_in, through the encoders of ``levels`` (level ℓ's, then the ones above);
     ``encode_vjp(level, h)`` gives ``(γ_level(h), vjp)``, ``vjp(g)`` a tensor of h's size."""
     a, vjps = state, []
@@ -168,7 +150,7 @@ def jitter(frame_index: int, level: int, depth: int) -> tuple[int, int]:
     return k // n, k % n
 
 
-def amplify(encode_vjp, levels: int, level: int, state: torch.Tensor, step: float, knobs: AmplifyKnobs, scales,
+def amplify(encode_vjp, levels: int, level: int, state: torch.Tensor, step: float, knobs: AmplifyPhi, scales,
             memory: dict, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Level ``level``'s un-amplified new state, amplified (see the module docstring), for a model of
     ``levels`` hidden levels. ``memory`` holds each level's RMSProp energy between frames (the caller

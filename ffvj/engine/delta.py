@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name,
-                              map_spans)
 from ..model.kernels import binomial3
 from ..model.net import FeatureAutoencoder
-from .amplify import AmplifyKnobs, amplify, autograd_vjp, jitter
+from ..phi import BOUNDS, MAP_KINDS, MapSpans, Phi, map_spans
+from .amplify import amplify, autograd_vjp, jitter
 from .kernels import constant
+
 
 def bound(x: torch.Tensor, kind: str, drive: float = 1.0, scale: float = 1.0) -> torch.Tensor:
     """The bounding nonlinearity (the original experiment's set): keeps a state in [−scale, scale],
@@ -225,10 +225,9 @@ def modulation_map(kind: str, height: int, width: int, angle_deg: float, invert:
     return 1 - m if invert else m
 
 
-def spatial_value(phi: dict, name: str, level: int | None, modmap: torch.Tensor | None, span: float):
-    """A parameter's value, as a float or, where the map reaches it, a (1, 1, H, W) map."""
-    value = phi[name if level is None else level_param_name(level, name)]
-    depth = phi.get(MAP_DEPTHS[name.split(".")[-1] if level is not None else name], 0.0)
+def spatial_value(value: float, depth: float, modmap: torch.Tensor | None, span: float):
+    """A spatial parameter's ``value``, as a float or, where the map reaches it (``depth`` ≠ 0, the map's
+    ``map.<quantity>``), a (1, 1, H, W) map: value + depth · span · M."""
     if modmap is None or depth == 0.0:
         return value
     return value + depth * span * modmap
@@ -244,12 +243,12 @@ def resize_map(m: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | 
 class StepInputs:
     """What one frame of Δ needs beyond the states: φ, the source, the modulation image, the noise."""
 
-    phi: dict[str, float]
+    phi: Phi
     source: torch.Tensor | None = None
     map_image: torch.Tensor | None = None
     frame_index: int = 0
     noise: torch.Generator | None = None
-    spans: dict[str, float] = field(default_factory=map_spans)  # half-range of each mapped quantity
+    spans: MapSpans = field(default_factory=map_spans)  # half-range of each mapped quantity
     scales: tuple[float, ...] | None = None  # each level's natural scale s_ℓ (None: 1 for every level)
     # Layer amplification's RMSProp energy per level, carried from frame to frame by the caller.
     amplify_memory: dict = field(default_factory=dict)
@@ -265,66 +264,56 @@ def updates_on(frame_index: int, period: int) -> bool:
 
 def reference_step(model: FeatureAutoencoder, prev: list[torch.Tensor], inp: StepInputs) -> list[torch.Tensor]:
     """The formula, computed plainly (no caching, no skipping): the oracle for ``FeedbackEngine``."""
-    phi = inp.phi
+    phi, span, reach = inp.phi, inp.spans, inp.phi.map
     h, w = prev[0].shape[-2:]
-    kind = BOUNDS[int(phi["bound"])]
-    full_map = modulation_map(MAP_KINDS[int(phi["map.kind"])], h, w, phi["map.angle"], phi["map.invert"] >= 0.5,
-                              inp.source, inp.map_image, prev[0].device, prev[0].dtype)
+    full_map = modulation_map(reach.kind, h, w, reach.angle, reach.invert, inp.source, inp.map_image, prev[0].device,
+                              prev[0].dtype)
     displacement0 = chroma(prev[0])
     new = []
     for lvl, state in enumerate(prev):
-        if phi[level_param_name(lvl, "freeze")] >= 0.5 or not updates_on(inp.frame_index,
-                                                                             phi[level_param_name(lvl, "period")]):
+        lv = phi.level[lvl]
+        if lv.freeze or not updates_on(inp.frame_index, lv.period):
             new.append(state)
             continue
         size = tuple(state.shape[-2:])
         m = resize_map(full_map, size)
-        span = inp.spans
         g = base_grid(*size, state.device, state.dtype)
         disp = resize_map(displacement0, size)
-        zoom = spatial_value(phi, "zoom", lvl, m, span.get("zoom", 0))
-        rot = spatial_value(phi, "rotate", lvl, m, span.get("rotate", 0))
-        warp = spatial_value(phi, "warp", lvl, m, span.get("warp", 0))
+        zoom = spatial_value(lv.zoom, reach.zoom, m, span.zoom)
+        rot = spatial_value(lv.rotate, reach.rotate, m, span.rotate)
+        warp = spatial_value(lv.warp, reach.warp, m, span.warp)
         sq = lambda v: v[:, 0] if torch.is_tensor(v) else v  # noqa: E731  maps are (1,1,H,W); grids want (1,H,W)
-        grid = sample_grid(g, sq(zoom), sq(rot), phi[level_param_name(lvl, "translate_x")],
-                           phi[level_param_name(lvl, "translate_y")], size[1] / size[0], disp, sq(warp))
-        own = blur_sharpen(resample(state, grid), spatial_value(phi, "blur", lvl, m, span.get("blur", 0)))
-        turn = phi.get(level_param_name(lvl, "turn"), 0.0)
-        if turn:
-            own = turn_features(own, feature_rotation(state.shape[1], turn, state.device, state.dtype))
-        gs = phi[level_param_name(lvl, "gain_self")]
-        total = gs * own
-        weight = gs
+        grid = sample_grid(g, sq(zoom), sq(rot), lv.translate_x, lv.translate_y, size[1] / size[0], disp, sq(warp))
+        own = blur_sharpen(resample(state, grid), spatial_value(lv.blur, reach.blur, m, span.blur))
+        if lv.turn:
+            own = turn_features(own, feature_rotation(state.shape[1], lv.turn, state.device, state.dtype))
+        total = lv.gain_self * own
+        weight = lv.gain_self
         if lvl > 0:
-            gu = phi[level_param_name(lvl, "gain_up")]
-            total = total + gu * model.encode(lvl - 1, prev[lvl - 1])
-            weight += gu
+            total = total + lv.gain_up * model.encode(lvl - 1, prev[lvl - 1])
+            weight += lv.gain_up
         if lvl < len(prev) - 1:
-            gd = phi[level_param_name(lvl, "gain_down")]
-            total = total + gd * model.decode(lvl, prev[lvl + 1], size=size)
-            weight += gd
+            total = total + lv.gain_down * model.decode(lvl, prev[lvl + 1], size=size)
+            weight += lv.gain_down
         pre = total / weight if weight > 1e-6 else torch.zeros_like(state)
         s = inp.scales[lvl] if inp.scales else 1.0
-        noise = spatial_value(phi, "noise", lvl, m, span.get("noise", 0))
+        noise = spatial_value(lv.noise, reach.noise, m, span.noise)
         if torch.is_tensor(noise) or noise > 0:
             pre = pre + (noise * s) * torch.randn(pre.shape, generator=inp.noise, device=pre.device, dtype=pre.dtype)
-        drive = phi["drive"] * phi[level_param_name(lvl, "drive")]
+        drive = phi.drive * lv.drive
         if lvl == 0:
-            out = bound_picture(pre, kind, drive, COLOR_BOUNDS[int(phi["color.bound"])])
+            out = bound_picture(pre, phi.bound, drive, phi.color.bound)
         else:
-            out = bound(pre, kind, drive, s)
-        out = torch.lerp(out, state, phi[level_param_name(lvl, "temporal")])
-        step = phi.get(level_param_name(lvl, "amplify"), 0.0)
-        if step > 0:
-            knobs = AmplifyKnobs.from_phi(phi)
-            out = amplify(autograd_vjp(model), model.levels, lvl, out, step, knobs, inp.scales, inp.amplify_memory,
-                          jitter(inp.frame_index, lvl, min(knobs.depth, model.levels - lvl)))
+            out = bound(pre, phi.bound, drive, s)
+        out = torch.lerp(out, state, lv.temporal)
+        if lv.amplify > 0:
+            out = amplify(autograd_vjp(model), model.levels, lvl, out, lv.amplify, phi.amplify, inp.scales,
+                          inp.amplify_memory, jitter(inp.frame_index, lvl, min(phi.amplify.depth, model.levels - lvl)))
         if lvl == 0:
-            out = apply_color(out, color_matrix(phi["color.hue"], phi["color.saturation"],
-                                                COLOR_PERMS[int(phi["color.perm"])], phi["color.contrast"]))
+            out = apply_color(out, color_matrix(phi.color.hue, phi.color.saturation, phi.color.perm, phi.color.contrast))
             if inp.source is not None:
-                out = inject(out, inp.source, spatial_value(phi, "input.mix", None, m, span.get("input.mix", 0)),
-                             INPUT_MODES[int(phi["input.mode"])], phi["input.threshold"], phi["input.softness"])
+                out = inject(out, inp.source, spatial_value(phi.input.mix, reach.mix, m, span.mix), phi.input.mode,
+                             phi.input.threshold, phi.input.softness)
             out = out.clamp(-1, 1)
         new.append(out)
     return new

@@ -12,17 +12,17 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from ..control.params import (BOUNDS, COLOR_BOUNDS, COLOR_PERMS, INPUT_MODES, MAP_DEPTHS, MAP_KINDS, level_param_name,
-                              map_spans)
 from ..model.net import FeatureAutoencoder
 from ..model.views import LevelView, fallback, project
+from ..phi import ColorPhi, LevelPhi, Phi, map_spans
 from ..tally import RateLimitedLog
 from . import kernels, pixfmt
-from .amplify import AmplifyKnobs, amplify, jitter
+from .amplify import amplify, jitter
 from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, bound_picture, chroma, color_matrix,
                     feature_rotation, inject, modulation_map, resample, resize_map, sample_grid, seed_picture,
                     spatial_value, turn_features, updates_on)
@@ -149,7 +149,7 @@ class _ModelFade:
     def __init__(self, engine: FeedbackEngine, seconds: float):
         self.engine, self.seconds, self.elapsed = engine, seconds, 0.0
 
-    def blend(self, picture: torch.Tensor, phi: dict, source, dt: float) -> tuple[torch.Tensor, bool]:
+    def blend(self, picture: torch.Tensor, phi: Phi, source, dt: float) -> tuple[torch.Tensor, bool]:
         old = self.engine.step(phi, source, dt)
         self.elapsed += max(float(dt), 0.0)
         u = min(self.elapsed / self.seconds, 1.0)
@@ -157,6 +157,38 @@ class _ModelFade:
             return picture, True
         w = u * u * (3.0 - 2.0 * u)
         return torch.lerp(old, picture, w), False
+
+
+@dataclass(frozen=True)
+class _Mixing:
+    """How a level's three terms are weighed and bounded, with the arithmetic folded in: the
+    normalisation 1/(g_self + g_up + g_down) and, for tanh, the bound's gain 2·drive/s go into the
+    mixing weights (``scale``), so no pass over the level is spent on them, and the bound is then
+    s·tanh(y/s) = s·(2σ(2y/s) − 1) with the 2·drive/s already in (``fused``). The picture bounded on its
+    luminance takes the plain path: its bound is not per element."""
+
+    scale: float  # every term's weight is times this
+    fold: float  # what was folded into the weights (the noise is times it too)
+    fused: bool
+    drive: float
+
+    @classmethod
+    def of(cls, phi: Phi, lvl: int, s: float) -> _Mixing:
+        lv = phi.level[lvl]
+        weight = lv.gain_self + lv.gain_up + lv.gain_down  # (0 where a level has no such term)
+        drive = phi.drive * lv.drive
+        gain = 2 * drive if phi.bound == "tanh" else 1.0  # tanh(drive·x) = 2σ(2·drive·x) − 1
+        fused = phi.bound == "tanh" and not (lvl == 0 and phi.color.bound == "luma")
+        fold = gain / s if fused else 1.0
+        return cls(fold / weight if weight > 1e-6 else 0.0, fold, fused, drive)
+
+    def bound(self, pre: torch.Tensor, lvl: int, phi: Phi, s: float) -> torch.Tensor:
+        """The level's bound on ``pre`` (in place where it can)."""
+        if self.fused:
+            return pre.sigmoid_().mul_(2 * s).sub_(s)
+        if lvl == 0:
+            return bound_picture(pre, phi.bound, self.drive, phi.color.bound)
+        return bound(pre, phi.bound, self.drive, s)
 
 
 #: Engine precisions: the states, the weights and the arithmetic of the step. The reference stays fp32.
@@ -279,7 +311,7 @@ class FeedbackEngine:
     def levels(self) -> int:
         return self.model.levels
 
-    def _nudged(self, phi: dict[str, float]) -> dict[str, float]:
+    def _nudged(self, phi: Phi) -> Phi:
         """φ with the guard's nudge added: noise in every feature level and a turn of every level (one
         way, then the other, nudge after nudge), easing in and out over ``NUDGE_FRAMES`` (a sine
         envelope), so a frozen picture moves again and settles somewhere new."""
@@ -287,14 +319,9 @@ class FeedbackEngine:
         self._nudge -= 1
         ease = math.sin(math.pi * t)
         turn = NUDGE_ROTATE * ease * (1 if self.guard.nudges % 2 else -1)
-        phi = dict(phi)
-        for lvl in range(self.model.levels + 1):
-            rotate = level_param_name(lvl, "rotate")
-            phi[rotate] = phi[rotate] + turn
-            if lvl:
-                noise = level_param_name(lvl, "noise")
-                phi[noise] = phi[noise] + NUDGE_NOISE * ease
-        return phi
+        return replace(phi, level=tuple(replace(lv, rotate=lv.rotate + turn,
+                                                noise=lv.noise + NUDGE_NOISE * ease if lvl else lv.noise)
+                                        for lvl, lv in enumerate(phi.level)))
 
     @torch.no_grad()
     def seed_states(self, source: torch.Tensor | None) -> list[torch.Tensor]:
@@ -351,24 +378,24 @@ class FeedbackEngine:
         self._versions = [v + 1 for v in self._versions]
         self._decoded.clear()
 
-    def _color_matrix(self, phi: dict) -> torch.Tensor | None:
-        key = (phi["color.hue"], phi["color.saturation"], int(phi["color.perm"]), phi["color.contrast"])
+    def _color_matrix(self, color: ColorPhi) -> torch.Tensor | None:
+        key = (color.hue, color.saturation, color.perm, color.contrast)
         if key != self._color[0]:
-            m = color_matrix(key[0], key[1], COLOR_PERMS[key[2]], key[3])
+            m = color_matrix(*key)
             self._color = (key, None if torch.allclose(m, torch.eye(3)) else m.to(self.device, self.dtype))
         return self._color[1]
 
-    def _modulation(self, phi: dict, source: torch.Tensor | None) -> torch.Tensor | None:
-        kind = MAP_KINDS[int(phi["map.kind"])]
-        if kind == "none" or not any(phi[d] for d in MAP_DEPTHS.values()):
+    def _modulation(self, phi: Phi, source: torch.Tensor | None) -> torch.Tensor | None:
+        reach = phi.map
+        if reach.kind == "none" or not reach.reaches_anything():
             return None
-        if kind == "luma":  # changes with every source frame
-            return modulation_map(kind, self.height, self.width, 0, phi["map.invert"] >= 0.5, source, None,
-                                  self.device, self.dtype)
-        key = (kind, phi["map.angle"], phi["map.invert"] >= 0.5)
+        if reach.kind == "luma":  # changes with every source frame
+            return modulation_map(reach.kind, self.height, self.width, 0, reach.invert, source, None, self.device,
+                                  self.dtype)
+        key = (reach.kind, reach.angle, reach.invert)
         if key != self._map[0]:
-            self._map = (key, modulation_map(kind, self.height, self.width, key[1], key[2], None, self.map_image,
-                                             self.device, self.dtype))
+            self._map = (key, modulation_map(reach.kind, self.height, self.width, reach.angle, reach.invert, None,
+                                             self.map_image, self.device, self.dtype))
         return self._map[1]
 
     def _grid(self, lvl: int, zoom, rot, tx: float, ty: float, warp, picture0: torch.Tensor) -> torch.Tensor:
@@ -434,8 +461,23 @@ class FeedbackEngine:
         return out
 
     @torch.no_grad()
-    def step(self, phi: dict[str, float], source: torch.Tensor | None = None, dt: float = 1 / 30) -> torch.Tensor:
+    def step(self, phi: Phi, source: torch.Tensor | None = None, dt: float = 1 / 30) -> torch.Tensor:
         """One frame of Δ_φ on every level; ``dt`` (seconds since the last frame) times crossfades."""
+        source = self._take(source)
+        if self._nudge:
+            phi = self._nudged(phi)
+        modmap = self._modulation(phi, source)
+        updating = [not lv.freeze and updates_on(self.frame_index, lv.period) for lv in phi.level]
+        new = [self._update(lvl, phi, modmap, source) if updating[lvl] else state
+               for lvl, state in enumerate(self.states)]
+        self.states = self._blend_fades(new, phi, source, dt)
+        self.frame_index += 1
+        self._heed(self.guard.check(self.states, [lvl for lvl, u in enumerate(updating) if u]), source)
+        return self.states[0]
+
+    def _take(self, source: torch.Tensor | None) -> torch.Tensor | None:
+        """The newest source frame, in the engine's dtype; the first one seeds every level, and a re-seed
+        asked for starts now."""
         if source is not None and source.dtype != self.dtype:
             source = source.to(self.dtype)
         self.source = source
@@ -447,88 +489,69 @@ class FeedbackEngine:
         if self._reseed is not None:
             seconds, self._reseed = self._reseed, None
             self.crossfade_to(self.seed_states(source), seconds)
-        if self._nudge:
-            phi = self._nudged(phi)
-        prev = self.states
-        kind = BOUNDS[int(phi["bound"])]
-        modmap = self._modulation(phi, source)
-        updating = [phi[level_param_name(lvl, "freeze")] < 0.5
-                    and updates_on(self.frame_index, phi[level_param_name(lvl, "period")])
-                    for lvl in range(len(prev))]
-        picture_bound = COLOR_BOUNDS[int(phi["color.bound"])]
-        new = []
-        for lvl, state in enumerate(prev):
-            if not updating[lvl]:
-                new.append(state)
-                continue
-            p = lambda name: phi[level_param_name(lvl, name)]  # noqa: E731
-            size = self.sizes[lvl]
-            m = resize_map(modmap, size)
-            zoom = spatial_value(phi, "zoom", lvl, m, self.spans["zoom"])
-            rot = spatial_value(phi, "rotate", lvl, m, self.spans["rotate"])
-            warp = spatial_value(phi, "warp", lvl, m, self.spans["warp"])
-            tx, ty = p("translate_x"), p("translate_y")
-            moves = any(torch.is_tensor(v) for v in (zoom, rot, warp)) or (zoom, rot, tx, ty, warp) != (1, 0, 0, 0, 0)
-            gs = p("gain_self")
-            gu = p("gain_up") if lvl > 0 else 0.0
-            gd = p("gain_down") if lvl < len(prev) - 1 else 0.0
-            weight = gs + gu + gd
-            s = self.scales[lvl]
-            drive = phi["drive"] * p("drive")
-            gain = 2 * drive if kind == "tanh" else 1.0  # tanh(drive·x) = 2σ(2·drive·x) − 1
-            # The normalisation 1/weight and, for tanh, the 2·drive/s go into the mixing weights: no
-            # separate passes over the level for them.
-            # (The picture bounded on its luminance takes the plain path: its bound is not per element.)
-            fused = kind == "tanh" and not (lvl == 0 and picture_bound == "luma")
-            fold = gain / s if fused else 1.0
-            scale = fold / weight if weight > 1e-6 else 0.0
-            blur = spatial_value(phi, "blur", lvl, m, self.spans["blur"])
-            blurs = torch.is_tensor(blur) or bool(blur)
-            grid = self._grid(lvl, zoom, rot, tx, ty, warp, prev[0]) if moves else None
-            # ``pre`` is always a new tensor: everything below may work in place on it.
-            if grid is not None and not blurs:  # the sampler's own write carries the weight
-                pre = self._resample(state, grid, scale=gs * scale)
+        return source
+
+    def _update(self, lvl: int, phi: Phi, modmap: torch.Tensor | None, source: torch.Tensor | None) -> torch.Tensor:
+        """Level ``lvl``'s new state: Δ_φ (``delta``'s docstring) on this frame's states, a tensor of its own."""
+        prev, lv, reach, span, s = self.states, phi.level[lvl], phi.map, self.spans, self.scales[lvl]
+        m = resize_map(modmap, self.sizes[lvl])
+        mixing = _Mixing.of(phi, lvl, s)
+        pre = self._own(lvl, lv, m, reach, lv.gain_self * mixing.scale)
+        if lv.turn:
+            pre = turn_features(pre, self._rotation(lvl, lv.turn))
+        if lv.gain_up:
+            pre.add_(self.fast.encode(lvl - 1, prev[lvl - 1]), alpha=lv.gain_up * mixing.scale)
+        if lv.gain_down:
+            pre.add_(self._decode(lvl, prev), alpha=lv.gain_down * mixing.scale)
+        noise = spatial_value(lv.noise, reach.noise, m, span.noise)
+        if torch.is_tensor(noise) or noise > 0:  # s·noise in state units, times what was folded in
+            pre.add_(noise * torch.randn(pre.shape, generator=self.noise, device=pre.device, dtype=pre.dtype),
+                     alpha=mixing.fold * s)
+        out = mixing.bound(pre, lvl, phi, s)
+        if lv.temporal:
+            out = out.lerp_(prev[lvl], lv.temporal)
+        if lv.amplify > 0:
+            out = amplify(self.fast.encode_vjp, self.model.levels, lvl, out, lv.amplify, phi.amplify, self.scales,
+                          self.amplify_memory, jitter(self.frame_index, lvl, min(phi.amplify.depth,
+                                                                                self.model.levels - lvl)))
+        if lvl == 0:
+            out = self._finish_picture(out, phi, m, source)
+        self._versions[lvl] += 1
+        return _engine_layout(lvl, out)
+
+    def _own(self, lvl: int, lv: LevelPhi, m: torch.Tensor | None, reach, weight: float) -> torch.Tensor:
+        """The level's own last state moved (zoom, rotation, drift, warp: one resample), blurred or
+        sharpened, times ``weight``: always a new tensor, so everything after may work in place on it."""
+        state, span = self.states[lvl], self.spans
+        zoom = spatial_value(lv.zoom, reach.zoom, m, span.zoom)
+        rot = spatial_value(lv.rotate, reach.rotate, m, span.rotate)
+        warp = spatial_value(lv.warp, reach.warp, m, span.warp)
+        blur = spatial_value(lv.blur, reach.blur, m, span.blur)
+        tx, ty = lv.translate_x, lv.translate_y
+        moves = any(torch.is_tensor(v) for v in (zoom, rot, warp)) or (zoom, rot, tx, ty, warp) != (1, 0, 0, 0, 0)
+        blurs = torch.is_tensor(blur) or bool(blur)
+        grid = self._grid(lvl, zoom, rot, tx, ty, warp, self.states[0]) if moves else None
+        if grid is not None and not blurs:  # the sampler's own write carries the weight
+            return self._resample(state, grid, scale=weight)
+        own = self._resample(state, grid) if grid is not None else state
+        return (blur_sharpen(own, blur) if blurs else own) * weight
+
+    def _finish_picture(self, out: torch.Tensor, phi: Phi, m: torch.Tensor | None,
+                        source: torch.Tensor | None) -> torch.Tensor:
+        """The picture's colour, then the source injected (mixed, or keyed), within [−1, 1]."""
+        matrix = self._color_matrix(phi.color)
+        if matrix is not None:
+            out = apply_color(out, matrix)
+        if source is not None:
+            mix = spatial_value(phi.input.mix, phi.map.mix, m, self.spans.mix)
+            if phi.input.mode == "mix" and not torch.is_tensor(mix):  # the common case, in place
+                out = out.lerp_(source, float(mix)) if mix else out
             else:
-                own = self._resample(state, grid) if grid is not None else state
-                pre = (blur_sharpen(own, blur) if blurs else own) * (gs * scale)
-            turn = phi.get(level_param_name(lvl, "turn"), 0.0)
-            if turn:
-                pre = turn_features(pre, self._rotation(lvl, turn))
-            if gu:
-                pre.add_(self.fast.encode(lvl - 1, prev[lvl - 1]), alpha=gu * scale)
-            if gd:
-                pre.add_(self._decode(lvl, prev), alpha=gd * scale)
-            noise = spatial_value(phi, "noise", lvl, m, self.spans["noise"])
-            if torch.is_tensor(noise) or noise > 0:  # s·noise in state units, times what was folded in above
-                pre.add_(noise * torch.randn(pre.shape, generator=self.noise, device=pre.device, dtype=pre.dtype),
-                         alpha=fold * s)
-            if fused:  # s·tanh(y/s) = s·(2σ(2y/s) − 1), the 2·drive/s already in pre
-                out = pre.sigmoid_().mul_(2 * s).sub_(s)
-            elif lvl == 0:
-                out = bound_picture(pre, kind, drive, picture_bound)
-            else:
-                out = bound(pre, kind, drive, s)
-            if p("temporal"):
-                out = out.lerp_(state, p("temporal"))
-            if phi.get(level_param_name(lvl, "amplify"), 0.0) > 0:
-                knobs = AmplifyKnobs.from_phi(phi)
-                out = amplify(self.fast.encode_vjp, self.model.levels, lvl, out, p("amplify"), knobs, self.scales,
-                              self.amplify_memory, jitter(self.frame_index, lvl, min(knobs.depth,
-                                                                                    self.model.levels - lvl)))
-            if lvl == 0:
-                matrix = self._color_matrix(phi)
-                if matrix is not None:
-                    out = apply_color(out, matrix)
-                if source is not None:
-                    mix, mode = spatial_value(phi, "input.mix", None, m, self.spans["input.mix"]), \
-                        INPUT_MODES[int(phi["input.mode"])]
-                    if mode == "mix" and not torch.is_tensor(mix):  # the common case, in place
-                        out = out.lerp_(source, float(mix)) if mix else out
-                    else:
-                        out = inject(out, source, mix, mode, phi["input.threshold"], phi["input.softness"])
-                out = out.clamp_(-1, 1)  # out is this frame's own tensor, never a state
-            new.append(_engine_layout(lvl, out))
-            self._versions[lvl] += 1
+                out = inject(out, source, mix, phi.input.mode, phi.input.threshold, phi.input.softness)
+        return out.clamp_(-1, 1)  # out is this frame's own tensor, never a state
+
+    def _blend_fades(self, new: list[torch.Tensor], phi: Phi, source, dt: float) -> list[torch.Tensor]:
+        """A crossfade to stored states, then a model switch's, over the new states."""
         if self._fade is not None:
             new, done = self._fade.advance(new, dt)
             self._fade = None if done else self._fade
@@ -538,21 +561,22 @@ class FeedbackEngine:
             new[0], done = self._outgoing.blend(new[0], phi, source, dt)
             self._outgoing = None if done else self._outgoing
             self._versions[0] += 1
-        self.states = new
-        self.frame_index += 1
-        need = self.guard.check(new, [lvl for lvl, u in enumerate(updating) if u])
-        if need is not None:
-            what, why = need
-            if what == "nudge":
-                self._nudge = NUDGE_FRAMES
-                self._warn.warning("nudge", "feedback nudged back to life: %s", why)
-            else:
-                self._warn.warning("reseed", "feedback re-seeded: %s", why)
-                if what == "reseed now":
-                    self.reset(source)  # nothing to fade from: cut, in this very frame
-                else:
-                    self.crossfade_to(self.seed_states(source), RESEED_SECONDS)
-        return self.states[0]
+        return new
+
+    def _heed(self, need: tuple[str, str] | None, source: torch.Tensor | None) -> None:
+        """Do what the stability guard asks for: a nudge, a re-seed with a crossfade, or a cut."""
+        if need is None:
+            return
+        what, why = need
+        if what == "nudge":
+            self._nudge = NUDGE_FRAMES
+            self._warn.warning("nudge", "feedback nudged back to life: %s", why)
+            return
+        self._warn.warning("reseed", "feedback re-seeded: %s", why)
+        if what == "reseed now":
+            self.reset(source)  # nothing to fade from: cut, in this very frame
+        else:
+            self.crossfade_to(self.seed_states(source), RESEED_SECONDS)
 
     @torch.no_grad()
     def readback(self, fmt: str = pixfmt.RGB24, picture: torch.Tensor | None = None) -> np.ndarray:

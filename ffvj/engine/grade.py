@@ -1,6 +1,6 @@
 """The output's colour grade: a gradient map, as VJ mixers' "colorize" / "duotone" effects do it.
 
-``grade(picture, phi)`` recolours the picture (C=3, values in [-1, 1]) by its luminance: black →
+``grade(picture, phi.grade)`` recolours the picture (C=3, values in [-1, 1]) by its luminance: black →
 the shadow colour (a full, deep colour of hue ``grade.shadows``) at mid-grey → the highlight colour
 (a light colour of hue ``grade.highlights``) at white; ``grade.invert`` reads the luminance the other
 way round (a negative); ``grade.mix`` blends the map over the picture (0: off, the picture as it is).
@@ -16,6 +16,7 @@ import colorsys
 
 import torch
 
+from ..phi import GradePhi
 from .delta import luminance01
 
 SHADOW_SATURATION, SHADOW_VALUE = 1.0, 0.75  # a deep, full colour at mid-grey
@@ -47,9 +48,9 @@ def gradient_map(picture: torch.Tensor, shadows_deg: float, highlights_deg: floa
     return picture.lerp(mapped, mix)
 
 
-def grade(picture: torch.Tensor, phi: dict) -> torch.Tensor:
-    """What the output shows of the picture under φ's ``grade.*``: the picture itself when off."""
-    mix = float(phi.get("grade.mix", 0.0))
+def grade(picture: torch.Tensor, settings: GradePhi) -> torch.Tensor:
+    """What the output shows of the picture under φ's grade: the picture itself when off."""
+    mix = float(settings.mix)
     if mix <= 0:
         return picture
-    return gradient_map(picture, phi["grade.shadows"], phi["grade.highlights"], phi["grade.invert"] >= 0.5, mix)
+    return gradient_map(picture, settings.shadows, settings.highlights, settings.invert, mix)

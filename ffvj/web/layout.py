@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..control.actions import ACTIONS, Action
 from ..control.models import bundled_names, check_model_name
-from ..control.params import Param
+from ..phi import Param
 from ..control.presets import check_name
 
 

@@ -90,7 +90,7 @@ def test_click_track_file_leads_the_show_tempo(tmp_path):
     controls.audio.start(0.0)
     try:
         for frame in range(int(5.5 * 30)):
-            controls.frame(None, 1 / 30, frame / 30)
+            controls.next_phi(None, 1 / 30, frame / 30)
         assert controls.tempo.source == "audio" and controls.tempo.bpm == pytest.approx(100, abs=1)
         # On the beat: the clicks fall at 0.25 + 0.6 k seconds.
         beat = controls.tempo.beat(0.25 + 0.6 * 9)

@@ -16,6 +16,7 @@ from ffvj.control.params import build_registry
 from ffvj.control.touchosc import _slot_action, validate_layout
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from ffvj.phi import Phi
 from ffvj.tally import RateLimitedLog
 
 W, H = 45, 29
@@ -44,12 +45,12 @@ def engine():
 
 def held(controls) -> dict:
     """φ with every level frozen: a step changes nothing itself."""
-    phi = controls.store.frame(0)
+    phi = controls.store.advance(0)
     return dict(phi, **{name: 1.0 for name in phi if name.endswith(".freeze")})
 
 
 def run_frame(controls, engine):
-    controls.frame(engine, 1 / 30, 0.0)
+    controls.next_phi(engine, 1 / 30, 0.0)
     controls.close()  # waits for preset files being written (a FILES action)
 
 
@@ -81,7 +82,7 @@ def test_buttons_fire_on_a_press_and_ignore_the_release():
 
 def test_loop_actions_wait_for_the_render_loop(controls, engine):
     source = torch.rand(1, 3, H, W) * 2 - 1
-    engine.step(controls.store.frame(0), source)
+    engine.step(Phi.of(controls.store.advance(0)), source)
     assert controls.fire("snapshot.store", 1) is True
     assert controls.snapshots.occupied() == []  # queued, not run: the engine belongs to the render loop
     run_frame(controls, engine)
@@ -90,7 +91,7 @@ def test_loop_actions_wait_for_the_render_loop(controls, engine):
     controls.fire("reset")
     run_frame(controls, engine)
     new_source = torch.rand(1, 3, H, W) * 2 - 1
-    engine.step(held(controls), new_source, dt=1.0)  # the re-seed runs with the frame being made: a crossfade
+    engine.step(Phi.of(held(controls)), new_source, dt=1.0)  # the re-seed runs with the frame being made: a crossfade
     assert torch.allclose(engine.states[0], new_source)  # ... that ends on that frame's source (0.5 s < 1 s)
     controls.fire("snapshot.recall", 1.0)
     run_frame(controls, engine)
@@ -100,7 +101,7 @@ def test_loop_actions_wait_for_the_render_loop(controls, engine):
     assert engine.fading
     controls.fire("reset", 1)
     run_frame(controls, engine)
-    engine.step(held(controls), source, dt=1 / 30)  # panic: its re-seed replaces the snapshot's crossfade
+    engine.step(Phi.of(held(controls)), source, dt=1 / 30)  # panic: its re-seed replaces the snapshot's crossfade
     assert engine.fading and torch.equal(engine._fade.target[0], source)  # heading for the source, not slot 1
 
 
@@ -221,7 +222,7 @@ def test_actions_that_fail_are_counted_for_the_status_line(tmp_path):
     class Engine:
         states = []
 
-    controls.frame(Engine(), 1 / 30, 0.0)
+    controls.next_phi(Engine(), 1 / 30, 0.0)
     wait_until(lambda: controls.failed_actions == 2, 10)
     assert controls.status() == "2 actions failed"
     controls.close()
@@ -269,7 +270,7 @@ def test_a_fifo_or_a_hung_disk_never_wedges_the_file_worker(controls, engine, mo
     controls.presets.save("hung")
     controls.fire("preset.recall", "hung")
     controls.fire("preset.save", "later")
-    controls.frame(engine, 1 / 30, 0.0)
+    controls.next_phi(engine, 1 / 30, 0.0)
     wait_until(lambda: (presets / "later.toml").is_file(), 10, "a save queued behind a hung recall")
     assert controls._files.stuck == 1 and "1 file operations stuck" in controls.status()
     t = time.monotonic()
@@ -296,7 +297,7 @@ def test_a_quantised_change_waits_for_its_beat_and_starts_in_the_frame_nearest_i
             controls.fire("snapshot.recall", 3)  # the show's quantum: replaces the one waiting
         if frame == 70:
             controls.fire("snapshot.recall", 5, 0.0, 0)  # at once
-        controls.frame(None, 1 / fps, now)
+        controls.next_phi(None, 1 / fps, now)
     assert ran[0] == ("snapshot.recall", {"slot": 3, "seconds": 0.0}, 15)  # beat 1 at 0.5 s is frame 15
     assert ran[1] == ("snapshot.recall", {"slot": 5, "seconds": 0.0}, 70)
     assert len(ran) == 2
@@ -306,6 +307,6 @@ def test_a_quantised_change_waits_for_its_beat_and_starts_in_the_frame_nearest_i
     frame = 80
     controls.fire("snapshot.recall", 1, 0.0, 4)
     for frame in range(80, 130):
-        controls.frame(None, 1 / fps, frame / fps)
+        controls.next_phi(None, 1 / fps, frame / fps)
     assert ran == [("snapshot.recall", {"slot": 1, "seconds": 0.0}, 117)]  # 4 s − 0.1 s, nearest frame (3.9 s)
     assert controls.waiting() == {}

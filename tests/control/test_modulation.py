@@ -162,7 +162,7 @@ def test_apply_never_touches_the_store_or_its_input():
     store.set("lfo1.depth", 1.0)
     store.set("lfo1.shape", "square")
     before = store.targets()
-    values = store.frame(1.0)
+    values = store.advance(1.0)
     snapshot = dict(values)
     mod = Modulation(reg)
     out = mod.apply(values, 0.0, 0.0)

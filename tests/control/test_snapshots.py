@@ -10,6 +10,7 @@ from ffvj.control.snapshots import SnapshotBank
 from ffvj.engine.delta import StepInputs, reference_step
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from ffvj.phi import Phi
 
 W, H = 45, 29
 
@@ -28,7 +29,7 @@ def engine(model):
 
 
 def phi_defaults(model) -> dict:
-    return ParamStore(build_registry(model.levels)).frame(0)
+    return ParamStore(build_registry(model.levels)).advance(0)
 
 
 def test_snapshot_store_and_recall_are_exact_and_copies(engine, model):
@@ -37,12 +38,12 @@ def test_snapshot_store_and_recall_are_exact_and_copies(engine, model):
     assert snaps.store(engine, 2) and snaps.occupied() == [2]
     kept = [s.clone() for s in engine.states]
     for _ in range(3):
-        engine.step(phi)
+        engine.step(Phi.of(phi))
     assert not all(torch.equal(a, b) for a, b in zip(engine.states, kept))
     assert snaps.recall(engine, 2)
     assert all(torch.equal(a, b) for a, b in zip(engine.states, kept))
     assert all(a is not b for a, b in zip(engine.states, snaps.get(2)))  # the slot is not aliased
-    engine.step(phi)
+    engine.step(Phi.of(phi))
     assert all(torch.equal(a, b) for a, b in zip(snaps.get(2), kept))  # stepping left the slot alone
 
 
@@ -50,15 +51,15 @@ def test_recall_invalidates_the_decode_cache(engine, model):
     """After a recall the engine computes exactly the formula from the recalled states."""
     snaps = SnapshotBank()
     phi = phi_defaults(model)
-    engine.step(phi)
+    engine.step(Phi.of(phi))
     snaps.store(engine, 0)
     engine.reset()  # new states
-    engine.step(phi)
-    engine.step(phi)  # level 0 now holds a cached decode of level 1
+    engine.step(Phi.of(phi))
+    engine.step(Phi.of(phi))  # level 0 now holds a cached decode of level 1
     snaps.recall(engine, 0)
     prev = [s.clone() for s in engine.states]
-    expected = reference_step(model, prev, StepInputs(phi, frame_index=engine.frame_index))
-    engine.step(phi)
+    expected = reference_step(model, prev, StepInputs(Phi.of(phi), frame_index=engine.frame_index))
+    engine.step(Phi.of(phi))
     for a, b in zip(engine.states, expected):
         assert torch.allclose(a, b, atol=1e-5)
 
@@ -77,10 +78,10 @@ def test_crossfade_blends_by_smoothstep_and_ends_exactly_on_the_snapshot(engine,
     live = [s.clone() for s in engine.states]
     assert snaps.recall(engine, 1, seconds=2.0) and engine.fading
     assert all(torch.equal(a, b) for a, b in zip(engine.states, live))  # nothing happens before a step
-    engine.step(held(model), dt=1.0)  # the midpoint: weight smoothstep(½) = ½
+    engine.step(Phi.of(held(model)), dt=1.0)  # the midpoint: weight smoothstep(½) = ½
     assert all(torch.equal(a, torch.lerp(l, t, 0.5)) for a, l, t in zip(engine.states, live, target))
-    engine.step(phi_defaults(model), dt=0.5)  # the feedback keeps running during the fade
-    engine.step(phi_defaults(model), dt=0.5)
+    engine.step(Phi.of(phi_defaults(model)), dt=0.5)  # the feedback keeps running during the fade
+    engine.step(Phi.of(phi_defaults(model)), dt=0.5)
     assert all(torch.equal(a, t) for a, t in zip(engine.states, target)) and not engine.fading
     assert all(a is not t for a, t in zip(engine.states, snaps.get(1)))  # the slot is not aliased
 
@@ -116,7 +117,7 @@ def test_fp32_snapshots_crossfade_into_a_half_precision_engine(model):
     snaps.store(FeedbackEngine(model, W, H, seed=3), 2)
     half = FeedbackEngine(model, W, H, precision="fp16")
     assert snaps.recall(half, 2, seconds=1.0)
-    half.step(held(model), dt=0.5)
+    half.step(Phi.of(held(model)), dt=0.5)
     assert all(s.dtype == torch.float16 for s in half.states)
-    half.step(held(model), dt=1.0)
+    half.step(Phi.of(held(model)), dt=1.0)
     assert all(torch.allclose(a.float(), b, atol=1e-3) for a, b in zip(half.states, snaps.get(2)))

@@ -9,7 +9,8 @@ import pytest
 
 from ffvj.control.actions import ACTIONS
 from ffvj.control.osc import NORM_SUFFIX, OSC_COMMANDS
-from ffvj.control.params import ADDRESS_PREFIX, DEFAULT_LEVELS, build_registry
+from ffvj.control.params import build_registry
+from ffvj.phi import ADDRESS_PREFIX, DEFAULT_LEVELS
 from ffvj.control.touchosc import LayoutError, generate_layout, validate_layout
 from tests.helpers import REPO
 

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from ffvj.control.params import ParamStore, build_registry
-from ffvj.engine.amplify import (AmplifyKnobs, amplify, autograd_vjp, feature_gradient, feature_objective,
+from ffvj.engine.amplify import (amplify, autograd_vjp, feature_gradient, feature_objective,
                                  objective_gradient, pull_prox, tv_energy, tv_step)
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from ffvj.phi import AmplifyPhi, Phi
 from tests.helpers import PLAIN_LEVELS
 
 
@@ -29,7 +30,7 @@ def objective_at(model, x, encoders, s_in, s_out, knobs):
 def test_the_feature_gradient_matches_finite_differences(model, depth):
     """∂F/∂x through 1–3 real encoders, against central differences in float64 (a smooth objective: l2 only
     inside the clip, so no kink sits within a difference step)."""
-    knobs = AmplifyKnobs(depth=depth, l1=0.0, l2=1.0, clip=10.0)
+    knobs = AmplifyPhi(depth=depth, l1=0.0, l2=1.0, clip=10.0)
     torch.manual_seed(1)
     x = torch.rand(1, 3, 9, 11, dtype=torch.float64) * 1.6 - 0.8
     encoders = model.encoders[:depth]
@@ -50,7 +51,7 @@ def test_the_fast_paths_closed_form_gradient_matches_autograd(model, size, depth
     adjoint, channels-last levels) against autograd through the model's own encoders, from the picture
     and from a feature level."""
     fast = model.fast()
-    knobs = AmplifyKnobs(depth=depth)
+    knobs = AmplifyPhi(depth=depth)
     torch.manual_seed(5)
     for level in (0, 1):
         x = torch.rand(1, model.channels[level], *size, dtype=torch.float64) * 1.6 - 0.8
@@ -66,7 +67,7 @@ def test_the_fast_paths_closed_form_gradient_matches_autograd(model, size, depth
 def test_the_objectives_gradient_matches_autograd():
     torch.manual_seed(6)
     alpha = (torch.randn(2, 5, 6, 7, dtype=torch.float64) * 0.6).requires_grad_(True)
-    knobs = AmplifyKnobs(l1=0.7, l2=0.4, clip=0.5)
+    knobs = AmplifyPhi(l1=0.7, l2=0.4, clip=0.5)
     (theirs,) = torch.autograd.grad(feature_objective(alpha, knobs), alpha)
     assert torch.allclose(objective_gradient(alpha.detach(), knobs), theirs, atol=1e-15)
 
@@ -98,7 +99,7 @@ def test_the_pull_is_the_proximal_step_of_the_six_norm(weight):
 
 def test_a_step_raises_the_feature_objective(model):
     """The point of it: one small amplification step makes the features above respond more."""
-    knobs = AmplifyKnobs(tv=0.0, pull=0.0)
+    knobs = AmplifyPhi(tv=0.0, pull=0.0)
     torch.manual_seed(3)
     x = (torch.rand(1, 3, 32, 48, dtype=torch.float64) * 1.2 - 0.6)
     before = objective_at(model, x, model.encoders[:1], 1.0, 1.0, knobs)
@@ -112,7 +113,7 @@ def test_the_nudge_has_rms_step(model):
     could leave is measured on the running loop by ``ffvj look``: docs/LOOKS.md)."""
     torch.manual_seed(4)
     x = torch.rand(1, 3, 64, 96, dtype=torch.float64) * 1.2 - 0.6
-    knobs = AmplifyKnobs(tv=0.0, pull=0.0)
+    knobs = AmplifyPhi(tv=0.0, pull=0.0)
     d = amplify(model.fast().encode_vjp, model.levels, 0, x, 0.02, knobs, None, {}).double() - x
     assert d.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=0.05)
     louder = FeatureAutoencoder(model.config).double().eval()
@@ -129,7 +130,7 @@ def test_the_nudge_has_no_mean_so_it_cannot_drift_the_exposure(model):
     torch.manual_seed(5)
     x = torch.rand(1, 3, 48, 64, dtype=torch.float64) * 1.2 - 0.6  # inside ±1: no clamp at the edges
     for depth in (1, 2, 3):
-        knobs = AmplifyKnobs(depth=depth, tv=0.0, pull=0.0)
+        knobs = AmplifyPhi(depth=depth, tv=0.0, pull=0.0)
         gradient = feature_gradient(model.fast().encode_vjp, range(depth), x, 1.0, 1.0, knobs)
         assert gradient.mean(dim=(-2, -1)).abs().max() > 0.1 * gradient.pow(2).mean().sqrt()  # it had one
         d = amplify(model.fast().encode_vjp, model.levels, 0, x, 0.02, knobs, None, {}).double() - x
@@ -140,10 +141,10 @@ def test_amplification_stays_bounded_at_every_level_and_depth(model):
     """The largest step on every level, every depth, 60 frames: every state finite and, once updated, within ±s."""
     model = model.float()
     engine = FeedbackEngine(model, 48, 32, scales=(1.0, 0.8, 0.6, 0.5))
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     for frame in range(60):
         phi.update({f"l{lvl}.amplify": 0.1 for lvl in range(model.levels)}, **{"amplify.depth": 1 + frame % 3})
-        engine.step(phi)
+        engine.step(Phi.of(phi))
         for lvl, s in enumerate(engine.states):
             assert torch.isfinite(s).all()
             if frame >= 8:  # every level has updated since the seed (whose encodings may reach 1 > s)
@@ -154,12 +155,12 @@ def test_amplification_changes_the_show_and_off_costs_nothing(model):
     """lℓ.amplify = 0 (the default below level 2) is bit-identical to an engine that never heard of it; on, the picture moves
     away from that run, and the energy memory is kept per amplified level."""
     model = model.float()
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update(PLAIN_LEVELS)
     plain, amplified = FeedbackEngine(model, 48, 32, seed=3), FeedbackEngine(model, 48, 32, seed=3)
     for _ in range(8):
-        plain.step(dict(phi))
-        amplified.step(dict(phi, **{"l0.amplify": 0.06, "l1.amplify": 0.06}))
+        plain.step(Phi.of(dict(phi)))
+        amplified.step(Phi.of(dict(phi, **{"l0.amplify": 0.06, "l1.amplify": 0.06})))
     assert set(amplified.amplify_memory) == {0, 1} and not plain.amplify_memory
     diff = np.abs(plain.readback().astype(int) - amplified.readback().astype(int)).mean()
     assert diff > 2.0
@@ -196,7 +197,7 @@ def test_encoders_without_a_closed_form_go_through_autograd(activation, pooling)
     torch.manual_seed(8)
     model = FeatureAutoencoder(ModelConfig(channels=(3, 5, 7), activation=activation, pooling=pooling)).double()
     x = torch.rand(1, 3, 12, 10, dtype=torch.float64) * 1.6 - 0.8
-    knobs = AmplifyKnobs(depth=2)
+    knobs = AmplifyPhi(depth=2)
     ours = feature_gradient(model.fast().encode_vjp, range(0, 2), x, 1.0, 0.5, knobs)
     theirs = feature_gradient(autograd_vjp(model), range(0, 2), x, 1.0, 0.5, knobs)
     assert torch.allclose(ours, theirs, atol=1e-14)

@@ -1,12 +1,16 @@
+"""FeedbackEngine against the reference (the oracle), and the guard, fades, maps, precisions and views."""
+
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
-from ffvj.control.params import BOUNDS, COLOR_BOUNDS, COLOR_PERMS, MAP_KINDS, ParamStore, build_registry, map_spans
+from ffvj.control.params import ParamStore, build_registry
 from ffvj.engine.delta import StepInputs, bound, color_matrix, modulation_map, reference_step
 from ffvj.engine.engine import PRECISIONS, FeedbackEngine, StabilityGuard
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from ffvj.phi import BOUNDS, COLOR_BOUNDS, COLOR_PERMS, MAP_KINDS, MapPhi, MapSpans, Phi, map_spans
 from tests.helpers import PLAIN_LEVELS
 
 W, H = 45, 29  # odd on purpose
@@ -50,10 +54,10 @@ def steps_match_the_oracle(model, engine, rng, seed, scales=None, frames=4):
     for frame in range(frames):
         phi = random_phi(model, rng)
         source = torch.rand(1, 3, height, width) * 2 - 1 if frame % 2 == 0 else None
-        ref_states = reference_step(model, ref_states, StepInputs(phi, source, engine.map_image, engine.frame_index,
+        ref_states = reference_step(model, ref_states, StepInputs(Phi.of(phi), source, engine.map_image, engine.frame_index,
                                                                   ref_noise, scales=scales,
                                                                   amplify_memory=ref_memory))
-        engine.step(phi, source)
+        engine.step(Phi.of(phi), source)
         for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
 
@@ -83,10 +87,10 @@ def test_levels_bounded_to_their_own_scale_match_the_plain_formula(model, seed):
     engine = FeedbackEngine(model, W, H, seed=seed, scales=scales)
     steps_match_the_oracle(model, engine, rng, seed, scales)
     # Every level updating, no temporal blur: each state is within its own range.
-    phi = dict(ParamStore(build_registry(model.levels)).frame(0), drive=4.0,
+    phi = dict(ParamStore(build_registry(model.levels)).advance(0), drive=4.0,
                **{f"l{lvl}.period": 1.0 for lvl in range(model.levels + 1)})
     for _ in range(3):
-        engine.step(phi)
+        engine.step(Phi.of(phi))
     assert all(state.abs().max() <= s + 1e-6 for state, s in zip(engine.states, scales))
     with pytest.raises(ValueError, match="one per level"):
         FeedbackEngine(model, W, H, scales=(1.0, 0.5))
@@ -104,7 +108,7 @@ def test_the_oracle_test_reaches_the_banded_sampler(model, monkeypatch):
     torch.set_num_threads(2)
     try:
         engine = FeedbackEngine(model, 48, 32)
-        engine.step(ParamStore(build_registry(model.levels)).frame(0))  # the default look moves level 0
+        engine.step(Phi.of(ParamStore(build_registry(model.levels)).advance(0)))  # the default look moves level 0
     finally:
         torch.set_num_threads(before)
     assert calls == [(32, 2)]
@@ -124,11 +128,11 @@ def test_uniform_warps_at_every_level_match_the_plain_formula(model, seed):
     ref_memory = {}
     for frame in range(4):
         phi = random_phi(model, rng, **fixed)
-        ref_states = reference_step(model, ref_states, StepInputs(phi, None, None, engine.frame_index,
+        ref_states = reference_step(model, ref_states, StepInputs(Phi.of(phi), None, None, engine.frame_index,
                                                                   torch.Generator().manual_seed(0),
                                                                   amplify_memory=ref_memory))
         engine.noise.manual_seed(0)
-        engine.step(phi, None)
+        engine.step(Phi.of(phi), None)
         for lvl, (a, b) in enumerate(zip(engine.states, ref_states)):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (frame, lvl, (a - b).abs().max())
 
@@ -163,14 +167,14 @@ def test_half_precision_engines_stay_close_to_the_reference(precision):
             phi.update({f"l{lvl}.drive": float(rng.uniform(0.5, 2.0)) for lvl in range(model.levels + 1)})
             phi["bound"] = float(rng.choice([BOUNDS.index(b) for b in BOUNDS if b != "wrap"]))
         else:
-            phi = ParamStore(reg).frame(0)
+            phi = ParamStore(reg).advance(0)
             phi.update(drive=float(rng.uniform(0.8, 2.0)), **{"l1.gain_up": float(rng.uniform(0, 1))})
         source = torch.rand(1, 3, H, W) * 2 - 1 if frame % 2 == 0 else None
         start = [s.float() for s in engine.states]
-        ref = reference_step(model, start, StepInputs(phi, source, None, engine.frame_index,
+        ref = reference_step(model, start, StepInputs(Phi.of(phi), source, None, engine.frame_index,
                                                       torch.Generator().manual_seed(0),
                                                       amplify_memory=dict(engine.amplify_memory)))
-        engine.step(phi, source)
+        engine.step(Phi.of(phi), source)
         for lvl, (a, b) in enumerate(zip(engine.states, ref)):
             # bf16 through an amplified level's gradient (the default look's level 2) reaches ~4.5e-2
             bound = 1e-2 if precision == "fp16" else 5e-2 if phi.get(f"l{lvl}.amplify", 0) > 0 else 2e-2
@@ -187,24 +191,24 @@ def test_unknown_precision_is_refused(model):
 def test_levels_are_double_buffered(model):
     """Each level reads t-1: computing levels in reverse order gives the same result."""
     engine = FeedbackEngine(model, W, H)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     prev = [s.clone() for s in engine.states]
-    forward = reference_step(model, prev, StepInputs(phi))
+    forward = reference_step(model, prev, StepInputs(Phi.of(phi)))
     assert all(torch.equal(a, b) for a, b in zip(prev, engine.states))  # the oracle did not touch its input
-    engine.step(phi)
+    engine.step(Phi.of(phi))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(engine.states, forward))
 
 
 def test_periods_and_freeze_hold_levels(model):
     engine = FeedbackEngine(model, W, H)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update({"l1.period": 2, "l2.freeze": 1, "l3.period": 3})
     before = [s.clone() for s in engine.states]
-    engine.step(phi)  # frame 0: level 1 (period 2) waits for odd frames, level 3 for frames ≡ 1 mod 3
+    engine.step(Phi.of(phi))  # frame 0: level 1 (period 2) waits for odd frames, level 3 for frames ≡ 1 mod 3
     assert not torch.equal(engine.states[0], before[0])
     assert all(torch.equal(engine.states[i], before[i]) for i in (1, 2, 3))
     before = [s.clone() for s in engine.states]
-    engine.step(phi)  # frame 1: levels 1 and 3 update; the frozen level 2 never does
+    engine.step(Phi.of(phi))  # frame 1: levels 1 and 3 update; the frozen level 2 never does
     assert not torch.equal(engine.states[1], before[1]) and not torch.equal(engine.states[3], before[3])
     assert torch.equal(engine.states[2], before[2])
 
@@ -249,22 +253,22 @@ def test_modulation_maps_lie_in_the_unit_range(kind):
 
 def test_a_map_makes_parameters_vary_over_the_picture(model):
     engine = FeedbackEngine(model, 64, 48)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update({"map.kind": MAP_KINDS.index("radial"), "map.zoom": 0.5, "l0.zoom": 1.0, "l0.rotate": 0,
                 "l0.warp": 0, "input.mix": 0})
-    ref = reference_step(model, [s.clone() for s in engine.states], StepInputs(phi))
+    ref = reference_step(model, [s.clone() for s in engine.states], StepInputs(Phi.of(phi)))
     flat = dict(phi, **{"map.zoom": 0.0})
-    plain = reference_step(model, [s.clone() for s in engine.states], StepInputs(flat))
+    plain = reference_step(model, [s.clone() for s in engine.states], StepInputs(Phi.of(flat)))
     diff = (ref[0] - plain[0]).abs()[0].mean(0)
     assert diff[20:28, 28:36].mean() < diff[:6, :6].mean()  # the centre moves less than the corners
 
 
 def test_nan_is_caught_and_never_shown(model):
     engine = FeedbackEngine(model, W, H)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     engine.states[2] = torch.full_like(engine.states[2], float("nan"))
-    engine.step(phi)  # level 1 reads the NaN through γ⁻¹ … the guard must see it within this frame
-    engine.step(phi)
+    engine.step(Phi.of(phi))  # level 1 reads the NaN through γ⁻¹ … the guard must see it within this frame
+    engine.step(Phi.of(phi))
     assert engine.guard.recoveries >= 1 and "non-finite" in engine.guard.last_reason
     assert all(torch.isfinite(s).all() for s in engine.states)
     frame = engine.readback()
@@ -273,13 +277,13 @@ def test_nan_is_caught_and_never_shown(model):
 
 def test_saturation_is_recovered_within_patience(model):
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=3))
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update(PLAIN_LEVELS)
     phi.update({"bound": BOUNDS.index("clamp"), "drive": 4.0, "input.mix": 0.0,
                 "color.bound": float(COLOR_BOUNDS.index("rgb"))})  # each channel driven into its bound
     engine.states = [torch.sign(torch.randn_like(s)) for s in engine.states]  # fully saturated
     for _ in range(10):
-        engine.step(phi)
+        engine.step(Phi.of(phi))
         if engine.guard.recoveries:
             break
     assert engine.guard.recoveries == 1 and "saturated" in engine.guard.last_reason
@@ -287,7 +291,7 @@ def test_saturation_is_recovered_within_patience(model):
 
 def test_a_dead_flat_picture_is_reseeded_from_the_source(model):
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(patience=2))
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update(PLAIN_LEVELS)
     phi.update({"drive": 0.25, "input.mix": 0.0, "l0.gain_self": 1.0})
     engine.states = [torch.zeros_like(s) for s in engine.states]
@@ -295,13 +299,13 @@ def test_a_dead_flat_picture_is_reseeded_from_the_source(model):
     engine.reset(source)
     engine.states = [torch.zeros_like(s) for s in engine.states]  # dead
     for _ in range(4):
-        engine.step(phi, source)
+        engine.step(Phi.of(phi), source)
         if engine.guard.recoveries:
             break
     assert engine.guard.recoveries == 1 and "flat" in engine.guard.last_reason
     assert engine.fading  # not a cut: the re-seeded picture fades in over half a second
     held = dict(phi, **{f"l{lvl}.freeze": 1.0 for lvl in range(model.levels + 1)})
-    engine.step(held, source, dt=0.6)
+    engine.step(Phi.of(held), source, dt=0.6)
     assert torch.allclose(engine.states[0], source) and not engine.fading
 
 
@@ -322,7 +326,7 @@ def test_the_default_look_evolves_and_stays_alive():
     store = ParamStore(build_registry(model.levels))
     frames = []
     for i in range(40):
-        engine.step(store.frame(1 / 30))
+        engine.step(Phi.of(store.advance(1 / 30)))
         frames.append(engine.readback().astype(np.float32))
     changes = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
     assert min(changes) > 0.05  # never frozen
@@ -330,14 +334,19 @@ def test_the_default_look_evolves_and_stays_alive():
     assert engine.guard.recoveries == 0  # alive by itself, not by being rescued
 
 
-def test_map_spans_cover_every_mapped_quantity():
-    assert set(map_spans()) == {"zoom", "rotate", "warp", "blur", "noise", "input.mix"}
+def test_every_depth_of_the_map_has_a_span_of_half_its_quantitys_range():
+    registry = build_registry(3)
+    depths = [f.name for f in fields(MapPhi) if f.name not in ("kind", "angle", "invert")]
+    assert [f.name for f in fields(MapSpans)] == depths
+    for quantity in depths:
+        moved = registry["input.mix" if quantity == "mix" else f"l0.{quantity}"]
+        assert getattr(map_spans(), quantity) == (moved.max - moved.min) / 2
 
 
 def test_a_frozen_picture_is_nudged_back_to_life_not_cut(model):
     """A still input settles into a fixed point; the guard notices and nudges it: the picture moves again."""
     engine = FeedbackEngine(model, W, H, guard=StabilityGuard(still_frames=10))
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update(PLAIN_LEVELS)
     phi.update({f"l{lvl}.{name}": value for lvl in range(model.levels + 1)
                 for name, value in (("zoom", 1.0), ("rotate", 0.0), ("warp", 0.0), ("period", 1.0))})
@@ -346,7 +355,7 @@ def test_a_frozen_picture_is_nudged_back_to_life_not_cut(model):
     changes = []
     for _ in range(40):
         before = engine.states[0].clone()
-        engine.step(phi, source)
+        engine.step(Phi.of(phi), source)
         changes.append((engine.states[0] - before).abs().mean().item())
     assert engine.guard.nudges >= 1 and engine.guard.recoveries == 0  # nudged, never re-seeded
     assert max(changes[12:]) > 2 * engine.guard.still_change  # and it moved while nudged
@@ -358,11 +367,11 @@ def test_a_loop_that_keeps_dying_backs_off_instead_of_pulsing(model):
     from ffvj.engine.flashes import FlashTracker, max_flashes
 
     engine = FeedbackEngine(model, W, H)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     phi.update({"input.mix": 0.0, "l0.gain_self": 0.0, "l0.gain_down": 0.0})
     tracker, events = FlashTracker(30), []
     for _ in range(600):
-        engine.step(phi, None)
+        engine.step(Phi.of(phi), None)
         events.append(tracker.add(engine.states[0])[0])
     assert engine.guard.recoveries >= 2
     assert engine.guard.patience > engine.guard.base_patience  # it backed off
@@ -393,9 +402,9 @@ def test_a_model_switch_keeps_the_picture_and_crossfades(model):
     torch.manual_seed(1)
     other = FeatureAutoencoder(ModelConfig(channels=(3, 4, 12, 6))).eval()
     engine = FeedbackEngine(model, W, H, seed=2)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     for _ in range(5):
-        engine.step(phi)
+        engine.step(Phi.of(phi))
     picture = engine.states[0].clone()
     engine.switch_model(other, None, seconds=0.2)
     assert torch.equal(engine.states[0], picture) and engine.switching
@@ -403,7 +412,7 @@ def test_a_model_switch_keeps_the_picture_and_crossfades(model):
     assert torch.allclose(engine.states[2], other.encode_all(picture)[2], atol=1e-6)
     changes, last = [], picture
     for _ in range(12):  # 0.4 s at 30 fps: through the fade and beyond
-        engine.step(phi, dt=1 / 30)
+        engine.step(Phi.of(phi), dt=1 / 30)
         changes.append((engine.states[0] - last).abs().mean().item())
         last = engine.states[0].clone()
     assert not engine.switching and engine.model is other
@@ -429,11 +438,11 @@ def test_a_level_drive_saturates_that_level_alone(model):
     engine = FeedbackEngine(model, W, H, seed=0)
     source = torch.rand(1, 3, H, W) * 2 - 1
     engine.reset(source)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     start = [s.clone() for s in engine.states]
     engine.set_states(start)
-    engine.step(dict(phi, **{"l1.period": 1, "l1.drive": 4.0}), source)
+    engine.step(Phi.of(dict(phi, **{"l1.period": 1, "l1.drive": 4.0})), source)
     driven = engine.states[1].abs().mean()
     engine.set_states(start)
-    engine.step(dict(phi, **{"l1.period": 1}), source)
+    engine.step(Phi.of(dict(phi, **{"l1.period": 1})), source)
     assert driven > 1.2 * engine.states[1].abs().mean()

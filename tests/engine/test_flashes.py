@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from ffvj.control.params import BOUNDS, ParamStore, build_registry
+from ffvj.control.params import ParamStore, build_registry
+from ffvj.phi import BOUNDS, Phi
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.engine.flashes import BUDGET, FlashLimiter, FlashTracker, max_flashes
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
@@ -65,11 +66,11 @@ def test_the_sine_bounds_period_doubling_reaches_the_audience_tamed():
     torch.manual_seed(0)
     engine = FeedbackEngine(FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval(), W, H, seed=0)
     engine.guard.patience = 10**9
-    phi = ParamStore(build_registry(3)).frame(0)
+    phi = ParamStore(build_registry(3)).advance(0)
     phi.update({"bound": float(BOUNDS.index("sine")), "drive": 4.0, "input.mix": 0.0})
     frames = []
     for _ in range(90):
-        engine.step(phi)
+        engine.step(Phi.of(phi))
         frames.append(engine.states[0].clone())
     raw, _, _ = shown_flashes(frames, enabled=False)
     general, red, limiter = shown_flashes(frames)

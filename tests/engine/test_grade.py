@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from ffvj.control.controls import Controls
 from ffvj.engine.grade import gradient_map, grade, stop_color
+from ffvj.phi import GradePhi
 from ffvj.show import RunConfig, run
 
 
@@ -39,10 +42,10 @@ def test_the_map_keeps_the_pictures_order_of_brightness_and_its_range():
 
 def test_mix_blends_and_zero_is_the_picture_itself():
     picture = torch.rand(1, 3, 8, 8) * 2 - 1
-    phi = {"grade.mix": 0.0, "grade.shadows": 240, "grade.highlights": 45, "grade.invert": 0}
-    assert grade(picture, phi) is picture
+    off = GradePhi(mix=0.0, shadows=240, highlights=45, invert=False)
+    assert grade(picture, off) is picture
     full = gradient_map(picture, 240, 45, False, 1.0)
-    half = grade(picture, {**phi, "grade.mix": 0.5})
+    half = grade(picture, replace(off, mix=0.5))
     assert torch.allclose(half, (picture + full) / 2, atol=1e-6)
 
 

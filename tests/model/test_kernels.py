@@ -10,6 +10,7 @@ from ffvj.engine.delta import StepInputs, reference_step
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.model import kernels
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
+from ffvj.phi import Phi
 
 
 def test_fast_tanh_forms_match_torch():
@@ -63,13 +64,13 @@ def test_compiled_engine_matches_the_reference(caplog):
     torch.manual_seed(0)
     model = FeatureAutoencoder(ModelConfig(channels=(3, 6, 8, 10))).eval()
     engine = FeedbackEngine(model, 40, 24, compile=True)
-    phi = ParamStore(build_registry(model.levels)).frame(0)
+    phi = ParamStore(build_registry(model.levels)).advance(0)
     source = torch.rand(1, 3, 24, 40) * 2 - 1
     engine.reset(source)  # seeded from the source, as a show's first frame is
     states = [s.clone() for s in engine.states]
     for i in range(4):
-        states = reference_step(model, states, StepInputs(phi, source, None, i, torch.Generator()))
-        engine.step(phi, source)
+        states = reference_step(model, states, StepInputs(Phi.of(phi), source, None, i, torch.Generator()))
+        engine.step(Phi.of(phi), source)
     for a, b in zip(engine.states, states):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     assert np.isfinite(engine.readback()).all()

@@ -15,7 +15,8 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..params import DEFAULT_LEVELS, Param, build_registry
+from ...phi import DEFAULT_LEVELS, Param
+from ..params import build_registry
 from ..presets import default_presets_dir
 from .mapper import DATA_LSB, DATA_MSB, NRPN_LSB, NRPN_MSB
 from .mapping import Device, MapEntry, Mapping, dump_mapping, parse_entry, parse_mapping, parse_target

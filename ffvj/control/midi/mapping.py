@@ -23,7 +23,8 @@ from pathlib import Path
 import tomli_w
 
 from ..actions import ACTIONS, Action
-from ..params import DEFAULT_LEVELS, LEVEL_PARAMS, Param, build_registry, close_matches
+from ...phi import DEFAULT_LEVELS, LEVEL_PARAMS, Param
+from ..params import build_registry, close_matches
 from ..tomlfile import TomlFileError, read_toml
 
 log = logging.getLogger(__name__)
