@@ -209,8 +209,8 @@ def rss_mb() -> float | None:
 def _live_with_pages(cfg: BenchConfig, live: dict) -> dict:
     """The live run again, with the web page's server and its pages (see the module docstring)."""
     from .control.controls import Controls
-    from .web import WebConfig, WebServer
     from .show import RunConfig, run
+    from .web import WebConfig, WebServer
 
     model, _card = checkpoint.load(cfg.model, "cpu")
     controls = Controls.for_levels(model.levels)

@@ -2,7 +2,7 @@
 
     source.read() ──newest frame──▶ engine.step(φ) ──one readback per format──▶ every sink
                                          ▲
-    OSC · OSCQuery · MIDI · web ──▶ Controls ──┘ φ once per frame (Controls.frame)
+    OSC · OSCQuery · MIDI · web ──▶ Controls ──┘ φ once per frame (Controls.next_phi)
                                      the web page's preview ◀── a readback it already has, ≤ 15 fps
 
 ``run(RunConfig(...))`` reads the model once, makes or checks the controls, sets the starting values,
@@ -15,7 +15,7 @@ snapshot of φ per frame. Pacing is on an absolute schedule (start + n·period),
 caught up, not accumulated. Two modes:
 
 * ``realtime``: paced to ``fps``; every sink gets its own thread behind a one-slot mailbox (newest
-  frame wins), so a slow sink drops frames instead of stalling the show.
+  frame wins), so a slow sink drops frames instead of stalling the show (``media.outputs``).
 * ``offline``: as fast as possible, every frame handed to every sink in order (a render to a file).
 
 What the sinks get is colour-graded (``engine.grade``, off by default: ``grade.mix``), then passes
@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import re
 import threading
 import time
 from contextlib import ExitStack
@@ -42,7 +41,9 @@ import cv2
 import numpy as np
 import torch
 
+from .audio.inputs import AudioError, open_audio
 from .control.controls import Controls
+from .control.link import LinkClock, LinkUnavailable
 from .control.midi.learn import Learner, default_learn_file
 from .control.midi.mapping import MappingError, default_mappings, resolve_mapping
 from .control.midi.ports import MidiConfig, MidiError, MidiInput
@@ -50,24 +51,21 @@ from .control.models import ModelSwitcher, check_model_name
 from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
 from .control.params import build_registry, close_matches
-from .phi import MAP_KINDS, Phi
 from .control.presets import PresetError
 from .control.service import Service, check_ports
-from .web import WebConfig, WebServer
 from .engine import pixfmt
-from .engine.grade import grade
 from .engine.device import ThreadTuner, resolve_device, use_cpu_threads
 from .engine.engine import FeedbackEngine
 from .engine.flashes import FlashLimiter
-from .audio.inputs import AudioError, open_audio
-from .control.link import LinkClock, LinkUnavailable
-from .media.base import SinkError, SinkUnavailable, SourceError
-from .media.mailbox import Mailbox
-from .media.sinks import open_sink, takes_audio
+from .engine.grade import grade
+from .media.base import SinkUnavailable, SourceError
+from .media.outputs import Outputs
 from .media.sources import open_source
 from .model import checkpoint
 from .model.data import read_image
+from .phi import MAP_KINDS, Phi
 from .tally import RateLimitedLog
+from .web import WebConfig, WebServer
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +226,46 @@ def resolve_pace(cfg: RunConfig, source, sinks) -> str:
     return "realtime" if live else "offline"
 
 
+class _Schedule:
+    """When each frame is due. Live (``realtime``): an absolute schedule, slot n at start + n·period, so a
+    slow frame is caught up, not accumulated, and whole slots missed are skipped (counted late). Offline:
+    one slot per frame, as fast as it goes. ``dt`` is the time this frame moves the controls by: the
+    slots it advanced, so morphs and smoothing keep real time even when slots were skipped."""
+
+    def __init__(self, pace: str, fps: float, stop: threading.Event):
+        self.pace, self.period, self.stop = pace, 1.0 / fps, stop
+        self.start = time.perf_counter()
+        self.start_clock = time.monotonic()
+        self.slot = 0  # the slot of the next frame (live)
+        self.previous = -1
+        self.dt = self.period
+
+    def next_slot(self, stats: RunStats) -> int | None:
+        """The next frame's slot, once it is due; None when stopped while waiting for it."""
+        if self.pace == "offline":
+            slot = stats.frames
+        else:
+            due = self.start + self.slot * self.period
+            wait = due - time.perf_counter()
+            if wait > 0 and self.stop.wait(wait):
+                return None
+            behind = int((time.perf_counter() - due) / self.period)
+            if behind > 0:  # we missed whole slots: skip them instead of rushing to catch up
+                stats.late += behind
+                self.slot += behind
+            slot = self.slot
+            self.slot += 1
+        stats.slots = slot + 1
+        self.dt = self.period * max(1, slot - self.previous)
+        self.previous = slot
+        return slot
+
+    def clock(self, slot: int) -> float:
+        """The frame clock: wall time when live, slot × period when rendering offline, so LFOs land on
+        the same frames whatever the machine's speed."""
+        return time.monotonic() if self.pace == "realtime" else self.start_clock + slot * self.period
+
+
 class _Show:
     """A show that has opened: everything ``render`` needs, closed by the ExitStack it was opened on."""
 
@@ -281,7 +319,10 @@ class _Show:
             controls.audio = open_audio(cfg.audio, cfg.audio_bands)
             stack.callback(controls.audio.close)
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
-        self.outputs = stack.enter_context(_Outputs(cfg, size, model.levels, controls.audio))
+        if cfg.device_formats not in ("on", "off"):
+            raise ValueError(f"device_formats must be on or off, not {cfg.device_formats!r}")
+        self.outputs = stack.enter_context(Outputs(cfg.sinks, size, cfg.fps, model.levels, cfg.device_formats == "on",
+                                                   controls.audio))
         self.pace = resolve_pace(cfg, self.source, self.outputs.sinks)
         self.outputs.start(threaded=self.pace == "realtime")
         if self.pace == "realtime":
@@ -299,132 +340,137 @@ class _Show:
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
 
     def render(self, stop: threading.Event, on_status, on_frame, stats: RunStats) -> RunStats:
-        cfg, controls, engine, source, outputs = self.cfg, self.controls, self.engine, self.source, self.outputs
-        # What the sinks get, (level, format): one conversion and copy per distinct pair a frame.
-        wanted = sorted(set(outputs.formats) | ({(0, pixfmt.RGB24)} if on_frame else set()))
-        warn = RateLimitedLog(log, interval=5.0)
-        slow = RateLimitedLog(log, interval=60.0)  # a show that cannot keep up, said once a minute
-        # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
-        limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in wanted})}
-        tuner = None
-        if engine.device.type == "cpu" and self.pace == "realtime" and cfg.threads is None \
-                and torch.get_num_threads() > 1:
-            tuner = ThreadTuner((torch.get_num_threads(), 1))
-        period = 1.0 / cfg.fps
-        start = time.perf_counter()
-        start_clock = time.monotonic()
-        if self.pace == "offline":
-            controls.tempo.start(start_clock)  # beat 0 on frame 0: an offline render is repeatable
-        if controls.audio is not None:
-            controls.audio.start(start_clock, patient=self.pace == "offline")  # a file's first sample: frame 0
-        last_status = last_figures = start
-        last_frame = None
-        epoch = source.epoch
-        slot = 0  # the schedule slot of the next frame: slot n is due at start + n·period
-        prev_slot = -1
-        # A size this machine renders in seconds a frame shows nothing for a long while: say why at once.
-        first_frame = threading.Timer(FIRST_FRAME_WARNING, lambda: stats.frames == 0 and log.warning(
-            "no frame yet after %g s: one frame of %dx%d on %s takes longer than that here; a smaller --size "
-            "(or a GPU) renders it live", FIRST_FRAME_WARNING, cfg.width, cfg.height, engine.device))
-        first_frame.daemon = True
-        first_frame.start()
-        while not stop.is_set() and (cfg.frames is None or stats.frames < cfg.frames):
-            if self.pace == "offline":
-                frame_slot = stats.frames
-            else:
-                due = start + slot * period
-                wait = due - time.perf_counter()
-                if wait > 0 and stop.wait(wait):
-                    break
-                behind = int((time.perf_counter() - due) / period)
-                if behind > 0:  # we missed whole slots: skip them instead of rushing to catch up
-                    stats.late += behind
-                    slot += behind
-                frame_slot = slot
-                slot += 1
-            stats.slots = frame_slot + 1
-            # Time moves by the slots this frame advanced, so morphs and smoothing keep real time
-            # even when slots were skipped.
-            dt = period * max(1, frame_slot - prev_slot)
-            prev_slot = frame_slot
-
+        """Frame after frame until ``stop`` or ``cfg.frames``: the source's newest frame, this frame's φ, one
+        step of the engine, the pictures out (sinks, ``on_frame``, previews), the figures and status."""
+        schedule = _Schedule(self.pace, self.cfg.fps, stop)
+        self._begin(schedule, on_frame)
+        first_frame = self._warn_if_no_first_frame(stats)
+        while not stop.is_set() and (self.cfg.frames is None or stats.frames < self.cfg.frames):
+            if (slot := schedule.next_slot(stats)) is None:
+                break
             t_input = time.perf_counter()
-            try:
-                frame = source.read()
-            except (OSError, RuntimeError, ValueError, cv2.error) as exc:
-                warn.warning("source", "source %s failed (%s); showing the last frame", cfg.source, exc)
-                frame = None
-            if frame is not None:
-                last_frame = frame
-            source_tensor = pixfmt.from_rgb24(last_frame, engine.device) if last_frame is not None else None
-            if source.epoch != epoch:  # a new scene (a camera arrived or came back): grow out of it
-                epoch = source.epoch
-                engine.reseed()
-
-            # The frame clock: wall time when live, slot × period when rendering offline, so LFOs
-            # land on the same frames whatever the machine's speed.
-            now = time.monotonic() if self.pace == "realtime" else start_clock + frame_slot * period
-            phi = controls.next_phi(engine, dt, now, self.services)
-
-            t0 = time.perf_counter()
-            engine.step(phi, source_tensor, dt)
-            limit = phi.output.flash_limit
-            # The picture graded; a level view (``--sink lN:SPEC``) its projection, ungraded.
-            shown = {lvl: limiters[lvl].limit(grade(engine.states[0], phi.grade) if lvl == 0 else engine.view(lvl), limit)
-                     for lvl in limiters}
-            pictures = {(lvl, fmt): engine.readback(fmt, shown[lvl]) for lvl, fmt in wanted}
-            stats.flash_limited = sum(lim.limited for lim in limiters.values())
-            stats.engine_ms.append((time.perf_counter() - t0) * 1000)
-            if tuner is not None:
-                tuner.record(stats.engine_ms[-1])
-                stats.threads = tuner.threads
-            stats.reseeds, stats.nudges = engine.guard.recoveries, engine.guard.nudges
-
-            outputs.send(pictures, frame_slot, t_input)
-            if on_frame is not None:
-                on_frame(frame_slot, pictures[0, pixfmt.RGB24], last_frame, engine)
-            for svc in self.services:  # the web preview: a picture it asked for, handed off
-                if levels := self._guarded_levels(warn, svc):
-                    self._offer(warn, svc, frame_slot, levels, pictures, shown, phi)
-            stats.sink_dropped = outputs.dropped
-            stats.latency_ms.append(max(outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
-            stats.frames += 1
-            if self.pace == "realtime" and stats.frames % 30 == 0:  # what a quantised change starts ahead by
-                controls.output_latency = float(np.median(stats.latency_ms)) / 1000
-
-            now = time.perf_counter()
-            stats.frame_times.append(now)
-            stats.seconds = now - start
-            if now - last_figures >= FIGURES_INTERVAL and self.services:
-                last_figures = now
-                self._show_figures(warn, stats)
-            if now - last_status >= cfg.status_interval:
-                last_status = now
-                parts = [part for svc in (*self.services, controls) if (part := _status(warn, svc))]
-                if down := outputs.failed:  # said in every status line while it lasts, not only once
-                    parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
-                (on_status or log.info)(" | ".join([stats.summary()] + parts))
-                if self.pace == "realtime" and stats.seconds > SLOW_AFTER and stats.fps_now < 0.5 * cfg.fps:
-                    slow.warning("slow", "rendering %.1f of the %g frames a second asked for: a frame takes %.0f ms "
-                                 "at %dx%d on %s; a smaller --size or a lower --fps keeps up", stats.fps_now, cfg.fps,
-                                 float(np.median(stats.engine_ms)), cfg.width, cfg.height, engine.device)
+            source = self._read_source()
+            phi = self.controls.next_phi(self.engine, schedule.dt, schedule.clock(slot), self.services)
+            pictures, shown = self._draw(phi, source, schedule.dt, stats)
+            self._deliver(pictures, shown, phi, slot, t_input, on_frame, stats)
+            self._report(stats, on_status)
         first_frame.cancel()
         stats.loop_ended = True
-        stats.seconds = time.perf_counter() - start
-        stats.sinks_failed = outputs.failed
+        stats.seconds = time.perf_counter() - schedule.start
+        stats.sinks_failed = self.outputs.failed
         log.info("stopped: %s", stats.summary())
         return stats
 
+    def _begin(self, schedule: _Schedule, on_frame) -> None:
+        """What the loop keeps from frame to frame, and the clocks started on the schedule's first instant."""
+        cfg, engine = self.cfg, self.engine
+        # What the sinks get, (level, format): one conversion and copy per distinct pair a frame.
+        self.wanted = sorted(set(self.outputs.formats) | ({(0, pixfmt.RGB24)} if on_frame else set()))
+        self.warn = RateLimitedLog(log, interval=5.0)
+        self.slow = RateLimitedLog(log, interval=60.0)  # a show that cannot keep up, said once a minute
+        # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
+        self.limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in self.wanted})}
+        self.tuner = None
+        if engine.device.type == "cpu" and self.pace == "realtime" and cfg.threads is None \
+                and torch.get_num_threads() > 1:
+            self.tuner = ThreadTuner((torch.get_num_threads(), 1))
+        if self.pace == "offline":
+            self.controls.tempo.start(schedule.start_clock)  # beat 0 on frame 0: an offline render is repeatable
+        if self.controls.audio is not None:  # a file's first sample: frame 0
+            self.controls.audio.start(schedule.start_clock, patient=self.pace == "offline")
+        self.started = self.last_status = self.last_figures = schedule.start
+        self.last_frame = None
+        self.epoch = self.source.epoch
 
-    def _guarded_levels(self, warn: RateLimitedLog, svc: Service) -> tuple[int, ...]:
+    def _warn_if_no_first_frame(self, stats: RunStats) -> threading.Timer:
+        """A size this machine renders in seconds a frame shows nothing for a long while: say why at once."""
+        cfg, engine = self.cfg, self.engine
+        timer = threading.Timer(FIRST_FRAME_WARNING, lambda: stats.frames == 0 and log.warning(
+            "no frame yet after %g s: one frame of %dx%d on %s takes longer than that here; a smaller --size "
+            "(or a GPU) renders it live", FIRST_FRAME_WARNING, cfg.width, cfg.height, engine.device))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _read_source(self) -> torch.Tensor | None:
+        """The source's newest frame on the engine's device (the last one again when none came or it
+        failed); a new scene (a camera arrived or came back) re-seeds the loop, which grows out of it."""
+        try:
+            frame = self.source.read()
+        except (OSError, RuntimeError, ValueError, cv2.error) as exc:
+            self.warn.warning("source", "source %s failed (%s); showing the last frame", self.cfg.source, exc)
+            frame = None
+        if frame is not None:
+            self.last_frame = frame
+        picture = pixfmt.from_rgb24(self.last_frame, self.engine.device) if self.last_frame is not None else None
+        if self.source.epoch != self.epoch:
+            self.epoch = self.source.epoch
+            self.engine.reseed()
+        return picture
+
+    def _draw(self, phi: Phi, source: torch.Tensor | None, dt: float, stats: RunStats) -> tuple[dict, dict]:
+        """One step of the engine, and what the outputs show of it: the picture graded (a level view
+        ungraded), flash-limited, read back once per (level, format) wanted."""
+        engine = self.engine
+        t0 = time.perf_counter()
+        engine.step(phi, source, dt)
+        limit = phi.output.flash_limit
+        shown = {lvl: self.limiters[lvl].limit(grade(engine.states[0], phi.grade) if lvl == 0 else engine.view(lvl),
+                                               limit)
+                 for lvl in self.limiters}
+        pictures = {(lvl, fmt): engine.readback(fmt, shown[lvl]) for lvl, fmt in self.wanted}
+        stats.flash_limited = sum(lim.limited for lim in self.limiters.values())
+        stats.engine_ms.append((time.perf_counter() - t0) * 1000)
+        if self.tuner is not None:
+            self.tuner.record(stats.engine_ms[-1])
+            stats.threads = self.tuner.threads
+        stats.reseeds, stats.nudges = engine.guard.recoveries, engine.guard.nudges
+        return pictures, shown
+
+    def _deliver(self, pictures: dict, shown: dict, phi: Phi, slot: int, t_input: float, on_frame,
+                 stats: RunStats) -> None:
+        """The pictures to every sink, to ``on_frame``, and to the previews that asked for one."""
+        self.outputs.send(pictures, slot, t_input)
+        if on_frame is not None:
+            on_frame(slot, pictures[0, pixfmt.RGB24], self.last_frame, self.engine)
+        for svc in self.services:  # the web preview: a picture it asked for, handed off
+            if levels := self._guarded_levels(svc):
+                self._offer(svc, slot, levels, pictures, shown, phi)
+        stats.sink_dropped = self.outputs.dropped
+        stats.latency_ms.append(max(self.outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
+        stats.frames += 1
+        if self.pace == "realtime" and stats.frames % 30 == 0:  # what a quantised change starts ahead by
+            self.controls.output_latency = float(np.median(stats.latency_ms)) / 1000
+
+    def _report(self, stats: RunStats, on_status) -> None:
+        """The figures for the surfaces (twice a second) and the status line (every ``status_interval``)."""
+        cfg = self.cfg
+        now = time.perf_counter()
+        stats.frame_times.append(now)
+        stats.seconds = now - self.started
+        if now - self.last_figures >= FIGURES_INTERVAL and self.services:
+            self.last_figures = now
+            self._show_figures(stats)
+        if now - self.last_status >= cfg.status_interval:
+            self.last_status = now
+            parts = [part for svc in (*self.services, self.controls) if (part := _status(self.warn, svc))]
+            if down := self.outputs.failed:  # said in every status line while it lasts, not only once
+                parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
+            (on_status or log.info)(" | ".join([stats.summary()] + parts))
+            if self.pace == "realtime" and stats.seconds > SLOW_AFTER and stats.fps_now < 0.5 * cfg.fps:
+                self.slow.warning("slow", "rendering %.1f of the %g frames a second asked for: a frame takes %.0f ms "
+                                  "at %dx%d on %s; a smaller --size or a lower --fps keeps up", stats.fps_now, cfg.fps,
+                                  float(np.median(stats.engine_ms)), cfg.width, cfg.height, self.engine.device)
+
+    def _guarded_levels(self, svc: Service) -> tuple[int, ...]:
         try:
             return tuple(lvl for lvl in svc.picture_levels() if 0 <= lvl <= self.engine.model.levels)
         except Exception as exc:  # noqa: BLE001 — a broken preview must not stop the show
-            warn.warning("picture_levels", "%s.picture_levels failed (%s: %s)", type(svc).__name__,
+            self.warn.warning("picture_levels", "%s.picture_levels failed (%s: %s)", type(svc).__name__,
                          type(exc).__name__, exc)
             return ()
 
-    def _offer(self, warn, svc: Service, slot: int, levels, pictures: dict, shown: dict, phi: Phi) -> None:
+    def _offer(self, svc: Service, slot: int, levels, pictures: dict, shown: dict, phi: Phi) -> None:
         """The levels ``svc`` asked for, from the readback the sinks got where there is one (RGB first,
         else their 4:2:0), else one made for it: the graded picture, or the level's view (ungraded and,
         being the performer's monitor rather than the audience's output, not flash-limited)."""
@@ -442,19 +488,19 @@ class _Show:
                     offered[lvl] = (pixfmt.RGB24, self.engine.readback(pixfmt.RGB24, picture))
             svc.picture(slot, offered)
         except Exception as exc:  # noqa: BLE001 — a preview (its own readback too) must not stop the show
-            warn.warning("picture", "the picture for %s failed (%s: %s)", type(svc).__name__, type(exc).__name__,
+            self.warn.warning("picture", "the picture for %s failed (%s: %s)", type(svc).__name__, type(exc).__name__,
                          exc)
 
-    def _show_figures(self, warn: RateLimitedLog, stats: RunStats) -> None:
+    def _show_figures(self, stats: RunStats) -> None:
         figures = stats.figures()
-        figures["surfaces"] = [part for svc in (*self.services, self.controls) if (part := _status(warn, svc))]
+        figures["surfaces"] = [part for svc in (*self.services, self.controls) if (part := _status(self.warn, svc))]
         figures["sinks"] = self.outputs.health()
         figures["target_fps"] = self.cfg.fps
         figures["bpm"] = round(self.controls.tempo.bpm, 1)
         figures["tempo_source"] = self.controls.tempo.source
-        figures["waiting"] = self.controls.waiting()
+        figures["waiting"] = self.controls.waiting()  # quantised changes and the beat each starts on
         if self.controls.snapshots is not None:
-            figures["snapshots"] = {"slots": self.controls.snapshots.occupied(), "file": self.controls.snapshots_file}  # quantised changes and the beat each starts on
+            figures["snapshots"] = {"slots": self.controls.snapshots.occupied(), "file": self.controls.snapshots_file}
         if self.controls.link is not None:
             figures["link_peers"] = self.controls.link.peers
         heard = self.controls.heard
@@ -467,7 +513,7 @@ class _Show:
             try:
                 svc.show_status(figures)
             except Exception as exc:  # noqa: BLE001
-                warn.warning("show_status", "%s.show_status failed (%s: %s)", type(svc).__name__,
+                self.warn.warning("show_status", "%s.show_status failed (%s: %s)", type(svc).__name__,
                              type(exc).__name__, exc)
 
 
@@ -528,132 +574,3 @@ def _starting_values(cfg: RunConfig, controls: Controls) -> None:
     if cfg.map_image is None and store.get("map.kind") == MAP_KINDS.index("image"):
         raise ValueError("map.kind=image needs --map-image PATH (the picture whose luminance is the map)")
 
-
-class _SinkWorker:
-    """A sink on its own thread behind a newest-wins mailbox (realtime mode)."""
-
-    def __init__(self, sink):
-        self.sink = sink
-        self.mailbox: Mailbox = Mailbox()
-        self.failed: str | None = None
-        self.latency_ms: float = 0.0
-        self._thread = threading.Thread(target=self._loop, name=f"sink {sink.spec}", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (item := self.mailbox.get()) is not None:
-            frame, index, t_input, fmt = item
-            try:
-                self.sink.send(frame, index, fmt)
-            except SinkError as exc:
-                self.failed = str(exc)
-                log.error("sink %s failed and was dropped: %s", self.sink.spec, exc)
-                return
-            self.latency_ms = (time.perf_counter() - t_input) * 1000
-
-    def close(self) -> None:
-        self.mailbox.close()
-        self._thread.join(timeout=5)
-
-
-_LEVEL_PREFIX = re.compile(r"l(\d+):(.+)", re.DOTALL)
-
-
-def split_level(spec: str) -> tuple[int, str]:
-    """``"l2:ndi:ffvj-l2"`` → ``(2, "ndi:ffvj-l2")``: a level view's sink; any other spec shows the
-    picture, level 0 (no sink is called ``l`` and a number)."""
-    m = _LEVEL_PREFIX.fullmatch(spec.strip()) if isinstance(spec, str) else None
-    return (int(m[1]), m[2]) if m else (0, spec)
-
-
-class _Outputs:
-    """Every sink of a show: the picture formats they want, their threads in a live show, and a sink
-    that fails mid-show dropped while the others go on."""
-
-    def __init__(self, cfg: RunConfig, size: tuple[int, int], levels: int, audio=None):
-        if cfg.device_formats not in ("on", "off"):
-            raise ValueError(f"device_formats must be on or off, not {cfg.device_formats!r}")
-        self._stack = ExitStack()
-        self.sinks = []
-        try:
-            self.level = {}
-            for spec in cfg.sinks:
-                level, sink_spec = split_level(spec)
-                if level > levels:
-                    raise ValueError(f"sink {spec!r}: level {level} is not one of the model's 0..{levels} "
-                                     f"(l1:… to l{levels}:… show a feature level)")
-                # A recording carries the sound when the show hears some (the first recording: one tap).
-                sound = {"audio": audio.tap()} if audio is not None and takes_audio(sink_spec) and \
-                    not any(getattr(s, "audio", None) for s in self.sinks) else {}
-                sink = open_sink(sink_spec, size=size, fps=cfg.fps, **sound)
-                self._stack.callback(_close_quietly, sink)
-                self.sinks.append(sink)
-                self.level[id(sink)] = level
-        except BaseException:
-            self._stack.close()
-            raise
-        # The picture format each sink gets: its own (4:2:0 for H.264 files and most virtual cameras),
-        # converted on the engine's device, or RGB for all (see RunConfig.device_formats).
-        self.wanted = {id(s): (self.level[id(s)], s.preferred_format if cfg.device_formats == "on" else pixfmt.RGB24)
-                       for s in self.sinks}
-        self.formats = sorted(set(self.wanted.values())) or [(0, pixfmt.RGB24)]
-        self.workers: list[_SinkWorker] = []
-        self.inline = list(self.sinks)
-        self.inline_failures: list[tuple] = []
-
-    def start(self, threaded: bool) -> None:
-        """In a live show, each sink that may have a thread gets one (GUI and OpenGL sinks stay here)."""
-        if threaded:
-            self.workers = [_SinkWorker(s) for s in self.sinks if s.own_thread]
-            self.inline = [s for s in self.sinks if not s.own_thread]
-            for w in self.workers:
-                self._stack.callback(w.close)  # runs before the sinks close (ExitStack is LIFO)
-
-    def send(self, pictures: dict, slot: int, t_input: float) -> None:
-        for w in self.workers:
-            if not w.failed:
-                key = self.wanted[id(w.sink)]
-                w.mailbox.put((pictures[key], slot, t_input, key[1]))
-        for sink in list(self.inline):
-            try:
-                key = self.wanted[id(sink)]
-                sink.send(pictures[key], slot, key[1])
-            except SinkError as exc:
-                log.error("sink %s failed and was dropped: %s", sink.spec, exc)
-                self.inline.remove(sink)
-                self.inline_failures.append((sink, str(exc)))
-
-    @property
-    def dropped(self) -> int:
-        return sum(w.mailbox.dropped for w in self.workers)
-
-    @property
-    def failed(self) -> list[str]:
-        """The sinks dropped mid-show, with why."""
-        inline = [f"{s.spec}: {why}" for s, why in self.inline_failures]
-        return inline + [f"{w.sink.spec}: {w.failed}" for w in self.workers if w.failed]
-
-    def latencies(self) -> list[float]:
-        return [w.latency_ms for w in self.workers]
-
-    def health(self) -> list[dict]:
-        """Each sink: its spec, whether it still runs, and why not."""
-        failed = {id(s): why for s, why in self.inline_failures}
-        failed.update({id(w.sink): w.failed for w in self.workers if w.failed})
-        return [{"spec": s.spec, "ok": id(s) not in failed, **({"why": failed[id(s)]} if id(s) in failed else {})}
-                for s in self.sinks]
-
-    def __enter__(self) -> _Outputs:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-
-
-def _close_quietly(sink) -> None:
-    # A sink that already failed may fail again while flushing (a full disk): say so, close the rest.
-    # (Sink.close turns any backend failure into SinkError.)
-    try:
-        sink.close()
-    except SinkError as exc:
-        log.error("sink %s did not close cleanly: %s", sink.spec, exc)

@@ -8,12 +8,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 
 import pytest
 
-from tests.helpers import poll_until, wait_until
+from tests.helpers import poll_until
 
 JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
 

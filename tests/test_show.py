@@ -515,7 +515,7 @@ def test_a_level_view_reaches_a_file_sink(tmp_path):
     """``--sink l2:file:...``: level 2 through its card's projection, the real file sink, read back with
     PyAV: every frame there, at the show's size, a picture of its own (not the output's); a level the
     model lacks is refused at start-up with the levels it has."""
-    from ffvj.show import split_level
+    from ffvj.media.outputs import split_level
 
     assert split_level("l2:ndi:ffvj-l2") == (2, "ndi:ffvj-l2") and split_level("file:l2.mp4") == (0, "file:l2.mp4")
     picture, level = tmp_path / "picture.mp4", tmp_path / "level2.mp4"

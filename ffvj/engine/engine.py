@@ -23,9 +23,26 @@ from ..phi import ColorPhi, LevelPhi, Phi, map_spans
 from ..tally import RateLimitedLog
 from . import kernels, pixfmt
 from .amplify import amplify, jitter
-from .delta import (CHROMA, apply_color, base_grid, blur_sharpen, bound, bound_picture, chroma, color_matrix,
-                    feature_rotation, inject, modulation_map, resample, resize_map, sample_grid, seed_picture,
-                    spatial_value, turn_features, updates_on)
+from .delta import (
+    CHROMA,
+    apply_color,
+    base_grid,
+    blur_sharpen,
+    bound,
+    bound_picture,
+    chroma,
+    color_matrix,
+    feature_rotation,
+    inject,
+    modulation_map,
+    resample,
+    resize_map,
+    sample_grid,
+    seed_picture,
+    spatial_value,
+    turn_features,
+    updates_on,
+)
 
 log = logging.getLogger(__name__)
 

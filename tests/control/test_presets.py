@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ffvj.control.params import ParamStore, build_registry
-from ffvj.phi import BOUNDS, Phi
+from ffvj.phi import BOUNDS
 from ffvj.control.presets import PresetBank, PresetError, format_preset, read_preset, smoothstep
 from tests.helpers import REPO
 

@@ -1,6 +1,5 @@
 """The flash limiter on synthetic strobes and on the sine bound's period doubling."""
 
-import numpy as np
 import torch
 
 from ffvj.control.params import ParamStore, build_registry

@@ -112,7 +112,6 @@ def test_flicker_tells_an_alternating_picture_from_a_moving_one(photo):
 
 def test_grid_structure_catches_bars_on_the_pooling_grid_and_reads_low_on_a_photo():
     """Issue 22's dream: thin bars locked to the deepest pooling grid (every 8 pixels) in flat regions."""
-    import cv2
 
     from ffvj.model.data import builtin_photos
 
