@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,30 +35,40 @@ import torch.nn.functional as F
 from .control.params import ParamStore, build_registry, close_matches
 from .engine.delta import StepInputs, reference_step, updates_on
 from .engine.device import ThreadTuner, resolve_device
-from .engine.engine import FeedbackEngine
+from .engine.engine import PRECISIONS, FeedbackEngine
 from .model import checkpoint
+from .options import check_choices, device_option, model_option, option, positive_int, settings_option, size
 from .phi import Phi
 
 
 @dataclass
 class BenchConfig:
-    width: int = 640
+    """``ffvj bench``'s runs (each field with an ``option`` is also its flag: ``ffvj.options``)."""
+
+    width: int = option(640, "the picture's size", flag="--size", parse=size, joins=("width", "height"))
     height: int = 360
-    device: str = "auto"
-    model: str | None = None
-    frames: int = 120
+    device: str = device_option()
+    model: str | None = model_option()
+    frames: int = option(120, "timed engine steps", parse=positive_int)
     warmup: int = 16
-    compile: bool = False
-    end_to_end: bool = True
-    precision: str = "fp32"
-    fps: float = 60.0  # the real-time run's target rate (the latency check)
-    contended: bool = True  # also beside a competing encoder (see _contended)
-    settings: dict = field(default_factory=dict)  # parameter → value, on top of the defaults (as ``--set``)
-    preset: str | None = None  # a look to time (its values under ``settings``; its model unless ``model``)
-    web_pages: int = 1  # pages reading the web page's socket during a second live run (0: no such run)
-    web_stalled: int = 0  # pages that connect and never read, beside them
-    live_seconds: float = 60.0  # the live show beside the competing encoder, after it settled (see _live_contended)
-    audio: str | None = None  # the end-to-end shows hear this (as ``--audio``): what hearing music costs the show
+    compile: bool = option(False, "compile the fused kernels with torch.compile")
+    end_to_end: bool = option(True, "skip the show's (source → sink) runs")
+    precision: str = option("fp32", "the engine's precision (the reference stays fp32)", choices=tuple(PRECISIONS))
+    fps: float = option(60.0, "the live end-to-end run's rate, for its latency")
+    contended: bool = option(True, "skip the run beside a competing encoder (one x264 thread, as OBS runs during a "
+                                   "show)")
+    settings: dict = settings_option("a parameter for every run, e.g. l0.amplify=0.06")
+    # A look to time (its values under ``settings``; its model unless ``model``).
+    preset: str | None = option(None, "time this look (a factory or saved preset, on its model)", metavar="NAME")
+    web_pages: int = option(1, "pages reading the web page's socket during a second live run (0 with --web-stalled "
+                               "0: no such run)")
+    web_stalled: int = option(0, "pages that connect and never read, beside them")
+    live_seconds: float = option(60.0, "the live show beside the competing encoder, once settled (0: none)")
+    audio: str | None = option(None, "the end-to-end shows hear this (file:PATH, a device): what hearing music costs",
+                               metavar="SPEC")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 def _sync(device: torch.device) -> None:

@@ -29,6 +29,7 @@ window, Syphon, Spout), offline otherwise.
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import math
 import threading
@@ -55,7 +56,7 @@ from .control.presets import PresetError
 from .control.service import Service, check_ports
 from .engine import pixfmt
 from .engine.device import ThreadTuner, resolve_device, use_cpu_threads
-from .engine.engine import FeedbackEngine
+from .engine.engine import PRECISIONS, FeedbackEngine
 from .engine.flashes import FlashLimiter
 from .engine.grade import grade
 from .media.base import SinkUnavailable, SourceError
@@ -63,6 +64,7 @@ from .media.outputs import Outputs
 from .media.sources import open_source
 from .model import checkpoint
 from .model.data import read_image
+from .options import check_choices, device_option, key_value, model_option, option, positive_int, settings_option, size
 from .phi import MAP_KINDS, Phi
 from .tally import RateLimitedLog
 from .web import WebConfig, WebServer
@@ -72,46 +74,77 @@ log = logging.getLogger(__name__)
 DEFAULT_SINK = "file:ffvj.mp4"
 
 
+class Pace(str, enum.Enum):
+    """How a show keeps time (see the module docstring)."""
+
+    AUTO = "auto"
+    REALTIME = "realtime"
+    OFFLINE = "offline"
+
+
 @dataclass
 class RunConfig:
-    """One show. The surfaces are off unless asked for (``osc``, ``midi``): a library render opens
-    no ports; the command line turns them on."""
+    """One show. The surfaces are off unless asked for (``osc``, ``midi``, ``web``): a library render opens
+    no ports; the command line turns them on. Each field with an ``option`` is also ``ffvj run``'s flag
+    (``ffvj.options``)."""
 
-    source: str = "auto"  # a camera when one is present, else the built-in generator
-    source_options: dict = field(default_factory=dict)  # e.g. camera: width, height, camera_fps, mjpg
-    sinks: list[str] = field(default_factory=lambda: [DEFAULT_SINK])
-    width: int = 640
+    source: str = option("auto", "auto (a camera when present, else the generator) or NAME[:ARG]: generator[:PATTERN], "
+                                 "video:PATH, image:PATH, camera[:INDEX]", metavar="SPEC")
+    source_options: dict = option(
+        help="an option for the source, repeatable: camera width=1280 height=720 camera_fps=60 mjpg=1; generator "
+             "seed=N speed=X; video loop=0", default_factory=dict, flag="--source-option", metavar="KEY=VALUE",
+        parse=key_value, repeat=True, collect=dict)
+    sinks: list[str] = option(help=f"NAME[:ARG]: file:PATH.mp4, virtualcam[:DEVICE], ndi[:NAME], window, syphon, spout, "
+                                   f"null; lN:SPEC shows feature level N; repeatable (default: {DEFAULT_SINK})",
+                              default_factory=lambda: [DEFAULT_SINK], flag="--sink", metavar="SPEC", repeat=True,
+                              collect=list)
+    width: int = option(640, "the picture's size", flag="--size", parse=size, joins=("width", "height"))
     height: int = 360
-    fps: float = 30.0
-    frames: int | None = None  # stop after this many frames (None: until stopped)
-    model: str | None = None  # bundled name or checkpoint path; None: the default model
-    device: str = "auto"
-    seed: int = 0
-    pace: str = "auto"  # auto | realtime | offline
-    map_image: str | None = None
-    presets_dir: str | None = None  # None: ~/.config/ffvj/presets
-    preset: str | None = None  # recalled at start, before ``settings``
-    settings: dict = field(default_factory=dict)  # parameter → value at start; strict: out of range is an error
-    compile: bool = False  # torch.compile the fused kernels (a few seconds at start-up, faster after)
+    fps: float = option(30.0, "frames per second")
+    frames: int | None = option(None, "stop after N frames (default: run until stopped)", parse=positive_int)
+    model: str | None = model_option()  # None: the default model
+    device: str = device_option()
+    seed: int = option(0, "the seed of the noise and the first picture")
+    pace: Pace = option(Pace.AUTO, "realtime: paced to --fps, slow sinks drop frames; offline: as fast as possible, "
+                                   "every frame to every sink; auto: realtime for cameras and live sinks")
+    map_image: str | None = option(None, "picture for map.kind=image", metavar="PATH")
+    presets_dir: str | None = option(None, "where presets live (default: ~/.config/ffvj/presets)", metavar="DIR")
+    preset: str | None = option(None, "recall this preset at start, before --set", metavar="NAME")
+    settings: dict = settings_option("set a parameter at start; strict: out of range is an error")
+    compile: bool = option(False, "compile the engine's fused kernels with torch.compile (seconds at start-up, "
+                                  "faster after)")
     # Sinks' own picture formats (4:2:0) made on the engine's device ("on"), or RGB for every sink,
     # which converts it itself on the CPU ("off": the file sink through libswscale, a 4:2:0 virtual
     # camera with the same arithmetic as pixfmt). On a GPU "on" halves the readback; on the 2-core CPU
     # it is still 0.75 ms a frame cheaper than RGB plus libswscale (docs/PERFORMANCE.md).
-    device_formats: str = "on"
-    precision: str = "fp32"  # the engine's: fp32, or fp16 / bf16 (for GPUs; see engine.PRECISIONS)
+    device_formats: str = option("on", "on: make each sink's own picture format (4:2:0 for files and virtual "
+                                       "cameras) on the engine's device; off: RGB to every sink, which converts it "
+                                       "itself on the CPU", choices=("on", "off"))
+    precision: str = option("fp32", "the engine's precision: fp16/bf16 halve its memory traffic on GPUs (slower on "
+                                    "most CPUs); sampling grids stay fp32", choices=tuple(PRECISIONS))
     # CPU threads: a number fixes them; None lets a live show on the CPU find the fastest count as it
     # runs (engine.device.ThreadTuner: beside OBS, fewer threads than cores are faster). Offline
     # renders keep torch's count, so they stay repeatable frame for frame.
-    threads: int | None = None
+    threads: int | None = option(None, "fix the engine's CPU threads (default: a live show finds the fastest count "
+                                       "as it runs, trying one per core and 1: beside OBS on 2 cores, 1 thread "
+                                       "renders 55 fps and 2 only 23)", parse=positive_int)
     osc: OscConfig | None = None  # None: no OSC (and no OSCQuery)
     midi: MidiConfig | None = None  # None: no MIDI
     web: WebConfig | None = None  # None: no web page
-    # Music: "file:PATH" (analysed in step with the frames) or a PortAudio input device; None: no audio.
-    audio: str | None = None
-    audio_bands: int = 8
-    snapshots: str | None = None  # the snapshot slots' file: loaded at the start, saved on every store and at the end
-    link: bool = False  # join an Ableton Link session (pip install 'ffvj[link]'; a live show only)
+    audio: str | None = option(None, "hear music: file:PATH (a track analysed in step with the frames: an offline "
+                                     "render hears what a live show would), an input device by index or name ('ffvj "
+                                     "devices' lists them) or jack:[PORT,...]; the audio<k>.* parameters let it move "
+                                     "any parameter", metavar="SPEC")
+    audio_bands: int = option(8, "how many bands the analysis splits the music into", parse=positive_int)
+    snapshots: str | None = option(None, "keep the 8 snapshot slots in FILE: loaded at start when it exists, saved on "
+                                         "every store and at the end (safetensors, written atomically)",
+                                   metavar="FILE")
+    link: bool = option(False, "join an Ableton Link session: its tempo and bar lead ffvj's, a tapped or set tempo "
+                               "leads it (pip install 'ffvj[link]': Link is GPL, an optional extra)")
     status_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 class StartupError(RuntimeError):
@@ -219,11 +252,12 @@ def surfaces(cfg: RunConfig, controls: Controls) -> list[Service]:
     return out
 
 
-def resolve_pace(cfg: RunConfig, source, sinks) -> str:
-    if cfg.pace != "auto":
+def resolve_pace(cfg: RunConfig, source, sinks) -> Pace:
+    """``auto``: realtime when the source is a camera or any sink is live, offline otherwise."""
+    if cfg.pace != Pace.AUTO:
         return cfg.pace
     live = getattr(source, "live", False) or any(getattr(s, "live", True) for s in sinks)
-    return "realtime" if live else "offline"
+    return Pace.REALTIME if live else Pace.OFFLINE
 
 
 class _Schedule:
@@ -232,7 +266,7 @@ class _Schedule:
     one slot per frame, as fast as it goes. ``dt`` is the time this frame moves the controls by: the
     slots it advanced, so morphs and smoothing keep real time even when slots were skipped."""
 
-    def __init__(self, pace: str, fps: float, stop: threading.Event):
+    def __init__(self, pace: Pace, fps: float, stop: threading.Event):
         self.pace, self.period, self.stop = pace, 1.0 / fps, stop
         self.start = time.perf_counter()
         self.start_clock = time.monotonic()
@@ -242,7 +276,7 @@ class _Schedule:
 
     def next_slot(self, stats: RunStats) -> int | None:
         """The next frame's slot, once it is due; None when stopped while waiting for it."""
-        if self.pace == "offline":
+        if self.pace == Pace.OFFLINE:
             slot = stats.frames
         else:
             due = self.start + self.slot * self.period
@@ -263,7 +297,7 @@ class _Schedule:
     def clock(self, slot: int) -> float:
         """The frame clock: wall time when live, slot × period when rendering offline, so LFOs land on
         the same frames whatever the machine's speed."""
-        return time.monotonic() if self.pace == "realtime" else self.start_clock + slot * self.period
+        return time.monotonic() if self.pace == Pace.REALTIME else self.start_clock + slot * self.period
 
 
 class _Show:
@@ -319,15 +353,13 @@ class _Show:
             controls.audio = open_audio(cfg.audio, cfg.audio_bands)
             stack.callback(controls.audio.close)
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
-        if cfg.device_formats not in ("on", "off"):
-            raise ValueError(f"device_formats must be on or off, not {cfg.device_formats!r}")
         self.outputs = stack.enter_context(Outputs(cfg.sinks, size, cfg.fps, model.levels, cfg.device_formats == "on",
                                                    controls.audio))
         self.pace = resolve_pace(cfg, self.source, self.outputs.sinks)
-        self.outputs.start(threaded=self.pace == "realtime")
-        if self.pace == "realtime":
+        self.outputs.start(threaded=self.pace == Pace.REALTIME)
+        if self.pace == Pace.REALTIME:
             self.source.follow_wall_clock()  # a video loop plays at its own rate, not one frame per frame
-        if cfg.link and self.pace == "realtime":
+        if cfg.link and self.pace == Pace.REALTIME:
             controls.link = LinkClock(controls.tempo.bpm)
             stack.callback(controls.link.close)
             log.info("in an Ableton Link session (%d other peers now)", controls.link.peers)
@@ -337,7 +369,7 @@ class _Show:
         # The sinks close first, whatever a service does while closing: a recording is finalised.
         stack.callback(self.outputs.__exit__, None, None, None)
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
-                 cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace)
+                 cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace.value)
 
     def render(self, stop: threading.Event, on_status, on_frame, stats: RunStats) -> RunStats:
         """Frame after frame until ``stop`` or ``cfg.frames``: the source's newest frame, this frame's φ, one
@@ -371,13 +403,13 @@ class _Show:
         # What the sinks get is flash-limited, never the feedback itself; each level view on its own.
         self.limiters = {lvl: FlashLimiter(cfg.fps) for lvl in sorted({lvl for lvl, _ in self.wanted})}
         self.tuner = None
-        if engine.device.type == "cpu" and self.pace == "realtime" and cfg.threads is None \
+        if engine.device.type == "cpu" and self.pace == Pace.REALTIME and cfg.threads is None \
                 and torch.get_num_threads() > 1:
             self.tuner = ThreadTuner((torch.get_num_threads(), 1))
-        if self.pace == "offline":
+        if self.pace == Pace.OFFLINE:
             self.controls.tempo.start(schedule.start_clock)  # beat 0 on frame 0: an offline render is repeatable
         if self.controls.audio is not None:  # a file's first sample: frame 0
-            self.controls.audio.start(schedule.start_clock, patient=self.pace == "offline")
+            self.controls.audio.start(schedule.start_clock, patient=self.pace == Pace.OFFLINE)
         self.started = self.last_status = self.last_figures = schedule.start
         self.last_frame = None
         self.epoch = self.source.epoch
@@ -439,7 +471,7 @@ class _Show:
         stats.sink_dropped = self.outputs.dropped
         stats.latency_ms.append(max(self.outputs.latencies() + [(time.perf_counter() - t_input) * 1000]))
         stats.frames += 1
-        if self.pace == "realtime" and stats.frames % 30 == 0:  # what a quantised change starts ahead by
+        if self.pace == Pace.REALTIME and stats.frames % 30 == 0:  # what a quantised change starts ahead by
             self.controls.output_latency = float(np.median(stats.latency_ms)) / 1000
 
     def _report(self, stats: RunStats, on_status) -> None:
@@ -457,7 +489,7 @@ class _Show:
             if down := self.outputs.failed:  # said in every status line while it lasts, not only once
                 parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
             (on_status or log.info)(" | ".join([stats.summary()] + parts))
-            if self.pace == "realtime" and stats.seconds > SLOW_AFTER and stats.fps_now < 0.5 * cfg.fps:
+            if self.pace == Pace.REALTIME and stats.seconds > SLOW_AFTER and stats.fps_now < 0.5 * cfg.fps:
                 self.slow.warning("slow", "rendering %.1f of the %g frames a second asked for: a frame takes %.0f ms "
                                   "at %dx%d on %s; a smaller --size or a lower --fps keeps up", stats.fps_now, cfg.fps,
                                   float(np.median(stats.engine_ms)), cfg.width, cfg.height, self.engine.device)

@@ -109,3 +109,42 @@ def test_listings_piped_into_head_end_quietly_and_say_enum_defaults_by_name(caps
 def test_a_misspelled_parameter_is_answered_with_what_was_meant(capsys):
     assert main(RUN + ["--set", "l0.zom=1.02", "--frames", "1"]) == 2
     assert "did you mean l0.zoom" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command,config,prefix", [
+    ("run", "ffvj.show:RunConfig", ""), ("run", "ffvj.control.midi.ports:MidiConfig", "midi"),
+    ("look", "ffvj.look.report:LookConfig", ""), ("bench", "ffvj.bench:BenchConfig", ""),
+    ("discover", "ffvj.look.discover:DiscoverConfig", ""), ("train", "ffvj.model.train:TrainConfig", ""),
+    ("train", "ffvj.model.net:ModelConfig", "")])
+def test_a_command_with_no_options_makes_its_config_s_defaults(command, config, prefix):
+    """The flags are generated from the config's fields (``ffvj.options``): parsing nothing gives the
+    dataclass's own defaults, so the two cannot drift apart."""
+    import importlib
+
+    from ffvj.cli import build_parser
+    from ffvj.options import from_args
+
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    args = build_parser().parse_args([command] + (["--out", "x"] if command == "train" else []))
+    made, default = from_args(cls, args, prefix), cls()
+    if command == "train" and name == "TrainConfig":
+        default = cls(device=made.device)  # the command line resolves auto to this machine's device
+    assert made == default
+
+
+def test_options_reach_their_fields_and_a_mode_is_checked_when_the_config_is_made():
+    from ffvj.cli import build_parser
+    from ffvj.options import from_args
+    from ffvj.show import Pace, RunConfig
+
+    args = build_parser().parse_args(["run", "--size", "320x180", "--set", "l0.zoom=1.02", "--set", "bound=sine",
+                                      "--sink", "null", "--sink", "l1:null", "--pace", "offline", "--link"])
+    cfg = from_args(RunConfig, args)
+    assert (cfg.width, cfg.height, cfg.sinks, cfg.pace, cfg.link) == (320, 180, ["null", "l1:null"], Pace.OFFLINE, True)
+    assert cfg.settings == {"l0.zoom": 1.02, "bound": "sine"}
+    assert RunConfig(pace="realtime").pace is Pace.REALTIME
+    with pytest.raises(ValueError, match="pace must be one of auto, realtime, offline, not 'Realtime'"):
+        RunConfig(pace="Realtime")  # once accepted, and paced in real time without a live show's threads
+    with pytest.raises(ValueError, match="device_formats"):
+        RunConfig(device_formats="yes")

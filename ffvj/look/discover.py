@@ -48,6 +48,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..options import option, positive_int, size
+
 log = logging.getLogger(__name__)
 
 # The search space: parameter, low, high (native units; sampled through the parameter's own curve).
@@ -77,20 +79,25 @@ class DiscoverError(RuntimeError):
 
 @dataclass(frozen=True)
 class DiscoverConfig:
-    out: str = "runs/discover"
-    minutes: float = 10.0
-    iterations: int | None = None  # stop after this many (reproducible); None: when the minutes are up
-    workers: int = 2
-    scheduler: str | None = None  # a Dask scheduler's address: its workers evaluate, ``workers`` unused
-    seed: int = 0
-    width: int = 240
+    """``ffvj discover``'s search (each field with an ``option`` is also its flag: ``ffvj.options``)."""
+
+    out: str = option("runs/discover", "the archive, presets and gallery; a run there is resumed")
+    minutes: float = option(10.0, "how long to search")
+    iterations: int | None = option(None, "stop after this many iterations instead (reproducible with --seed)",
+                                    parse=positive_int)
+    workers: int = option(2, "worker processes on this machine", parse=positive_int)
+    scheduler: str | None = option(None, "a Dask scheduler (tcp://HOST:8786) whose workers evaluate, instead of "
+                                         "local processes", metavar="ADDRESS")
+    seed: int = option(0, "the search's seed")
+    width: int = option(240, "each candidate's size", flag="--size", parse=size, joins=("width", "height"))
     height: int = 136
-    seconds: float = 5.0
+    seconds: float = option(5.0, "each candidate's length")
     fps: float = 30.0
     input: str = "pan"
-    models: tuple[str, ...] = ()  # () → every bundled model
-    batch: int = 8  # candidates per emitter and iteration
-    fresh: bool = False  # start over instead of resuming what ``out`` holds
+    models: tuple[str, ...] = option((), "search this bundled model only (repeatable; default: every bundled "
+                                         "model)", flag="--model", metavar="NAME", repeat=True)
+    batch: int = option(8, "candidates per emitter and iteration (two emitters)", parse=positive_int)
+    fresh: bool = option(False, "start over instead of resuming what --out holds")
 
     def shape(self) -> dict:
         """What a resumed run must share with the run it resumes."""

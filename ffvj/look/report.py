@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from ..engine.flashes import BUDGET, max_flashes
+from ..options import check_choices, model_option, option, settings_option, size
 from . import measures
 
 INPUTS = ("generator", "pan", "still")
@@ -40,20 +41,32 @@ SHEET_TILE = (240, 136)  # (width, height) of one frame on a contact sheet
 
 @dataclass
 class LookConfig:
-    inputs: tuple[str, ...] = INPUTS  # or source specs of the user's ("video:clip.mp4")
-    presets: tuple[str, ...] = ()  # () → the default look and every factory preset
-    width: int = 480
+    """``ffvj look``'s runs (each field with an ``option`` is also its flag: ``ffvj.options``)."""
+
+    inputs: tuple[str, ...] = option(INPUTS, f"{', '.join(INPUTS)} (default: all three), or a source spec such as "
+                                             "video:clip.mp4; repeatable", flag="--input", metavar="NAME|SPEC",
+                                     repeat=True)
+    presets: tuple[str, ...] = option((), "default or a preset name; repeatable (default: default and every factory "
+                                          "preset)", flag="--preset", metavar="NAME", repeat=True)
+    width: int = option(480, "the picture's size", flag="--size", parse=size, joins=("width", "height"))
     height: int = 270
-    fps: float = 30.0
-    seconds: float = 15.0  # long enough to see a still input freeze for good (the check allows 5 s)
-    seed: int = 0
-    model: str | None = None
-    settings: dict = field(default_factory=dict)  # parameter → value on top of every preset
-    out: str = "runs/look"  # contact sheets go here
-    sheets: str = "png"  # or "jpg" (a tenth of the bytes, for pages that show many)
+    fps: float = option(30.0, "frames per second")
+    # Long enough to see a still input freeze for good (the check allows 5 s).
+    seconds: float = option(15.0, "each run's length")
+    seed: int = option(0, "the runs' seed")
+    model: str | None = model_option()
+    settings: dict = settings_option("a parameter set on top of every preset")
+    out: str = option("runs/look", "folder for the contact sheets and look.json")
+    # jpg: a tenth of the bytes, for pages that show many.
+    sheets: str = option("png", "contact sheet format", choices=("png", "jpg"))
     sample_every: float = 0.25  # seconds between the costlier measures (lattice, SSIM, texture)
-    levels: bool = True  # contact sheets show every feature level's view under the picture
-    hierarchy: bool = True  # render each look's hierarchy-cut twin too (twice the time)
+    levels: bool = option(True, "contact sheets without the feature levels' views (the source and the picture only)",
+                          flag="--no-levels")
+    hierarchy: bool = option(True, "skip the hierarchy measure (each look rendered again with the hierarchy cut: "
+                                   "twice the time)", flag="--no-hierarchy")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 class _Texture:

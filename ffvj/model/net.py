@@ -21,12 +21,14 @@ Conventions
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import option
 from . import kernels
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "identity": nn.Identity}
@@ -34,16 +36,25 @@ POOLINGS = ("max", "avg")
 DECODERS = ("smooth", "subpixel", "upconv", "interp")
 
 
+def channel_list(text: str) -> tuple[int, ...]:
+    """``3,12,24,48``: the picture's channels, then each level's."""
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"channels are numbers separated by commas, not {text!r}") from None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the model; stored verbatim in every checkpoint."""
 
     # channels[0] is the picture (3); channels[ℓ] is level ℓ. Number of levels = len(channels) - 1.
-    channels: tuple[int, ...] = (3, 12, 24, 48)
-    kernel_size: int = 3
-    activation: str = "tanh"
-    pooling: str = "avg"
-    decoder: str = "smooth"
+    channels: tuple[int, ...] = option((3, 12, 24, 48), "channels per level, the picture first", parse=channel_list,
+                                       metavar="3,C1,C2,...")
+    kernel_size: int = option(3, "convolution kernel size (odd)")
+    activation: str = option("tanh", "the encoders' activation", choices=tuple(ACTIVATIONS))
+    pooling: str = option("avg", "the encoders' pooling", choices=POOLINGS)
+    decoder: str = option("smooth", "how the decoders upsample", choices=DECODERS)
 
     def __post_init__(self) -> None:
         # Accept lists from JSON, keep a hashable tuple.

@@ -25,7 +25,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .data import CropSampler, load_sources
 from .evaluate import evaluate, filter_sheet, psnr, reconstruction_sheet
+from ..options import device_option, option
 from .net import FeatureAutoencoder, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -43,27 +44,39 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    sources: list[str] = field(default_factory=lambda: ["builtin:train"])
-    val_sources: list[str] | None = None  # None: builtin:val if a builtin source is used, else a split
-    eval_sources: list[str] = field(default_factory=list)  # evaluated at the end, stored in the card
-    layerwise_epochs: int = 20  # per level
-    finetune_epochs: int = 10
-    steps_per_epoch: int = 300
-    batch: int = 16
-    crop: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    device: str = "cpu"
-    video_frames: int = 32
-    progress: bool = True
+    """How to train (each field with an ``option`` is also ``ffvj train``'s flag: ``ffvj.options``)."""
+
+    sources: list[str] = option(help="training pictures: builtin[:train|val|test] (scikit-image's photos), an image "
+                                     "folder, or a video file (frames sampled across it); repeatable (default: "
+                                     "builtin:train)", default_factory=lambda: ["builtin:train"], flag="--data",
+                                metavar="SPEC", repeat=True, collect=list)
+    # None: builtin:val if a builtin source is used, else a split.
+    val_sources: list[str] | None = option(None, "validation pictures (default: builtin:val)", flag="--val",
+                                           metavar="SPEC", repeat=True, collect=list)
+    eval_sources: list[str] = option(help="pictures to evaluate on at the end (stored in the card)",
+                                     default_factory=list, flag="--eval", metavar="SPEC", repeat=True, collect=list)
+    layerwise_epochs: int = option(20, "epochs per level")
+    finetune_epochs: int = option(10, "epochs end to end")
+    steps_per_epoch: int = option(300, "steps per epoch")
+    batch: int = option(16, "crops per step")
+    crop: int = option(64, "crop size in pixels")
+    lr: float = option(3e-3, "learning rate")
+    seed: int = option(0, "the seed of the crops and the initial filters")
+    # auto: CUDA when there is one, else the CPU (MPS is not offered for training).
+    device: str = device_option()
+    video_frames: int = option(32, "frames sampled per video file")
+    progress: bool = option(True, "no progress bar")
     # The encoders keep their random initial filters (from ``seed``) and only the decoders learn: the
     # original write-up found random filters make livelier feedback than learned ones, which settle;
     # learned decoders keep the hierarchy a round trip, so the loop still sees its picture.
-    random_encoders: bool = False
+    random_encoders: bool = option(False, "keep the encoders' random initial filters (from --seed); only the "
+                                          "decoders learn")
     # Weight of a spectral term beside L2 on the picture's round trips: the mean absolute difference of the
     # log-amplitude spectra (phase-free), so a decoder that cannot know where detail goes still puts back
     # how much of it there is, at each frequency, instead of L2's blur (0: L2 alone).
-    spectral: float = 0.0
+    spectral: float = option(0.0, "weight of a spectral term beside L2 on the picture's round trips (its "
+                                  "log-amplitude spectrum, phase-free): decoders that put back how much detail there "
+                                  "was")
 
 
 def _split_validation(pictures: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -196,7 +209,7 @@ def train(model_config: ModelConfig, cfg: TrainConfig, out: Path, command: str |
     """Train a model, write ``out``.json/.safetensors plus PNGs beside it; return (card path, card)."""
     started = time.perf_counter()
     dist = Distributed.from_environment()
-    device = torch.device(cfg.device)
+    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     if dist.enabled:
         import torch.distributed as td
 

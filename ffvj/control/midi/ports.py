@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import mido
 
+from ...options import check_choices, option
 from ...tally import RateLimitedLog
 from ..service import Service
 from .mapper import MidiMapper
@@ -39,11 +40,20 @@ class MidiConfig:
     or ``MIDO_BACKEND``); ``learn_file``: where controls learned during the show are saved (None:
     ``~/.config/ffvj/mappings/learned-DATE.toml``)."""
 
-    ports: tuple[str, ...] = ()
-    mappings: tuple[str, ...] = ()
-    virtual_name: str = "ffvj"  # "" for no virtual port
-    backend: str | None = None
-    learn_file: str | None = None
+    ports: tuple[str, ...] = option((), "connect to the input port whose name contains NAME (repeatable; see 'ffvj "
+                                        "devices')", flag="--midi", metavar="NAME", repeat=True)
+    mappings: tuple[str, ...] = option((), "mapping file or bundled name (repeatable; default: every bundled "
+                                           "mapping)", flag="--midi-mapping", metavar="PATH|NAME", repeat=True)
+    virtual_name: str = option("ffvj", "virtual input port name ('' for none)")
+    backend: str | None = option(None, "rtmidi API (default: mido's default, or MIDO_BACKEND)",
+                                 choices=tuple(sorted(MIDI_BACKENDS)))
+    learn_file: str | None = option(None, "where controls learned during the show are saved (default: "
+                                          "~/.config/ffvj/mappings/learned-DATE.toml); the learn action binds the "
+                                          "next moved control to the parameter last touched over OSC",
+                                    metavar="PATH")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 def backend_errors() -> tuple[type[BaseException], ...]:
