@@ -21,7 +21,7 @@ Command line::
                                      twin, with contact sheets
     ffvj discover [--minutes N] [--out DIR] [--workers N | --scheduler ADDR]   new looks found by MAP-Elites
                                      (pip install 'ffvj[discover]')
-    ffvj train --out models/NAME     train a feature hierarchy (pip install 'ffvj[train]'; --random-encoders)
+    ffvj train --out runs/NAME       train a feature hierarchy (pip install 'ffvj[train]'; --random-encoders)
     ffvj model eval --images DIR     per-level PSNR/SSIM next to bicubic  [--json]
     ffvj model show | photos | list | views
 
@@ -73,7 +73,7 @@ The parts (each a folder; its ``__init__`` lists its rooms):
                engine and the controls stand on
     control/   params (the one registry), actions (the one table), readings (the read-only figures),
                controls, presets, snapshots, tempo, link (Ableton Link), modulation (LFOs, audio slots),
-               models (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc, midi/
+               model_switch (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc, midi/
     web/       the web page: server (aiohttp, one WebSocket a page), layout (from the registry and the
                actions), preview (JPEG off the render loop), page/ (HTML, CSS, JavaScript)
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour, texture, grid),

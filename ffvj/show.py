@@ -48,7 +48,7 @@ from .control.link import LinkClock, LinkUnavailable
 from .control.midi.learn import Learner, default_learn_file
 from .control.midi.mapping import MappingError, default_mappings, resolve_mapping
 from .control.midi.ports import MidiConfig, MidiError, MidiInput
-from .control.models import ModelSwitcher, check_model_name
+from .control.model_switch import ModelSwitcher, check_model_name
 from .control.osc import OscConfig, OscServer
 from .control.oscquery import OscQueryServer
 from .control.params import build_registry, close_matches

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]  # the checkout: mappings/, presets/, models/ are data folders here
+REPO = Path(__file__).resolve().parents[1]  # the checkout: mappings/, presets/, bundled_models/ are data folders here
 
 
 def wait_until(pred, timeout: float = 15.0, what: str = "the condition", interval: float = 0.02) -> None:

@@ -5,7 +5,7 @@
     controls     Controls: what surfaces share with the render loop; fire(action, ...), next_phi(engine, dt, now)
     presets      PresetBank: parameter targets in TOML files, morphed on recall
     snapshots    SnapshotBank: every level's feedback state, crossfaded on recall
-    models       ModelSwitcher: a bundled model loaded off the render loop, switched to on it
+    model_switch ModelSwitcher: a bundled model loaded off the render loop, switched to on it
     tempo        Tempo: BPM and beat from MIDI clock, tap or a set value
     modulation   Modulation: the LFO slots, applied once per frame
     service      Service (one lifecycle for every surface), LatestValueSender (rate-capped talk-back),

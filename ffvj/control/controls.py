@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from ..phi import Phi
 from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, FILES, LOOP, NOW, ActionQueue, perform
-from .models import ModelSwitcher
+from .model_switch import ModelSwitcher
 from .modulation import Modulation
 from .params import AUDIO_TRIGGERS, QUANTA, ParamStore, build_registry
 from .presets import PresetBank, factory_presets_dir

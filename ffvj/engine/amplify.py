@@ -52,7 +52,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..model.kernels import halfband5
+from ..model.fastops import halfband5
 from ..phi import AmplifyPhi
 
 PULL_EXPONENT = 6

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..model.kernels import binomial3
+from ..model.fastops import binomial3
 from ..model.net import FeatureAutoencoder
 from ..phi import BOUNDS, MAP_KINDS, MapSpans, Phi, map_spans
 from .amplify import amplify, autograd_vjp, jitter

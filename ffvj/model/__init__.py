@@ -2,7 +2,8 @@
 
     net          ModelConfig, FeatureAutoencoder (encode = γ_ℓ, decode = γ_ℓ⁻¹, encode_all, reconstruct)
                  and its inference fast path, FastPath (model.fast())
-    kernels      the fused encoder/decoder tails FastPath uses (tanh via sigmoid, sum pooling, ...)
+    fastops      the fused encoder/decoder tails FastPath uses (tanh via sigmoid, sum pooling, ...) and the
+                 binomial and half-band filters
     checkpoint   load(name_or_path) → (model, card); save; safetensors weights beside a JSON card
     data         training pictures: image folders, video frames, scikit-image's built-in photos
     train        train(ModelConfig, TrainConfig, out): layer-wise, then end to end

@@ -34,7 +34,7 @@ class CheckpointError(RuntimeError):
 
 
 def bundled_models_dir() -> Path:
-    """The folder of models shipped with ffvj (the repository's ``models/``)."""
+    """The folder of models shipped with ffvj (the repository's ``bundled_models/``)."""
     return Path(str(resources.files("ffvj.bundled_models")))
 
 

@@ -11,7 +11,7 @@ Conventions
 * ``encode(ℓ, h)`` is γ_ℓ: level ℓ → ℓ+1 (convolution, nonlinearity, 2×2 pooling).
   ``decode(ℓ, h)`` is γ_ℓ⁻¹: level ℓ+1 → ℓ (3×3 convolution to 4× the channels, then pixel shuffle).
 * ``fast(compile)`` returns a ``FastPath``: the same γ and γ⁻¹ for inference, fused where it pays
-  (``kernels``), in the memory layouts the feedback engine keeps (feature levels channels-last).
+  (``fastops``), in the memory layouts the feedback engine keeps (feature levels channels-last).
 * Any frame size works. Before pooling, ``encode`` replicate-pads an odd height or width by one row or
   column, so level ℓ+1 has size ceil(H/2) × ceil(W/2). ``decode`` returns 2H × 2W and crops to
   ``size`` when given; ``level_sizes`` lists every level's size for a frame, so a caller that keeps
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..options import option
-from . import kernels
+from . import fastops
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "identity": nn.Identity}
 POOLINGS = ("max", "avg")
@@ -118,7 +118,7 @@ class Decoder(nn.Module):
     four output phases have filters of their own (a sub-pixel convolution *is* a transposed one), so
     whatever differs between them is a fixed 2-pixel pattern; in a feedback loop it accumulates into a
     screen-locked lattice.
-    ``smooth`` (the default): the same, then a fixed low-pass (Sugawara et al. 2018; ``kernels.halfband5``)
+    ``smooth`` (the default): the same, then a fixed low-pass (Sugawara et al. 2018; ``fastops.halfband5``)
     that is zero at the fine grid's Nyquist frequency: no phase pattern survives it. Trained with the
     filter in place, the convolution learns to lift what the filter softens.
     ``upconv``: bilinear ×2, then a 3×3 convolution at the fine size (Odena et al. 2016; ~4× the
@@ -147,7 +147,7 @@ class Decoder(nn.Module):
             weight, bias = interp_phases(self.conv.weight, self.conv.bias)
             return F.pixel_shuffle(F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), weight, bias), 2)
         out = F.pixel_shuffle(self.conv(h), 2)
-        return kernels.halfband5(out) if self.kind == "smooth" else out
+        return fastops.halfband5(out) if self.kind == "smooth" else out
 
 
 # Bilinear ×2 (align_corners=False), as a fine tap u ∈ {−1, 0, 1} of output phase a reads the coarse
@@ -277,10 +277,10 @@ class FastPath:
         """The fused nonlinearity + pooling for this model's encoders, or None (use the model's own)."""
         cfg = self.model.config
         if cfg.activation == "tanh" and cfg.pooling == "avg":
-            return kernels.compile_or_eager(kernels.tanh_avgpool_fused, kernels.tanh_avgpool_eager,
+            return fastops.compile_or_eager(fastops.tanh_avgpool_fused, fastops.tanh_avgpool_eager,
                                             f"the level {level} encoder", compile)
         if cfg.activation == "tanh" and cfg.pooling == "max":
-            return kernels.tanh_maxpool
+            return fastops.tanh_maxpool
         return None
 
     def encode(self, level: int, h: torch.Tensor) -> torch.Tensor:
@@ -291,8 +291,8 @@ class FastPath:
         conv = self.model.encoders[level].conv
         if self._doubled is None:
             return tail(conv(_pad_to_even(h).contiguous(memory_format=torch.channels_last)))
-        h = kernels.replicate_pad_channels_last(_pad_to_even(h), conv.padding[0])
-        return kernels.tanh_avgpool_doubled(F.conv2d(h, *self._doubled[level]))
+        h = fastops.replicate_pad_channels_last(_pad_to_even(h), conv.padding[0])
+        return fastops.tanh_avgpool_doubled(F.conv2d(h, *self._doubled[level]))
 
     def encode_vjp(self, level: int, h: torch.Tensor):
         """``(γ_level(h), vjp)``: the encoding, and ``vjp(g)`` = ∂⟨g, γ_level(h)⟩/∂h (a tensor of h's size),
@@ -305,9 +305,9 @@ class FastPath:
         pad = encoder.conv.padding[0]
         odd_h, odd_w = h.shape[-2] % 2, h.shape[-1] % 2
         weight2, bias2 = self._vjp_doubled[level]
-        padded = kernels.replicate_pad_channels_last(_pad_to_even(h.to(weight2.dtype)), pad)
+        padded = fastops.replicate_pad_channels_last(_pad_to_even(h.to(weight2.dtype)), pad)
         s = F.conv2d(padded, weight2, bias2).sigmoid_()  # σ(2z): tanh(z) = 2σ(2z) − 1
-        out = kernels.sum_pool2(s).mul_(0.5).sub_(1)
+        out = fastops.sum_pool2(s).mul_(0.5).sub_(1)
         weight = weight2 * 0.5
 
         def vjp(g: torch.Tensor) -> torch.Tensor:
@@ -316,7 +316,7 @@ class FastPath:
             gp = F.conv_transpose2d(torch.addcmul(s, s, s, value=-1).mul_(up), weight)
             if gp.shape[1] <= 4:
                 gp = gp.contiguous()  # the picture's gradient: plain, like the picture (the rest is 2× faster)
-            return kernels.replicate_pad_adjoint(gp, pad, pad + odd_w, pad, pad + odd_h)
+            return fastops.replicate_pad_adjoint(gp, pad, pad + odd_w, pad, pad + odd_h)
 
         return out, vjp
 
@@ -328,8 +328,8 @@ class FastPath:
             out = decoder(h)
         elif decoder.kind == "interp":
             weight, bias = self._interp[level]
-            out = kernels.pixel_shuffle2(F.conv2d(kernels.replicate_pad_channels_last(h, 1), weight, bias))
+            out = fastops.pixel_shuffle2(F.conv2d(fastops.replicate_pad_channels_last(h, 1), weight, bias))
         else:
-            out = kernels.pixel_shuffle2(decoder.conv(h))
-            out = kernels.halfband5(out) if decoder.kind == "smooth" else out
+            out = fastops.pixel_shuffle2(decoder.conv(h))
+            out = fastops.halfband5(out) if decoder.kind == "smooth" else out
         return out if size is None else out[..., : size[0], : size[1]]

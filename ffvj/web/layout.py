@@ -9,7 +9,7 @@ snapshot slot).
 from __future__ import annotations
 
 from ..control.actions import ACTIONS, Action
-from ..control.models import bundled_names, check_model_name
+from ..control.model_switch import bundled_names, check_model_name
 from ..phi import Param
 from ..control.presets import check_name
 

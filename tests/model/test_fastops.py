@@ -8,20 +8,20 @@ import torch.nn.functional as F
 from ffvj.control.params import ParamStore, build_registry
 from ffvj.engine.delta import StepInputs, reference_step
 from ffvj.engine.engine import FeedbackEngine
-from ffvj.model import kernels
+from ffvj.model import fastops
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
 from ffvj.phi import Phi
 
 
 def test_fast_tanh_forms_match_torch():
     x = torch.linspace(-12, 12, 20001)
-    assert (kernels.rational_tanh(x) - torch.tanh(x)).abs().max() < 1e-6
-    assert (kernels.tanh_via_sigmoid(x) - torch.tanh(x)).abs().max() < 1e-6
+    assert (fastops.rational_tanh(x) - torch.tanh(x)).abs().max() < 1e-6
+    assert (fastops.tanh_via_sigmoid(x) - torch.tanh(x)).abs().max() < 1e-6
     y = torch.randn(1, 6, 10, 14) * 3
     ref = F.avg_pool2d(torch.tanh(y), 2)
-    assert torch.allclose(kernels.tanh_avgpool_eager(y.clone()), ref, atol=1e-6)
-    assert torch.allclose(kernels.tanh_avgpool_fused(y.clone()), ref, atol=1e-6)
-    assert torch.allclose(kernels.tanh_maxpool(y), F.max_pool2d(torch.tanh(y), 2), atol=1e-6)
+    assert torch.allclose(fastops.tanh_avgpool_eager(y.clone()), ref, atol=1e-6)
+    assert torch.allclose(fastops.tanh_avgpool_fused(y.clone()), ref, atol=1e-6)
+    assert torch.allclose(fastops.tanh_maxpool(y), F.max_pool2d(torch.tanh(y), 2), atol=1e-6)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -30,14 +30,14 @@ def test_layout_kernels_equal_torch(channels_last):
     channels-last tensor (their fast path) and on a plain one (their fallback)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     y = (torch.randn(1, 12, 10, 14) * 3).contiguous(memory_format=fmt)
-    assert torch.allclose(kernels.sum_pool2(y), F.avg_pool2d(y, 2) * 4, atol=1e-5)
-    assert torch.allclose(kernels.tanh_avgpool_doubled(y.clone() * 2), F.avg_pool2d(torch.tanh(y), 2), atol=1e-6)
+    assert torch.allclose(fastops.sum_pool2(y), F.avg_pool2d(y, 2) * 4, atol=1e-5)
+    assert torch.allclose(fastops.tanh_avgpool_doubled(y.clone() * 2), F.avg_pool2d(torch.tanh(y), 2), atol=1e-6)
     for pad in (1, 2):
-        assert torch.equal(kernels.replicate_pad_channels_last(y, pad), F.pad(y, (pad,) * 4, mode="replicate"))
-        assert kernels.replicate_pad_channels_last(y, pad).is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(fastops.replicate_pad_channels_last(y, pad), F.pad(y, (pad,) * 4, mode="replicate"))
+        assert fastops.replicate_pad_channels_last(y, pad).is_contiguous(memory_format=torch.channels_last)
     for channels in (12, 48):  # 3 output channels: the reshaping copy; 12: the built-in shuffle
         z = torch.randn(1, channels, 5, 7).contiguous(memory_format=fmt)
-        assert torch.equal(kernels.pixel_shuffle2(z), F.pixel_shuffle(z, 2))
+        assert torch.equal(fastops.pixel_shuffle2(z), F.pixel_shuffle(z, 2))
 
 
 @pytest.mark.parametrize("decoder", ["smooth", "subpixel", "upconv", "interp"])
@@ -84,11 +84,11 @@ def test_the_smooth_decoders_filter_leaves_no_two_pixel_pattern():
     y, x = torch.meshgrid(torch.arange(16), torch.arange(24), indexing="ij")
     checker = ((x + y) % 2 * 2 - 1).float()[None, None].expand(1, 3, -1, -1)
     smooth = torch.rand(1, 3, 16, 24)
-    out = kernels.binomial3(smooth + checker)
-    assert torch.allclose(out[..., 1:-1, 1:-1], kernels.binomial3(smooth)[..., 1:-1, 1:-1], atol=1e-6)
+    out = fastops.binomial3(smooth + checker)
+    assert torch.allclose(out[..., 1:-1, 1:-1], fastops.binomial3(smooth)[..., 1:-1, 1:-1], atol=1e-6)
     plain = F.conv2d(F.pad(smooth, (1, 1, 1, 1), mode="replicate"),
                      (torch.tensor([1.0, 2, 1])[:, None] * torch.tensor([1.0, 2, 1])[None] / 16).expand(3, 1, 3, 3),
                      groups=3)
-    assert torch.allclose(kernels.binomial3(smooth), plain, atol=1e-6)  # the same filter as a convolution
+    assert torch.allclose(fastops.binomial3(smooth), plain, atol=1e-6)  # the same filter as a convolution
     cl = smooth.contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(kernels.binomial3(cl), plain, atol=1e-6)
+    assert torch.allclose(fastops.binomial3(cl), plain, atol=1e-6)
