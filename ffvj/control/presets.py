@@ -91,14 +91,8 @@ def check_name(name: str) -> str:
 # --- the TOML text, both ways ----------------------------------------------------------------------
 
 def _toml_value(param: Param, value: float):
-    """A parameter's value as TOML writes it best: enums by choice name, bools, ints, floats."""
-    if param.kind == "enum":
-        return param.choices[int(value)]
-    if param.kind == "bool":
-        return value >= 0.5
-    if param.kind == "int":
-        return int(value)
-    return float(value)
+    """A parameter's value as TOML writes it best: enums by choice name, bools, ints, floats (as φ types it)."""
+    return float(value) if param.kind == "float" else param.typed(value)
 
 
 def format_preset(values: Mapping[str, float], registry: Mapping[str, Param], name: str,
