@@ -94,7 +94,8 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
 from .control.controls import Controls
 from .control.params import ParamStore, build_registry
 from .engine.engine import FeedbackEngine
-from .model.checkpoint import CheckpointError, load as load_model
+from .model.checkpoint import CheckpointError
+from .model.checkpoint import load as load_model
 from .model.net import FeatureAutoencoder, ModelConfig
 from .phi import Param, Phi
 

@@ -37,7 +37,15 @@ from .engine.delta import StepInputs, reference_step, updates_on
 from .engine.device import ThreadTuner, resolve_device
 from .engine.engine import PRECISIONS, FeedbackEngine
 from .model import checkpoint
-from .options import check_choices, device_option, model_option, option, positive_int, settings_option, size
+from .options import (
+    check_choices,
+    device_option,
+    model_option,
+    option,
+    positive_int,
+    settings_option,
+    size,
+)
 from .phi import Phi
 
 

@@ -7,13 +7,20 @@ import argparse
 import json
 import logging
 import os
-import threading
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
-from .options import DeviceChoice, ModelChoice, add_options, from_args, port, positive_int
+from .options import (
+    DeviceChoice,
+    ModelChoice,
+    add_options,
+    from_args,
+    port,
+    positive_int,
+)
 
 log = logging.getLogger("ffvj")
 
@@ -360,7 +367,8 @@ def _add_devices(sub: argparse._SubParsersAction) -> None:
 def _cmd_devices(args: argparse.Namespace) -> int:
     import torch
 
-    from .audio.inputs import EXTRA as AUDIO_EXTRA, list_inputs
+    from .audio.inputs import EXTRA as AUDIO_EXTRA
+    from .audio.inputs import list_inputs
     from .media.sinks import sink_availability
     from .media.sources import devices as cameras
 

@@ -64,7 +64,16 @@ from .media.outputs import Outputs
 from .media.sources import open_source
 from .model import checkpoint
 from .model.data import read_image
-from .options import check_choices, device_option, key_value, model_option, option, positive_int, settings_option, size
+from .options import (
+    check_choices,
+    device_option,
+    key_value,
+    model_option,
+    option,
+    positive_int,
+    settings_option,
+    size,
+)
 from .phi import MAP_KINDS, Phi
 from .tally import RateLimitedLog
 from .web import WebConfig, WebServer

@@ -27,9 +27,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..phi import ADDRESS_PREFIX
 from ..tally import RateLimitedLog
 from .model_switch import check_model_name
-from ..phi import ADDRESS_PREFIX
 from .presets import check_name
 from .snapshots import SNAPSHOT_SLOTS
 from .tempo import MAX_BPM, MIN_BPM

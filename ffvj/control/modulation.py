@@ -46,8 +46,8 @@ import logging
 import math
 from collections.abc import Mapping
 
-from ..tally import RateLimitedLog
 from ..phi import Param
+from ..tally import RateLimitedLog
 from .params import LFO_DIVISIONS, LFO_NO_TARGET, LFO_SHAPES, audio_slots, lfo_slots
 
 log = logging.getLogger(__name__)

@@ -40,9 +40,9 @@ import zlib
 from pathlib import Path
 from xml.etree import ElementTree
 
+from ..phi import DEFAULT_LEVELS, Param
 from .actions import ACTIONS, Action
 from .osc import NORM_SUFFIX, OSC_COMMANDS
-from ..phi import DEFAULT_LEVELS, Param
 from .params import build_registry
 
 SIZE = (1024, 768)  # a landscape tablet; TouchOSC scales the canvas to the screen

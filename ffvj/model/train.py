@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..options import device_option, option
 from . import checkpoint
 from .data import CropSampler, load_sources
 from .evaluate import evaluate, filter_sheet, psnr, reconstruction_sheet
-from ..options import device_option, option
 from .net import FeatureAutoencoder, ModelConfig
 
 log = logging.getLogger(__name__)

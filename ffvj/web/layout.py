@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..control.actions import ACTIONS, Action
 from ..control.model_switch import bundled_names, check_model_name
-from ..phi import Param
 from ..control.presets import check_name
+from ..phi import Param
 
 
 def _param(p: Param) -> dict:

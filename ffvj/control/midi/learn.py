@@ -19,7 +19,15 @@ from ...phi import DEFAULT_LEVELS, Param
 from ..params import build_registry
 from ..presets import default_presets_dir
 from .mapper import DATA_LSB, DATA_MSB, NRPN_LSB, NRPN_MSB
-from .mapping import Device, MapEntry, Mapping, dump_mapping, parse_entry, parse_mapping, parse_target
+from .mapping import (
+    Device,
+    MapEntry,
+    Mapping,
+    dump_mapping,
+    parse_entry,
+    parse_mapping,
+    parse_target,
+)
 from .ports import MidiError, backend_errors, load_backend, retrying
 
 log = logging.getLogger(__name__)

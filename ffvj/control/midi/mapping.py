@@ -22,8 +22,8 @@ from pathlib import Path
 
 import tomli_w
 
-from ..actions import ACTIONS, Action
 from ...phi import DEFAULT_LEVELS, LEVEL_PARAMS, Param
+from ..actions import ACTIONS, Action
 from ..params import build_registry, close_matches
 from ..tomlfile import TomlFileError, read_toml
 
