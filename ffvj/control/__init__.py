@@ -10,7 +10,11 @@
     modulation   Modulation: the LFO slots, applied once per frame
     service      Service (one lifecycle for every surface), LatestValueSender (rate-capped talk-back),
                  LimitedConnections (capped, timed-out socket servers), stop_server (a bounded stop)
-    osc          OscServer: every parameter and action over UDP/TCP, with feedback; every packet's cost bounded
+    osc          OscServer: the OSC address space (every parameter and action, feedback, subscriptions,
+                 timetagged messages); what a packet may make it do, bounded
+    osc_transport
+                 the listeners OscServer owns: UDP and TCP (SLIP) sockets, connection caps, a packet's wire
+                 format (bundles checked whole); each packet goes to the owner's handler
     osc_pattern  OSC 1.0 address patterns matched in linear time
     oscquery     OscQueryServer: the OSC namespace over HTTP JSON (and LISTEN over its WebSocket), over mDNS
     touchosc     generate_layout / validate_layout: a TouchOSC layout from the registry and the actions

@@ -1,5 +1,10 @@
 """OSC control: every parameter of the registry at its own address, over UDP (and TCP with SLIP).
 
+This module is the address space: what each address does (parameters, actions, the server's own
+commands), feedback, subscriptions and timetagged messages. The sockets, the SLIP framing and the
+wire format of a packet are ``osc_transport``'s; ``OscServer`` owns its listeners and hands them
+its packet handler, and nothing flows back into the transport but replies.
+
 Contract
 --------
 ``OscServer(controls, OscConfig(host="127.0.0.1", port=9000, tcp_port=None, allow=(), feedback=(),
@@ -44,7 +49,10 @@ are dropped.
 
 Robustness: malformed packets, unknown addresses, wrong argument types or counts, NaN and values
 the store refuses are counted in ``stats`` and logged rate-limited; clients outside ``allow`` are
-dropped and counted. Nothing raises into a server thread or the render loop, nothing blocks.
+dropped and counted. Nothing raises into a server thread or the render loop, nothing blocks. What
+one packet may cost is bounded by ``osc_transport`` (its size, bundle depth, 256 messages) and
+here (the sets and new patterns it may reach), and what all clients together may cost a second
+by ``WORK_PER_SECOND``.
 ``stats`` counts packets, messages, applied (parameter sets), triggers (actions and commands),
 unknown_address, bad_args (wrong type or count, bad pattern), bad_value (NaN/inf), rejected (refused by the store),
 malformed, denied, scheduled, schedule_full, timetag_skew, feedback_sent, feedback_errors,
@@ -61,62 +69,41 @@ import itertools
 import logging
 import math
 import socket
-import socketserver
-import struct
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pythonosc import osc_message, osc_server, slip
+from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 from pythonosc.parsing import osc_types
 
+from ..phi import Param
 from ..tally import Counts, RateLimitedLog
 from .actions import ACTIONS, Action, Arg
 from .osc_pattern import compile_pattern, is_pattern
+from .osc_transport import (
+    MAX_MESSAGES_PER_PACKET,
+    Client,
+    Malformed,
+    Receiver,
+    TcpListener,
+    UdpListener,
+    read_packet,
+)
 from .readings import READINGS
-from ..phi import Param
-from .service import LatestValueSender, LimitedConnections, Listen, Service, stop_server
+from .service import LatestValueSender, Listen, Service
 
 log = logging.getLogger(__name__)
-
-# python-osc reports content it skips (an unknown type tag, a bundle item of no known kind) with
-# logging.warning on the root logger, once per packet and without a source: a stream of such
-# packets would flood the show's console. While a server parses a packet, this filter on the root
-# logger turns those records into that server's counted, rate-limited "malformed" report.
-_parsing = threading.local()
-
-
-class _PythonOscReports(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        current = getattr(_parsing, "current", None)
-        if current is None or record.name != "root" or "pythonosc" not in record.pathname.replace("\\", "/"):
-            return True
-        server, client = current
-        server._problem("malformed", client, "content python-osc skipped (%s)", record.getMessage())
-        return False
-
-
-_PYTHONOSC_REPORTS = _PythonOscReports()
 
 NORM_SUFFIX = "/norm"
 STAT_KEYS = ("packets", "messages", "applied", "triggers", "unknown_address", "bad_args", "bad_value",
              "rejected", "malformed", "denied", "scheduled", "schedule_full", "timetag_skew",
              "feedback_sent", "feedback_errors", "subscribers_dropped", "over_budget", "errors")
-MAX_UDP_PACKET = 65507
-MAX_TCP_FRAME = MAX_UDP_PACKET  # a SLIP frame larger than any datagram is not from a controller: drop the link
-# OSC over TCP: connections at once and how long one may sit silent (a tablet between touches).
-# With the frame cap, what the links can buffer is bounded too: 16 × (64 KiB + one 64 KiB read).
-MAX_TCP_CONNECTIONS = 16
-TCP_IDLE_SECONDS = 120.0
-BUNDLE_PREFIX = b"#bundle\0"
-MAX_BUNDLE_DEPTH = 8  # bundles in bundles: a controller nests one or two
-# What one packet may cost the OSC thread: a bundle of more messages than MAX_MESSAGES_PER_PACKET
-# is malformed and dropped whole; sets and new patterns beyond theirs are counted over_budget and
-# skipped. A controller sends a handful of messages a packet; a 65 KB bundle of 2,728 "/ffvj/*/*" once made
-# 253,704 parameter sets and 2.2 s of OSC-thread time, starving the render loop of the GIL.
-MAX_MESSAGES_PER_PACKET = 256
+# What one packet may cost the OSC thread besides its messages (at most MAX_MESSAGES_PER_PACKET, or
+# the transport calls it malformed): sets and new patterns beyond these are counted over_budget and
+# skipped. A 65 KB bundle of 2,728 "/ffvj/*/*" once made 253,704 parameter sets and 2.2 s of
+# OSC-thread time, starving the render loop of the GIL.
 MAX_PATTERN_SETS_PER_PACKET = 512  # parameter sets reached through patterns
 MAX_NEW_PATTERNS_PER_PACKET = 16  # patterns not yet in the cache, each matched over every address
 # And what all clients together may cost a second: every message and every parameter set takes
@@ -186,18 +173,7 @@ class OscConfig:
     mdns: bool | None = None
 
 
-@dataclass(frozen=True)
-class _Client:
-    """Where a message came from: its address, and whether it came over UDP or TCP."""
-    address: tuple[str, int]
-    transport: str = "udp"
-
-    @property
-    def source(self) -> str:
-        return f"osc {self.address[0]}:{self.address[1]}"
-
-
-# -- packets --------------------------------------------------------------------------------------
+# -- what work may cost ---------------------------------------------------------------------------
 
 class _WorkBudget:
     """A token bucket of OSC work (see WORK_PER_SECOND), shared by the server's threads."""
@@ -222,139 +198,120 @@ class _WorkBudget:
             self._level -= units  # may go below 0: the packet in hand finishes, the next waits
 
 
-class _Malformed(Exception):
-    """A packet that is not well-formed OSC; its text says why."""
-
-
 @dataclass
-class _Budget:
-    """What is left of one packet's allowance (see MAX_*_PER_PACKET)."""
+class _PacketBudget:
+    """What is left of one packet's allowance (see MAX_*_PER_PACKET); ``poll`` gives the timetagged
+    messages due in one frame one allowance between them."""
     messages: int = MAX_MESSAGES_PER_PACKET
     sets: int = MAX_PATTERN_SETS_PER_PACKET
     new_patterns: int = MAX_NEW_PATTERNS_PER_PACKET
 
 
-def _bundle_items(data: bytes, depth: int = 1) -> list[tuple[float, osc_message.OscMessage]]:
-    """Every message of a bundle (and of the bundles inside it) with its timetag, checked whole.
+# -- the server's state, each part with its own lock ----------------------------------------------
 
-    Parsed here rather than by python-osc, whose parser loops for ever on an element size of -4 (a
-    20-byte packet froze the OSC thread and the show's shutdown with it): every size must be positive,
-    a multiple of 4 and inside the packet, and bundles nest at most MAX_BUNDLE_DEPTH deep."""
-    if depth > MAX_BUNDLE_DEPTH:
-        raise _Malformed(f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
-    if len(data) < 16:
-        raise _Malformed(f"a bundle of {len(data)} bytes is shorter than its header")
-    due, index = osc_types.get_date(data, len(BUNDLE_PREFIX))
-    items: list[tuple[float, osc_message.OscMessage]] = []
-    while index < len(data):
-        if index + 4 > len(data):
-            raise _Malformed("a bundle element's size is cut off")
-        (size,) = struct.unpack_from(">i", data, index)
-        index += 4
-        if size <= 0 or size % 4 or index + size > len(data):
-            raise _Malformed(f"a bundle element of {size} bytes at byte {index - 4} of {len(data)}")
-        element = data[index:index + size]
-        index += size
-        if element.startswith(BUNDLE_PREFIX):
-            items += _bundle_items(element, depth + 1)
-        elif element[:1] == b"/":
-            items.append((due, osc_message.OscMessage(element)))
-        else:
-            raise _Malformed("a bundle element that is neither a message nor a bundle")
-        if len(items) > MAX_MESSAGES_PER_PACKET:
-            raise _Malformed(f"more than {MAX_MESSAGES_PER_PACKET} messages in one bundle")
-    return items
+class _PatternCache:
+    """The targets each address pattern reached, for the MAX_CACHED_PATTERNS patterns used last:
+    matching a new pattern walks every address, and surfaces repeat the same few."""
+
+    def __init__(self) -> None:
+        self._targets: collections.OrderedDict[str, tuple] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def get(self, pattern: str) -> tuple | None:
+        with self._lock:
+            targets = self._targets.get(pattern)
+            if targets is not None:
+                self._targets.move_to_end(pattern)
+            return targets
+
+    def put(self, pattern: str, targets: tuple) -> None:
+        with self._lock:
+            self._targets[pattern] = targets
+            while len(self._targets) > MAX_CACHED_PATTERNS:
+                self._targets.popitem(last=False)
 
 
-# -- the socket servers (python-osc's UDP server; a small SLIP server on socketserver) --------------
+class _Waiting:
+    """Messages whose timetag is still ahead, earliest first (a heap of (due, seq, message,
+    client)); at most ``limit``. The OSC threads add, the render loop's ``poll`` takes."""
 
-class _UdpServer(osc_server.BlockingOSCUDPServer):
-    """python-osc's blocking UDP server (one thread, packets in order) with ffvj's packet handler as
-    its dispatcher. Every datagram reaches the handler, so garbage is counted, not silently dropped
-    by python-osc's pre-check; the allow-list is checked first."""
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._heap: list = []
+        self._lock = threading.Lock()
+        self._seq = itertools.count()  # equal timetags keep their order, and messages are never compared
 
-    max_packet_size = MAX_UDP_PACKET  # socketserver's default of 8192 would truncate big bundles
+    def __bool__(self) -> bool:
+        return bool(self._heap)  # without the lock: poll's every-frame check, exact enough
 
-    def __init__(self, address: tuple[str, int], owner: OscServer):
-        self.owner = owner
-        super().__init__(address, owner)  # python-osc calls owner.call_handlers_for_packet
+    def add(self, due: float, msg: OscMessage, client: Client) -> bool:
+        """False when ``limit`` messages already wait (the message is not kept)."""
+        with self._lock:
+            if len(self._heap) >= self.limit:
+                return False
+            heapq.heappush(self._heap, (due, next(self._seq), msg, client))
+            return True
 
-    def verify_request(self, request, client_address) -> bool:
-        return self.owner._admit(client_address)
-
-    def handle_error(self, request, client_address) -> None:
-        self.owner._handler_failed(client_address)
-
-
-class _SlipHandler(socketserver.BaseRequestHandler):
-    """OSC 1.1 over TCP: packets framed by SLIP END bytes (single or double END both work)."""
-
-    def handle(self) -> None:
-        server: _TcpServer = self.server
-        owner, sock = server.owner, self.request
-        client = _Client(tuple(self.client_address[:2]), "tcp")
-        server.track(sock, True)
-        buf = bytearray()
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-                while (end := buf.find(slip.END)) >= 0:
-                    frame = bytes(buf[:end])
-                    del buf[:end + 1]
-                    if not frame:
-                        continue  # the leading END of a double-END frame
-                    try:
-                        packet = slip.decode(frame)
-                    except slip.ProtocolError:
-                        owner._malformed(client, "bad SLIP escape")
-                        continue
-                    for reply in owner._handle(packet, client):
-                        sock.sendall(slip.encode(reply))
-                if len(buf) > MAX_TCP_FRAME:
-                    owner._malformed(client, f"SLIP frame over {MAX_TCP_FRAME} bytes; closing the connection")
-                    return
-        except OSError:
-            return  # the client went away, or close() shut the socket: either way this link is done
-        finally:
-            server.track(sock, False)
+    def take_due(self, now: float) -> list[tuple[OscMessage, Client]]:
+        with self._lock:
+            due = []
+            while self._heap and self._heap[0][0] <= now:
+                _when, _seq, msg, client = heapq.heappop(self._heap)
+                due.append((msg, client))
+            return due
 
 
-class _TcpServer(LimitedConnections, socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-    max_connections = MAX_TCP_CONNECTIONS
-    idle_timeout = TCP_IDLE_SECONDS
+class _Subscribers:
+    """The feedback subscribers' (IP, port), oldest first, at most ``limit``: the feedback thread
+    reads them while the OSC threads add and remove."""
 
-    def __init__(self, address: tuple[str, int], owner: OscServer):
-        self.owner = owner
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _SlipHandler)
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._targets: dict[tuple[str, int], None] = {}  # a dict as an insertion-ordered set
+        self._lock = threading.Lock()
 
-    def admit(self, client_address) -> bool:
-        return self.owner._admit(client_address)
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._targets))
 
-    def handler_failed(self, request, client_address) -> None:
-        self.owner._handler_failed(client_address)
+    def add(self, target: tuple[str, int]) -> tuple[str, int] | None:
+        """Add (or renew) ``target``; returns the oldest subscriber, dropped to stay under ``limit``."""
+        with self._lock:
+            self._targets.pop(target, None)
+            self._targets[target] = None
+            if len(self._targets) <= self.limit:
+                return None
+            oldest = next(iter(self._targets))
+            del self._targets[oldest]
+            return oldest
 
-    def track(self, sock: socket.socket, is_open: bool) -> None:
-        with self._open_lock:
-            (self._open.add if is_open else self._open.discard)(sock)
+    def remove(self, target: tuple[str, int]) -> None:
+        with self._lock:
+            self._targets.pop(target, None)
 
-    def close_connections(self) -> None:
-        with self._open_lock:
-            conns = list(self._open)
-        for sock in conns:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the handler's recv with b""
-            except OSError:
-                pass  # already closed by the peer
+
+class _DumpTimes:
+    """When each (client IP, command) last had a full dump: one a DUMP_INTERVAL at most, because a
+    dump is thousands of bytes for a 16-byte request and a LAN-exposed ffvj must not be usable to
+    reflect traffic at someone else. Remembers MAX_DUMP_CLIENTS at most."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, ip: str, what: str, now: float) -> bool:
+        key = (ip, what)
+        with self._lock:
+            if len(self._last) >= MAX_DUMP_CLIENTS and key not in self._last:
+                # Forget only those whose interval is over; a flood of (spoofed) sources past that waits.
+                self._last = {k: t for k, t in self._last.items() if now - t < DUMP_INTERVAL}
+            if now - self._last.get(key, -math.inf) < DUMP_INTERVAL or len(self._last) >= MAX_DUMP_CLIENTS:
+                return False
+            self._last[key] = now
+            return True
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -374,12 +331,11 @@ class OscServer(Service):
         self._feedback_spec = [parse_host_port(t) for t in config.feedback]
         self.feedback_interval = 1.0 / config.feedback_rate
         self.feedback_norm = feedback_norm
-        self.max_scheduled, self.max_ahead, self.max_subscribers = max_scheduled, max_ahead, max_subscribers
-        self.clock = clock
+        self.max_ahead, self.clock = max_ahead, clock
 
-        # Parameters by address (native and /norm), and the actions and commands by address.
+        # The address space: parameters (at their address and at address/norm), actions and commands.
         self.params: dict[str, Param] = {p.address: p for p in self.store.registry.values()}
-        self._targets: dict[str, tuple[Param, bool]] = {}
+        self._targets: dict[str, tuple[Param, bool]] = {}  # address → (parameter, normalized?)
         for addr, p in self.params.items():
             self._targets[addr] = (p, False)
             self._targets[addr + NORM_SUFFIX] = (p, True)
@@ -387,29 +343,20 @@ class OscServer(Service):
         self.commands: dict[str, Action] = {a.address: a for a in (*ACTIONS.values(), *OSC_COMMANDS.values())}
         self._valued = [a for a in ACTIONS.values() if a.value is not None]  # /ffvj/bpm: in dumps and feedback
         self._readings: dict[str, float] = {}  # readings' addresses → their last values (``report``)
-        self._action_values: dict[str, float] = {}
+        self._action_values: dict[str, float] = {}  # valued actions' addresses → the value last fed back
 
         self._work = _WorkBudget()
-        self._pattern_cache: collections.OrderedDict[str, tuple] = collections.OrderedDict()
-        self._pattern_lock = threading.Lock()
+        self._pattern_cache = _PatternCache()
+        self._waiting = _Waiting(max_scheduled)
+        self._subscribers = _Subscribers(max_subscribers)
+        self._dump_times = _DumpTimes()
         self._counts = Counts(*STAT_KEYS)
         self._warn = RateLimitedLog(log)
 
-        # Future timetagged messages: a heap of (due, seq, message, client), bounded.
-        self._scheduled: list = []
-        self._sched_lock = threading.Lock()
-        self._seq = itertools.count()
-
-        self._subscribers: dict[tuple[str, int], float] = {}  # insertion-ordered: oldest first
-        self._last_dump: dict[tuple[str, str], float] = {}  # (client IP, command) → its last full dump
-        self._subscribers_lock = threading.Lock()
-        self._feedback_targets: list[tuple[str, int]] = []
+        self._feedback_targets: list[tuple[str, int]] = []  # the resolved ``feedback`` targets
         self._feedback: LatestValueSender | None = None
-
-        self._udp: _UdpServer | None = None
-        self._tcp: _TcpServer | None = None
-        self._threads: list[threading.Thread] = []
-        self._serving: list = []  # the servers whose serve_forever thread started
+        self._udp: UdpListener | None = None
+        self._tcp: TcpListener | None = None
         self._listening = False
 
     # -- lifecycle --
@@ -421,29 +368,16 @@ class OscServer(Service):
     def _start(self) -> None:
         """Bind and start the threads. Raises OSError/ValueError at once if it cannot."""
         self._feedback_targets = [_resolve_udp(h, p) for h, p in self._feedback_spec]
-        try:
-            self._udp = _UdpServer((self.host, self._port), self)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen for OSC on udp {self.host}:{self._port}: {exc.strerror}; "
-                                     "is another ffvj running? choose another --osc-port") from exc
+        receiver = Receiver(self._handle_messages, self._admit, self._problem)
+        self._udp = _bind(UdpListener, self.host, self._port, receiver,
+                          "is another ffvj running? choose another --osc-port")
         if self._tcp_port is not None:
-            try:
-                self._tcp = _TcpServer((self.host, self._tcp_port), self)
-            except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen for OSC on tcp {self.host}:{self._tcp_port}: "
-                                         f"{exc.strerror}; choose another --osc-tcp-port") from exc
-        self._listening = True
-        if _PYTHONOSC_REPORTS not in logging.getLogger().filters:
-            logging.getLogger().addFilter(_PYTHONOSC_REPORTS)  # inert outside a server's parsing
+            self._tcp = _bind(TcpListener, self.host, self._tcp_port, receiver, "choose another --osc-tcp-port")
+        self._listening = True  # before the threads start: until now, ``_admit`` turns every client away
         self._feedback = LatestValueSender(self._send_feedback, self.feedback_interval, "ffvj-osc-feedback")
         self.store.add_listener(self._on_change)
-        for srv, name in ((self._udp, "ffvj-osc-udp"), (self._tcp, "ffvj-osc-tcp")):
-            if srv is not None:
-                thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, name=name,
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
-                self._serving.append(srv)
+        for listener in self._listeners():
+            listener.start()
         log.info("OSC on udp %s:%d%s; feedback to %s", self.host, self.port,
                  f" and tcp (SLIP) {self.host}:{self.tcp_port}" if self._tcp else "",
                  ", ".join(f"{h}:{p}" for h, p in self._feedback_targets) or "subscribers only")
@@ -452,25 +386,21 @@ class OscServer(Service):
         self._listening = False
         self.store.remove_listener(self._on_change)
         if self._feedback is not None:
-            self._feedback.close()
-        for srv in self._serving:  # shutdown() waits for serve_forever: only where it runs
-            stop_server(srv, 2.0, "the OSC server")
-        if self._tcp is not None:
-            self._tcp.close_connections()
-        for t in self._threads:
-            t.join(timeout=2)
-        for srv in (self._udp, self._tcp):
-            if srv is not None:
-                srv.server_close()
+            self._feedback.close()  # before the UDP socket it sends from
+        for listener in self._listeners():
+            listener.close()
+
+    def _listeners(self) -> list:
+        return [listener for listener in (self._udp, self._tcp) if listener is not None]
 
     @property
     def port(self) -> int:
         """The UDP port actually bound (useful with ``port=0``)."""
-        return self._udp.server_address[1] if self._udp else self._port
+        return self._udp.port if self._udp else self._port
 
     @property
     def tcp_port(self) -> int | None:
-        return self._tcp.server_address[1] if self._tcp else self._tcp_port
+        return self._tcp.port if self._tcp else self._tcp_port
 
     @property
     def stats(self) -> dict[str, int]:
@@ -478,8 +408,7 @@ class OscServer(Service):
 
     @property
     def subscribers(self) -> list[tuple[str, int]]:
-        with self._subscribers_lock:
-            return list(self._subscribers)
+        return list(self._subscribers)
 
     @property
     def feedback_targets(self) -> list[tuple[str, int]]:
@@ -491,18 +420,14 @@ class OscServer(Service):
         """Apply the timetagged messages now due; call once per frame. Returns how many applied.
         ``now`` is wall-clock seconds (default ``clock()``, i.e. ``time.time()``)."""
         self._echo_action_values()
-        if not self._scheduled:  # the common case: nothing waiting, no lock taken
+        if not self._waiting:  # the common case: nothing waiting, no lock taken
             return 0
-        now = self.clock() if now is None else now
-        due = []
-        with self._sched_lock:
-            while self._scheduled and self._scheduled[0][0] <= now:
-                due.append(heapq.heappop(self._scheduled))
+        due = self._waiting.take_due(self.clock() if now is None else now)
         # On the render loop: every due message of this frame shares one packet's budget, and the
         # work budget is asked first (a bundle of 256 timetagged "/ffvj/*/*" once made 25,344 sets
         # in one poll). Replies (a deferred /dump) have nowhere to go: dropped.
-        budget = _Budget()
-        for _due, _seq, msg, client in due:
+        budget = _PacketBudget()
+        for msg, client in due:
             if not self._work.available():
                 self._problem("over_budget", client, "a timetagged message dropped: over the work budget")
                 continue
@@ -517,14 +442,16 @@ class OscServer(Service):
     def _count(self, key: str, n: int = 1) -> None:
         self._counts.add(key, n)
 
-    def _problem(self, key: str, client: _Client, what: str, *args) -> None:
+    def _problem(self, key: str, client: Client, what: str, *args) -> None:
         self._count(key)
         self._warn.warning(f"{key}:{what}", "OSC from %s: " + what, f"{client.address[0]}:{client.address[1]}", *args)
 
-    def _malformed(self, client: _Client, why: str) -> None:
+    def _malformed(self, client: Client, why: str) -> None:
         self._problem("malformed", client, "malformed packet (%s)", why)
 
     def _admit(self, client_address) -> bool:
+        """Whether a client may send (OSC, and OSCQuery's HTTP): only while listening, and only from
+        ``allow`` where one is given."""
         if not self._listening:
             return False
         if self.allow is None or client_address[0] in self.allow:
@@ -534,76 +461,53 @@ class OscServer(Service):
                            client_address[0])
         return False
 
-    def _handler_failed(self, client_address) -> None:
-        # socketserver's last resort: a bug, or a send to a client that vanished. Counted and
-        # logged (rate-limited, with the traceback), and the server goes on.
-        self._count("errors")
-        self._warn.logger.debug("OSC handler error for %s", client_address, exc_info=True)
-        self._warn.warning("handler", "OSC handler failed for %s (see debug log)", client_address)
-
     # -- packets --
 
-    def call_handlers_for_packet(self, data: bytes, client_address) -> list:
-        """The hook python-osc's UDP server calls for every datagram; returns replies as
-        ``(address, *args)`` tuples, which python-osc sends back to the client."""
-        client = _Client(tuple(client_address[:2]), "udp")
-        return self._handle_messages(data, client)
+    def call_handlers_for_packet(self, data: bytes, client_address) -> list[tuple]:
+        """One datagram from ``client_address`` handled as if it had come in over UDP, without a
+        socket; replies as ``(address, *args)`` tuples. (The name is python-osc's dispatcher hook.)"""
+        return self._handle_messages(data, Client(tuple(client_address[:2]), "udp"))
 
-    def _handle(self, data: bytes, client: _Client) -> list[bytes]:
-        """One packet (a TCP frame); replies as encoded datagrams."""
-        return [build_msg(r[0], list(r[1:])).dgram for r in self._handle_messages(data, client)]
-
-    def _handle_messages(self, data: bytes, client: _Client) -> list[tuple]:
+    def _handle_messages(self, data: bytes, client: Client) -> list[tuple]:
+        """The listeners' handler: one packet, checked whole before any of it applies; the replies
+        as ``(address, *args)`` tuples."""
         self._count("packets")
-        replies: list[tuple] = []
         if not self._work.available():
             self._problem("over_budget", client, "more than %d messages and parameter sets a second: packets "
                           "dropped until the rate falls", WORK_PER_SECOND)
-            return replies
-        _parsing.current = (self, client)
+            return []
+        replies: list[tuple] = []
         try:
-            if data.startswith(BUNDLE_PREFIX):
-                items = _bundle_items(data)  # the whole bundle checked before any of it applies
-                budget = _Budget()
-                now = self.clock()
-                for due, msg in items:
-                    if due == osc_types.IMMEDIATELY or due <= now:
-                        replies += self._dispatch(msg, client, budget)
-                    elif due - now > self.max_ahead:
-                        self._problem("timetag_skew", client, "timetag %.1f s ahead: is the client's clock "
-                                      "wrong? applied now", due - now)
-                        replies += self._dispatch(msg, client, budget)
-                    else:
-                        self._schedule(due, msg, client)
-            elif data[:1] == b"/":
-                replies += self._dispatch(osc_message.OscMessage(data), client, _Budget())
-            else:
-                self._malformed(client, "neither an OSC message nor a bundle")
-        except _Malformed as exc:
+            items = read_packet(data)
+            budget, now = _PacketBudget(), self.clock()
+            for due, msg in items:
+                replies += self._at_its_time(due, msg, client, budget, now)
+        except Malformed as exc:
             self._malformed(client, str(exc))
-        except (osc_message.ParseError, osc_types.ParseError, ValueError, IndexError, struct.error,
-                RecursionError) as exc:
-            # ValueError covers undecodable UTF-8 in an address or string argument; RecursionError an
-            # argument of thousands of nested arrays ("[[[...]]]"), whose repr cannot even be made.
+        except (ValueError, RecursionError) as exc:
+            # What a handler may still raise on arguments python-osc parsed: thousands of nested
+            # arrays ("[[[...]]]") make even the error message's repr fail.
             self._malformed(client, type(exc).__name__)
-        finally:
-            _parsing.current = None
         return replies
 
-    def _schedule(self, due: float, msg, client: _Client) -> None:
-        with self._sched_lock:
-            if len(self._scheduled) >= self.max_scheduled:
-                full = True
-            else:
-                full = False
-                heapq.heappush(self._scheduled, (due, next(self._seq), msg, client))
-        if full:
-            self._problem("schedule_full", client, "%d timetagged messages already waiting; dropped %s",
-                          self.max_scheduled, msg.address)
-        else:
+    def _at_its_time(self, due: float, msg: OscMessage, client: Client, budget: _PacketBudget,
+                     now: float) -> list[tuple]:
+        """A message now, or kept for ``poll`` until its timetag if that is ahead (and not so far
+        ahead that the client's clock must be wrong)."""
+        if due == osc_types.IMMEDIATELY or due <= now:
+            return self._dispatch(msg, client, budget)
+        if due - now > self.max_ahead:
+            self._problem("timetag_skew", client, "timetag %.1f s ahead: is the client's clock wrong? applied now",
+                          due - now)
+            return self._dispatch(msg, client, budget)
+        if self._waiting.add(due, msg, client):
             self._count("scheduled")
+        else:
+            self._problem("schedule_full", client, "%d timetagged messages already waiting; dropped %s",
+                          self._waiting.limit, msg.address)
+        return []
 
-    def _dispatch(self, msg, client: _Client, budget: _Budget) -> list[tuple]:
+    def _dispatch(self, msg: OscMessage, client: Client, budget: _PacketBudget) -> list[tuple]:
         """One message: a trigger, a parameter, or a pattern over parameters; ``budget`` is what is
         left of its packet's (for timetagged messages, of the frame's that ``poll`` applies them in)."""
         self._count("messages")
@@ -620,33 +524,34 @@ class OscServer(Service):
         target = self._targets.get(address)
         if target is not None:
             self._set(target[0], target[1], args, client)
-            return []
-        if is_pattern(address):
-            matches = self._pattern_targets(address, client, budget)
-            if matches is None:
-                return []
-            if len(matches) > budget.sets:
-                self._problem("over_budget", client, "patterns in one packet reach more than %d parameters; "
-                              "%s skipped", MAX_PATTERN_SETS_PER_PACKET, address[:64])
-                budget.sets = 0
-                return []
-            budget.sets -= len(matches)
-            self._work.spend(len(matches))
-            for param, normalized in matches:
-                self._set(param, normalized, args, client)
-            if matches:
-                return []
-        self._problem("unknown_address", client, "unknown address %s", address[:64])
+        elif not (is_pattern(address) and self._set_matching(address, args, client, budget)):
+            self._problem("unknown_address", client, "unknown address %s", address[:64])
         return []
 
-    def _pattern_targets(self, pattern: str, client: _Client, budget: _Budget) -> tuple | None:
+    def _set_matching(self, pattern: str, args: list, client: Client, budget: _PacketBudget) -> bool:
+        """Set every parameter a pattern reaches, within the packet's budget. False if it reaches
+        none, which makes it an unknown address; a pattern that is malformed or over the budget is
+        counted here (True: dealt with)."""
+        matches = self._pattern_targets(pattern, client, budget)
+        if matches is None:
+            return True
+        if len(matches) > budget.sets:
+            self._problem("over_budget", client, "patterns in one packet reach more than %d parameters; "
+                          "%s skipped", MAX_PATTERN_SETS_PER_PACKET, pattern[:64])
+            budget.sets = 0
+            return True
+        budget.sets -= len(matches)
+        self._work.spend(len(matches))
+        for param, normalized in matches:
+            self._set(param, normalized, args, client)
+        return bool(matches)
+
+    def _pattern_targets(self, pattern: str, client: Client, budget: _PacketBudget) -> tuple | None:
         """The parameters a pattern reaches, from the bounded cache or matched now (linear time:
         ``osc_pattern``); None when malformed or over the packet's budget (counted)."""
-        with self._pattern_lock:
-            hit = self._pattern_cache.get(pattern)
-            if hit is not None:
-                self._pattern_cache.move_to_end(pattern)
-                return hit
+        cached = self._pattern_cache.get(pattern)
+        if cached is not None:
+            return cached
         if budget.new_patterns <= 0:
             self._problem("over_budget", client, "more than %d new patterns in one packet; %s skipped",
                           MAX_NEW_PATTERNS_PER_PACKET, pattern[:64])
@@ -658,14 +563,11 @@ class OscServer(Service):
         except ValueError as exc:
             self._problem("bad_args", client, "bad address pattern %s: %s", pattern[:64], exc)
             return None
-        hit = tuple(t for a, t in self._targets.items() if compiled.matches(a))
-        with self._pattern_lock:
-            self._pattern_cache[pattern] = hit
-            while len(self._pattern_cache) > MAX_CACHED_PATTERNS:
-                self._pattern_cache.popitem(last=False)
-        return hit
+        matches = tuple(t for a, t in self._targets.items() if compiled.matches(a))
+        self._pattern_cache.put(pattern, matches)
+        return matches
 
-    def _set(self, param: Param, normalized: bool, args: list, client: _Client) -> None:
+    def _set(self, param: Param, normalized: bool, args: list, client: Client) -> None:
         where = param.address + (NORM_SUFFIX if normalized else "")
         if len(args) != 1:
             self._problem("bad_args", client, "%s takes one value, got %d", where, len(args))
@@ -689,7 +591,7 @@ class OscServer(Service):
 
     # -- actions and the server's own commands --
 
-    def _command(self, action: Action, args: list, client: _Client) -> list[tuple]:
+    def _command(self, action: Action, args: list, client: Client) -> list[tuple]:
         # Arguments beyond those declared are ignored: a button or a bang sends a value of its own.
         keep = len(action.args) or (1 if action.button else 0)
         try:
@@ -705,7 +607,7 @@ class OscServer(Service):
         self._count("triggers")
         return []
 
-    def _subscriber(self, client: _Client, port: int | None, what: str) -> tuple[str, int] | None:
+    def _subscriber(self, client: Client, port: int | None, what: str) -> tuple[str, int] | None:
         if port is not None:
             return client.address[0], port
         if client.transport == "tcp":
@@ -713,54 +615,37 @@ class OscServer(Service):
             return None
         return client.address
 
-    def _subscribe(self, client: _Client, port: int | None) -> None:
+    def _subscribe(self, client: Client, port: int | None) -> None:
         target = self._subscriber(client, port, "/ffvj/feedback/subscribe")
         if target is None:
             return
-        dropped = None
-        with self._subscribers_lock:
-            self._subscribers.pop(target, None)
-            self._subscribers[target] = time.monotonic()
-            if len(self._subscribers) > self.max_subscribers:
-                dropped = next(iter(self._subscribers))
-                del self._subscribers[dropped]
+        dropped = self._subscribers.add(target)
         if self._feedback is not None and self._dump_allowed(client, "/ffvj/feedback/subscribe"):
             self._feedback.put(("dump", target), None)  # a full dump, from the feedback thread
         if dropped is not None:
             self._problem("subscribers_dropped", client, "more than %d feedback subscribers: dropped %s",
-                          self.max_subscribers, dropped)
+                          self._subscribers.limit, dropped)
         log.info("OSC feedback subscriber %s:%d", *target)
         self._count("triggers")
 
-    def _unsubscribe(self, client: _Client, port: int | None) -> None:
+    def _unsubscribe(self, client: Client, port: int | None) -> None:
         target = self._subscriber(client, port, "/ffvj/feedback/unsubscribe")
         if target is not None:
-            with self._subscribers_lock:
-                self._subscribers.pop(target, None)
+            self._subscribers.remove(target)
             self._count("triggers")
 
-    def _dump_allowed(self, client: _Client, what: str) -> bool:
-        """A full dump (thousands of bytes for a 16-byte request) at most once a second per client IP
-        and command, so a LAN-exposed ffvj cannot be used to reflect traffic at someone else."""
-        now = time.monotonic()
-        key = (client.address[0], what)
-        with self._subscribers_lock:
-            if len(self._last_dump) >= MAX_DUMP_CLIENTS and key not in self._last_dump:
-                # Forget only those whose second is over; a flood of (spoofed) sources past that waits.
-                self._last_dump = {k: t for k, t in self._last_dump.items() if now - t < DUMP_INTERVAL}
-            if now - self._last_dump.get(key, -math.inf) < DUMP_INTERVAL or len(self._last_dump) >= MAX_DUMP_CLIENTS:
-                allowed = False
-            else:
-                self._last_dump[key] = now
-                allowed = True
-        if not allowed:
+    def _dump_allowed(self, client: Client, what: str) -> bool:
+        """A full dump at most once a DUMP_INTERVAL per client IP and command (see ``_DumpTimes``)."""
+        if not self._dump_times.allow(client.address[0], what, time.monotonic()):
             self._problem("over_budget", client, "%s more than once a second: a dump skipped", what)
-        else:
-            self._work.spend(2 * len(self.params))  # what a dump costs: a message or two per parameter
-        return allowed
+            return False
+        self._work.spend(2 * len(self.params))  # what a dump costs: a message or two per parameter
+        return True
 
-    def _dump(self, client: _Client | None) -> list[tuple]:
-        if client is not None:  # asked for by a client (not a new subscriber's dump)
+    def _dump(self, client: Client | None) -> list[tuple]:
+        """Every current value as ``(address, value)``: asked for by ``client``, or (None) for a new
+        subscriber, which ``_subscribe`` has already rate-limited."""
+        if client is not None:
             if not self._dump_allowed(client, "/ffvj/dump"):
                 return []
             self._count("triggers")
@@ -821,7 +706,9 @@ class OscServer(Service):
                 self._feedback.put(("value", action.address), value)
 
     def _send_feedback(self, ready: dict) -> None:
-        """The feedback thread: changed values to every target and subscriber, full dumps to new subscribers."""
+        """The feedback thread: changed values to every target and subscriber, full dumps to new
+        subscribers. ``ready`` maps a parameter's name, ("value", address) or ("dump", target) to
+        its latest value."""
         dumps = [key[1] for key in ready if isinstance(key, tuple) and key[0] == "dump"]
         dgrams = [build_msg(a, [v]).dgram for name, value in ready.items() if not isinstance(name, tuple)
                   for a, v in self._feedback_messages(self._by_name[name], value)]
@@ -836,11 +723,10 @@ class OscServer(Service):
                 self._send(target, full)
 
     def _send(self, target: tuple[str, int], dgrams: list[bytes]) -> None:
-        sock = self._udp.socket
         sent = 0
-        for d in dgrams:
+        for dgram in dgrams:
             try:
-                sock.sendto(d, target)
+                self._udp.send(dgram, target)
                 sent += 1
             except OSError as exc:
                 # A tablet that left the network: count it, tell the log now and then, go on.
@@ -848,6 +734,15 @@ class OscServer(Service):
                 self._warn.warning(f"feedback:{target}", "OSC feedback to %s:%d failed: %s", *target, exc)
                 break
         self._count("feedback_sent", sent)
+
+
+def _bind(listener: type[UdpListener | TcpListener], host: str, port: int, receiver: Receiver, hint: str):
+    """A listener bound at once, or OSError saying which port and what to do (the CLI's flag)."""
+    try:
+        return listener(host, port, receiver)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen for OSC on {listener.protocol} {host}:{port}: {exc.strerror}; "
+                                 f"{hint}") from exc
 
 
 # The server's own commands (not show actions: they act on this server and the client that sent them).

@@ -286,6 +286,33 @@ def test_content_python_osc_skips_is_counted_not_spilled_on_the_root_logger(serv
     assert 1 <= len(reports) <= 2  # rate-limited
 
 
+def test_a_message_of_an_unknown_type_is_dropped_before_python_osc_reads_it(controls, store, caplog):
+    """OSC 1.0: a message with a type tag the reader does not know is discarded. python-osc would skip
+    the tag (with a warning on the root logger) and read the arguments after it from the wrong bytes;
+    the transport passes on only the tags python-osc reads, and python-osc reads each of them silently."""
+    from ffvj.control.osc_transport import PYTHON_OSC_TYPE_TAGS, read_packet
+
+    def message(tags: str, payload: bytes) -> bytes:
+        tag_string = ("," + tags).encode() + b"\0"
+        return b"/a\0\0" + tag_string + b"\0" * (-len(tag_string) % 4) + payload
+
+    sizes = {"i": 4, "h": 8, "f": 4, "d": 8, "s": 4, "b": 4, "r": 4, "m": 4, "t": 8}  # zeros: 0, "", an empty blob
+    with caplog.at_level(logging.DEBUG):
+        for tag in PYTHON_OSC_TYPE_TAGS.decode().replace("[", "").replace("]", ""):
+            [(_due, msg)] = read_packet(message(tag, b"\0" * sizes.get(tag, 0)))
+            assert len(msg.params) == 1, tag
+        [(_due, msg)] = read_packet(message("[i]", b"\0" * 4))
+        assert msg.params == [[0]]
+    assert not caplog.records
+
+    srv = OscServer(controls, OscConfig(port=0))  # the handler alone
+    before = store.get("l0.zoom")
+    unknown_then_float = build_msg("/ffvj/l0/zoom", [1.2, 1.1]).dgram.replace(b",ff", b",Xf")
+    srv.call_handlers_for_packet(unknown_then_float, ("127.0.0.1", 1))  # python-osc skipped X and read its 1.2 as the zoom
+    assert store.get("l0.zoom") == before
+    assert srv.stats["malformed"] == 1 and srv.stats["messages"] == 0
+
+
 def test_allow_list_drops_other_clients(controls, store):
     with pytest.raises(ValueError, match="not-an-ip"):
         OscServer(controls, OscConfig(allow=("10.0.0.2", "not-an-ip")))
@@ -513,7 +540,7 @@ def test_mutated_packets_never_escape_the_handler(controls):
 def test_extra_arguments_to_actions_and_commands_are_ignored_and_counts_are_honest(controls):
     """A bang or a button sends a value of its own: /ffvj/dump 1 still dumps, /ffvj/reset 1 2 still
     fires. A command refused (subscribe over TCP without a port) counts as bad, not as a trigger."""
-    from ffvj.control.osc import _Client
+    from ffvj.control.osc_transport import Client as _Client
 
     srv = OscServer(controls, OscConfig(port=0))  # not started: the handler needs no socket
     udp, tcp = _Client(("127.0.0.1", 5000)), _Client(("127.0.0.1", 5001), "tcp")
@@ -583,7 +610,7 @@ def test_a_packets_wildcard_fan_out_is_bounded(controls, store):
 
 def test_tcp_links_are_capped_bounded_and_time_out(controls, store, monkeypatch):
     """B4: 3,000 idle TCP connections were all accepted, and 300 each holding 1 MiB kept 302 MB."""
-    from ffvj.control import osc as osc_module
+    from ffvj.control import osc_transport as osc_module
 
     cap = osc_module.MAX_TCP_CONNECTIONS
     with OscServer(controls, OscConfig(port=0, tcp_port=0)) as srv:
