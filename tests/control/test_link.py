@@ -40,13 +40,13 @@ from ffvj.show import RunConfig, run
 peer = subprocess.Popen([sys.executable, "-c", sys.argv[1], "9"], stdout=subprocess.PIPE, text=True)
 controls = Controls.for_levels(3)
 frames, fired = [], {}
-loop_frame = controls.frame
-def frame(engine, dt, now, services=()):  # the loop's own clock reading: when a change takes effect
-    phi = loop_frame(engine, dt, now, services)
+loop_next_phi = controls.next_phi
+def next_phi(engine, dt, now, services=()):  # the loop's own clock reading: when a change takes effect
+    phi = loop_next_phi(engine, dt, now, services)
     frames.append({"t": now, "bpm": controls.tempo.bpm, "source": controls.tempo.source,
                    "morphing": controls.presets.morphing})
     return phi
-controls.frame = frame
+controls.next_phi = next_phi
 def on_frame(slot, picture, source, engine):
     now = time.monotonic()
     if "recall" not in fired and now - frames[0]["t"] > 5.0:
