@@ -352,7 +352,7 @@ def test_each_page_gets_the_preview_rate_it_asked_for(web):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_idle_connections_are_bounded_and_never_keep_a_page_out(controls):
     """1,029 idle connections once used up OSCQuery's descriptors; the page's server holds at most
-    64 plain ones (the oldest closed for a new one), each for at most http_idle seconds, and pages
+    32 plain ones (the oldest closed for a new one), each for at most http_idle seconds, and pages
     (WebSockets) are never among those closed."""
     with WebServer(controls, WebConfig(port=0, http_idle=1.0)) as web:
         async def go():
@@ -367,7 +367,7 @@ def test_idle_connections_are_bounded_and_never_keep_a_page_out(controls):
                     async with s.get(f"http://127.0.0.1:{web.port}/") as r:
                         assert r.status == 200
                     await asyncio.sleep(2.5)  # past http_idle: the idle ones are gone
-                    assert len(web._http) - len(web._upgraded) <= 1
+                    assert web.http.connections <= 1
                     controls.store.set("l0.zoom", 1.03, source="osc")
                     await _until(page, lambda m: isinstance(m, dict) and m["type"] == "values")
                 finally:
@@ -435,7 +435,7 @@ def test_a_page_whose_layout_fails_leaves_no_trace(controls, monkeypatch):
                         await s.ws_connect(ws_url(web))
                     assert exc.value.status == 500
         run(go())
-        assert web.pages == 0 and web._joining == 0 and web.picture_levels() == ()
+        assert web.pages == 0 and len(web._page_places) == 0 and web.picture_levels() == ()
 
 
 def test_the_preview_keeps_its_rate_on_a_real_frame_clock(web):

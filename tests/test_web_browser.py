@@ -60,7 +60,7 @@ def show(tmp_path_factory):
     thread = threading.Thread(target=go, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while web._bound_port is None or web._thread is None:
+    while not web.port:  # (port 0 until it is bound)
         assert "error" not in result, result.get("error")
         assert time.monotonic() < deadline, "the show did not start"
         time.sleep(0.05)
@@ -133,7 +133,7 @@ def music_show(tmp_path, page):
         controls=controls, stop=stop, services=[osc, query, web]))
     thread.start()
     deadline = time.monotonic() + 60
-    while web._bound_port is None or web._thread is None:
+    while not web.port:  # (port 0 until it is bound)
         assert thread.is_alive() and time.monotonic() < deadline, "the show did not start"
         time.sleep(0.05)
     music_page = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # (one browser a module)

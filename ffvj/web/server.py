@@ -4,7 +4,8 @@ Contract
 --------
 ``WebServer(controls, WebConfig(host="127.0.0.1", port=9020, token=None, preview_fps=15), allow=None)``
 is a ``Service``: ``start()`` binds at once and raises if it cannot (port in use, a LAN host without a
-token); ``close()`` is idempotent. aiohttp runs on a thread of its own, with its own event loop.
+token); ``close()`` is idempotent. Served by ``control/http.py`` (aiohttp on a thread and event loop of
+its own; OSCQuery's stack too, with the same limits and the same rule for who may ask).
 
 - ``GET /`` the page; ``GET /page/NAME`` its script and style; ``GET /ws`` the page's WebSocket.
   Reachable from this machine only unless ``host`` says otherwise; beyond loopback every request needs
@@ -23,9 +24,9 @@ token); ``close()`` is idempotent. aiohttp runs on a thread of its own, with its
   preview, and at most how often: ``fps`` ≤ ``preview_fps``, optional).
   After a ``preset.save`` from a page every page gets ``{"type": "actions", ...}``, its menus anew.
 
-Bounds: at most ``max_clients`` pages at once (more are answered 503); at most ``max_connections`` plain
-HTTP connections (a new one closes the oldest: a flood of idle ones can never keep a page out or use
-up the show's descriptors), each closed ``http_idle`` seconds after it opened. Every send to a page is
+Bounds: at most ``max_clients`` pages at once (more are answered 503); the shared server's limits
+(``control.http.Limits``: ``max_connections`` plain HTTP connections, a new one closing the oldest, each
+closed ``http_idle`` seconds after it opened; a ping after 10 s of silence). Every send to a page is
 latest-value-wins (pending values merge into one dict, a newer preview replaces an unsent one), so a
 page that stops reading holds one message's worth and is closed after ``send_timeout`` seconds stuck;
 the show never waits on a page. What a page sends that is refused is counted in ``stats`` and logged,
@@ -41,18 +42,17 @@ import json
 import logging
 import math
 import secrets
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import __version__
 from ..tally import Counts, RateLimitedLog
+from ..control.http import Dropped, HttpServer, Limits
 from ..control.readings import READINGS
-from ..control.service import Listen, Service, browser_refusal, is_loopback, local_names
+from ..control.service import Listen, Service, is_loopback, local_names
 from . import layout
 from .preview import Preview
 
@@ -67,8 +67,8 @@ FLOOD_SECONDS = 2.0  # a page held back by its rate this long without a pause is
 LEVEL_VIEW_FPS = 5.0  # feature-level previews: each costs a projection and a readback of its own
 MAX_PAGE_FPS = 60.0
 VALUE_PUSH_HZ = 30.0  # value changes are gathered and sent to the pages at most this often
-STAT_KEYS = ("connections", "refused", "messages", "bad_json", "bad_message", "rejected", "over_rate",
-             "slow_closed", "previews_sent", "http_closed", "foreign", "flood_closed", "malformed")
+STAT_KEYS = ("connections", "messages", "bad_json", "bad_message", "rejected", "over_rate", "previews_sent",
+             "flood_closed")  # and the shared server's (control.http.STAT_KEYS): refused, slow_closed, ...
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
@@ -81,9 +81,10 @@ class WebConfig:
     preview_quality: int = 70
     preview_width: int = 960  # wider pictures are scaled down for the page
     max_clients: int = 32
-    send_timeout: float = 5.0  # seconds a send to a page may be stuck before the page is closed
-    max_connections: int = 64  # plain HTTP connections (the page's files) at once, besides the pages
-    http_idle: float = 10.0  # seconds a plain HTTP connection may stay open
+    # The shared limits (control.http.Limits) unless a test or a bench says otherwise:
+    send_timeout: float = Limits.send_timeout  # seconds a send to a page may be stuck before the page is closed
+    max_connections: int = Limits.max_connections  # plain HTTP connections (the page's files) at once
+    http_idle: float = Limits.connection_time  # seconds a plain HTTP connection may stay open
 
 
 class _Page:
@@ -129,7 +130,6 @@ class WebServer(Service):
         self.host, self._port = config.host, config.port
         self.token = config.token or (None if is_loopback(config.host) else secrets.token_urlsafe(12))
         self.allow = allow
-        self._names = local_names(config.host)  # the Host names a page may be opened at (besides addresses)
         self.size, self.fps = size, fps
         self.levels = max((p.level for p in self.store.registry.values() if p.level is not None), default=0)
         self._layout = layout.groups(self.store.registry)
@@ -143,16 +143,21 @@ class WebServer(Service):
         self._wanted: frozenset[int] = frozenset()  # levels some page previews (read by the render loop)
         self._wanted_fps = config.preview_fps  # the fastest rate a page asked for
         self._last_offer: dict[int, float] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._bound_port: int | None = None
         self._preview: Preview | None = None
         self._actions_due = False  # a refresh of the pages' action menus is scheduled
-        self._joining = 0  # pages admitted whose layout is still being made
-        self._http: dict = {}  # plain HTTP connections (aiohttp's RequestHandler) → when each opened
-        self._upgraded: set = set()  # the connections that became a page's WebSocket
-        self._listener: asyncio.AbstractServer | None = None
+        # The shared server: the OSC allow-list; a token beyond loopback (checked by the page's own
+        # handlers), else the Host must name this machine (against DNS rebinding).
+        limits = Limits(max_connections=config.max_connections, connection_time=config.http_idle,
+                        send_timeout=config.send_timeout)
+        self.http = HttpServer("the web page", config.host, config.port, "--web-port",
+                               "choose another --web-port (or --no-web)", allow=allow,
+                               names=None if self.token is not None else local_names(config.host),
+                               limits=limits, tasks=(self._push_values,))
+        self.http.app.router.add_get("/", self._index)
+        self.http.app.router.add_get("/page/{name}", self._page_file)
+        self.http.app.router.add_get("/ws", self._socket)
+        self.http.app.router.add_get("/favicon.ico", _no_icon)
+        self._page_places = self.http.sessions(config.max_clients, "pages")
 
     # -- lifecycle --
 
@@ -161,112 +166,24 @@ class WebServer(Service):
 
     def _start(self) -> None:
         self._preview = Preview(self._publish_picture, self.config.preview_quality, self.config.preview_width)
-        started = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve, args=(started, failure), name="ffvj-web", daemon=True)
-        self._thread.start()
-        if not started.wait(15):
-            raise OSError(f"the web page's server did not start within 15 s on {self.host}:{self._port}")
-        if failure:
-            exc = failure[0]
-            if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"cannot serve the web page on http {self.host}:{self._port}: "
-                                         f"{exc.strerror}; choose another --web-port (or --no-web)") from exc
-            raise exc
+        self.http.start()
         self.store.add_listener(self._on_change)
         if self.controls.learner is not None:
             self.controls.learner.on_learned.append(self._learned)
         log.info("web page on %s", self.url)
-
-    def _serve(self, started: threading.Event, failure: list) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._bind())
-        except BaseException as exc:  # noqa: BLE001 — handed to start(), which raises it on its thread
-            failure.append(exc)
-            loop.run_until_complete(self._unbind())  # before start() hears of it and closes the server
-            loop.close()
-            started.set()
-            return
-        started.set()
-        tasks = [loop.create_task(self._push_values()), loop.create_task(self._close_idle())]
-        try:
-            loop.run_forever()
-        finally:
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(self._unbind())
-            loop.close()
-
-    async def _bind(self) -> None:
-        app = web.Application(client_max_size=MAX_MESSAGE)
-        app.router.add_get("/", self._index)
-        app.router.add_get("/page/{name}", self._page_file)
-        app.router.add_get("/ws", self._socket)
-        app.router.add_get("/favicon.ico", _no_icon)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-                                     logger=_ServerLog(self._warn, self._counts))
-        await self._runner.setup()
-        # Served by asyncio itself (not aiohttp's TCPSite) so that each connection passes _connection,
-        # which bounds them: aiohttp alone accepts every connection and keeps it.
-        self._listener = await asyncio.get_running_loop().create_server(
-            self._connection, self.host, self._port, backlog=64, reuse_address=True)
-        self._bound_port = self._listener.sockets[0].getsockname()[1]
-
-    async def _unbind(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-        for page in list(self._pages):
-            await page.ws.close(code=1001, message=b"ffvj is stopping")
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def _connection(self):
-        """A new connection's protocol (aiohttp's request handler), after making room for it."""
-        now = time.monotonic()
-        self._http = {h: t for h, t in self._http.items() if h.transport is not None or now - t < 1.0}
-        plain = [h for h in self._http if h not in self._upgraded]
-        for handler in plain[:max(0, len(plain) - self.config.max_connections + 1)]:  # the oldest first
-            self._drop(handler)
-        handler = self._runner.server()
-        self._http[handler] = now
-        return handler
-
-    def _drop(self, handler) -> None:
-        self._http.pop(handler, None)
-        self._counts.add("http_closed")
-        if handler.transport is not None:
-            handler.transport.close()
-        else:
-            handler.force_close()
-
-    async def _close_idle(self) -> None:
-        while True:
-            await asyncio.sleep(min(1.0, self.config.http_idle / 2))
-            now = time.monotonic()
-            for handler, opened in list(self._http.items()):
-                if handler not in self._upgraded and now - opened > self.config.http_idle:
-                    self._drop(handler)
 
     def _close(self) -> None:
         self.store.remove_listener(self._on_change)
         learner = self.controls.learner
         if learner is not None and self._learned in learner.on_learned:
             learner.on_learned.remove(self._learned)
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            try:
-                loop.call_soon_threadsafe(loop.stop)
-            except RuntimeError:  # the loop closed itself already (a failed start)
-                pass
-            thread.join(timeout=5)
+        self.http.close()  # every page closed with 1001
         if self._preview is not None:
             self._preview.close()
 
     @property
     def port(self) -> int:
-        return self._bound_port or self._port
+        return self.http.port
 
     @property
     def url(self) -> str:
@@ -276,7 +193,7 @@ class WebServer(Service):
 
     @property
     def stats(self) -> dict[str, int]:
-        return self._counts.snapshot()
+        return {**self._counts.snapshot(), **self.http.stats}
 
     @property
     def pages(self) -> int:
@@ -303,8 +220,8 @@ class WebServer(Service):
 
     def show_status(self, figures: dict) -> None:
         self._status = figures
-        if self._loop is not None and self._pages:
-            self._loop.call_soon_threadsafe(self._publish_status, figures)
+        if self._pages:
+            self.http.call_soon(self._publish_status, figures)
 
     def report(self, name: str, value: float) -> None:
         self._on_change(name, value, "lfo")
@@ -339,12 +256,7 @@ class WebServer(Service):
 
     def _publish_picture(self, level: int, slot: int, jpeg: bytes) -> None:
         """From the encoder thread."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._deliver_picture, level, jpeg)
-            except RuntimeError:  # the loop closed in between: the show is stopping
-                pass
+        self.http.call_soon(self._deliver_picture, level, jpeg)
 
     def _deliver_picture(self, level: int, jpeg: bytes) -> None:
         message = bytes((level,)) + jpeg  # one message for every page: the level's byte, then the JPEG
@@ -359,22 +271,12 @@ class WebServer(Service):
     # -- HTTP --
 
     def _admit(self, request: web.Request) -> None:
-        """Who may have the page or its socket: the allow-list, the token beyond loopback, and never a
-        script of another web site (``service.browser_refusal``: its ``Origin`` must be this server, never
-        an opaque ``null``, and without a token the ``Host`` must name this machine, against DNS rebinding)."""
-        peer = request.remote or ""
-        if self.allow is not None and peer not in self.allow:
-            raise web.HTTPForbidden(text="this address is not on the show's --osc-allow list\n")
+        """The page and its socket, beyond loopback, need the token (the shared server has already held
+        every request to the allow-list and the browser rule; the page's files are fetched without it)."""
         if self.token is not None and not secrets.compare_digest(request.query.get("token", "").encode(),
                                                                  self.token.encode()):
             raise web.HTTPForbidden(text="this page needs the show's token: open the URL ffvj printed at "
                                          "start-up (…/?token=…)\n")
-        why = browser_refusal(request.headers.get("Host"), request.headers.get("Origin"),
-                              None if self.token is not None else self._names)
-        if why is not None:
-            self._counts.add("foreign")
-            self._warn.warning("foreign", "web page request from %s refused: %s", peer, why)
-            raise web.HTTPForbidden(text=why + "\n")
 
     async def _index(self, request: web.Request) -> web.Response:
         self._admit(request)
@@ -399,75 +301,60 @@ class WebServer(Service):
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         self._admit(request)
-        if len(self._pages) + self._joining >= self.config.max_clients:
-            self._counts.add("refused")
-            raise web.HTTPServiceUnavailable(text=f"{self.config.max_clients} pages are open already\n")
-        # No compression: the JPEGs would not shrink, and deflating them would cost the show's CPU.
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=10.0, timeout=1.0, compress=False,
-                                   autoping=False)
+        # Pings are answered below, so that they are paced with the rest of what a page sends.
+        ws = self.http.websocket(MAX_MESSAGE, autoping=False)
         loop = asyncio.get_running_loop()
-        self._joining += 1  # its place is kept while the layout is made (a failure there leaks nothing)
-        try:
+        with self._page_places.place():  # 503 when max_clients pages are open; kept while the layout is made
             # The layout, before any change is sent; off the loop, as it lists the presets folder.
             hello = json.dumps(await loop.run_in_executor(None, self.hello))
-            await ws.prepare(request)
-        finally:
-            self._joining -= 1
-        self._upgraded.add(request.protocol)  # a page's socket: no longer a plain HTTP connection
-        page = _Page(ws, request)
-        self._pages.add(page)
-        self._refresh_wanted()
-        self._counts.add("connections")
-        writer = loop.create_task(self._writer(page, hello))
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
-                if not await self._pace(page, msg):
-                    break
-                if msg.type == WSMsgType.TEXT:
-                    self._receive(page, msg.data)
-                elif msg.type == WSMsgType.PING:  # answered here, so that pings are paced too
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    self._refuse(page, "bad_message", "binary messages are not understood")
-        finally:
-            self._pages.discard(page)
-            self._upgraded.discard(request.protocol)
-            self._http.pop(request.protocol, None)
-            self._refresh_wanted()
-            writer.cancel()
+            async with self.http.upgraded(request, ws):
+                page = _Page(ws, request)
+                self._pages.add(page)
+                self._refresh_wanted()
+                self._counts.add("connections")
+                writer = loop.create_task(self._writer(page, hello))
+                try:
+                    async for msg in ws:
+                        if msg.type == WSMsgType.ERROR:
+                            break
+                        if not await self._pace(page, msg):
+                            break
+                        if msg.type == WSMsgType.TEXT:
+                            self._receive(page, msg.data)
+                        elif msg.type == WSMsgType.PING:
+                            await ws.pong(msg.data)
+                        elif msg.type == WSMsgType.BINARY:
+                            self._refuse(page, "bad_message", "binary messages are not understood")
+                finally:
+                    self._pages.discard(page)
+                    self._refresh_wanted()
+                    writer.cancel()
         return ws
 
     async def _writer(self, page: _Page, hello: str) -> None:
-        """Send what waits for this page; a send stuck ``send_timeout`` seconds closes the page."""
-        ws = page.ws
+        """Send what waits for this page, each send bounded (``HttpServer.send``: a page stuck
+        ``send_timeout`` seconds is closed)."""
+        ws, request, send = page.ws, page.request, self.http.send
         try:
-            await asyncio.wait_for(ws.send_str(hello), self.config.send_timeout)
+            await send(request, ws, hello)
             while not ws.closed:
                 await page.wake.wait()
                 page.wake.clear()
                 while page.texts:
-                    await asyncio.wait_for(ws.send_str(page.texts.popleft()), self.config.send_timeout)
+                    await send(request, ws, page.texts.popleft())
                 if page.values:
                     values, page.values = page.values, {}
-                    await asyncio.wait_for(ws.send_str(json.dumps({"type": "values", "values": values})),
-                                           self.config.send_timeout)
+                    await send(request, ws, json.dumps({"type": "values", "values": values}))
                 if page.status is not None:
                     status, page.status = page.status, None
-                    await asyncio.wait_for(ws.send_str(json.dumps({"type": "status", **status})),
-                                           self.config.send_timeout)
+                    await send(request, ws, json.dumps({"type": "status", **status}))
                 for level in list(page.pictures):
                     message = page.pictures.pop(level, None)
                     if message is not None:
-                        await asyncio.wait_for(ws.send_bytes(message), self.config.send_timeout)
+                        await send(request, ws, message)
                         self._counts.add("previews_sent")
-        except (asyncio.TimeoutError, ConnectionError):
-            self._counts.add("slow_closed")
-            self._warn.warning("slow", "web page at %s stopped reading: closed", page.request.remote)
-            transport = page.request.transport
-            if transport is not None:
-                transport.abort()  # no closing handshake: it would wait on the same full buffer
+        except Dropped:
+            pass  # the reading side sees the connection end and lets the page go
 
     def _reply(self, page: _Page, message: dict) -> None:
         page.texts.append(json.dumps(message))
@@ -571,10 +458,8 @@ class WebServer(Service):
 
     def _learned(self, entry) -> None:
         """A control was bound (on the MIDI thread): every page hears what, and that learn is done."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            message = {"type": "learn", "armed": None, "learned": entry.describe()}
-            loop.call_soon_threadsafe(lambda: [self._reply(page, message) for page in self._pages])
+        message = {"type": "learn", "armed": None, "learned": entry.describe()}
+        self.http.call_soon(lambda: [self._reply(page, message) for page in self._pages])
 
     def _on_levels(self, page: _Page, msg: dict) -> None:
         levels = msg.get("levels")
@@ -593,30 +478,6 @@ class WebServer(Service):
         watching = [page for page in self._pages if page.levels]
         self._wanted_fps = min(self.config.preview_fps, max((page.fps for page in watching), default=1.0))
         self._wanted = frozenset().union(*(page.levels for page in watching))
-
-
-class _ServerLog(logging.LoggerAdapter):
-    """aiohttp's own server log on the page's port. It logged every malformed request (no ``Host``, a bad
-    ``Content-Length``) with a 10-line traceback, unlimited: 4.4 MB in 12 s from one client, and with
-    ``--web-host 0.0.0.0`` any LAN host could do it without the token. Here a malformed request is
-    counted and said in one line, rate-limited; anything else aiohttp catches is said in one line too,
-    rate-limited, its traceback at debug level."""
-
-    def __init__(self, warn: RateLimitedLog, counts: Counts):
-        super().__init__(log, {})
-        self._rate_limited, self._counts = warn, counts
-
-    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
-        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        text = getattr(exc, "message", None) or str(exc)  # HttpProcessingError's str starts "400, message:"
-        first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")[:120]
-        if isinstance(exc, HttpProcessingError):
-            self._counts.add("malformed")
-            self._rate_limited.warning("malformed", "web page's port: a malformed HTTP request refused (%s)", first)
-            return
-        log.debug(msg, *args, exc_info=exc)
-        self._rate_limited.warning(f"server:{type(exc).__name__}", "web page's server: %s (%s: %s)",
-                                   msg % args if args else msg, type(exc).__name__, first)
 
 
 async def _no_icon(request: web.Request) -> web.Response:
