@@ -5,8 +5,9 @@ Contract
 ``OscQueryServer(osc, port=9010, host=None, name="ffvj", mdns=None)`` describes exactly what the
 running ``OscServer`` ``osc`` accepts (start the OSC server first: its bound port is announced). It is
 a ``Service``: ``start()`` binds at once and raises if it cannot; ``close()`` is idempotent; context manager.
-HTTP is served by ``http.server`` on its own thread on ``host`` (default: the OSC server's host, so
-127.0.0.1 unless the show listens on the LAN with ``0.0.0.0``).
+HTTP is served by aiohttp on a thread of its own (``control/http.py``, the web page's stack: its limits,
+and its rule for who may ask: the OSC server's ``--osc-allow``, and no script of another web site) on
+``host`` (default: the OSC server's host, so 127.0.0.1 unless the show listens on the LAN with ``0.0.0.0``).
 
 - ``GET /`` the whole namespace: nested ``CONTENTS``; every node has ``FULL_PATH``, ``ACCESS`` and
   ``DESCRIPTION``. A parameter node adds ``TYPE`` in the types feedback and ``/ffvj/dump`` send (``f``
@@ -26,9 +27,9 @@ LISTEN (the proposal's WebSocket, on the same port): a client upgrades any GET t
 ``{"COMMAND": "LISTEN", "DATA": "/ffvj/l0/zoom"}`` (``IGNORE`` to stop); every change of that value,
 from any surface and from an LFO, then comes to it as a binary OSC message of the node's type (a
 ``/norm`` path gets the 0..1 value), at most 20 a second per path, latest value wins. At most 16
-sessions at once (more are answered 503); a session's commands are ≤ 4 KiB each; one that stops reading
-is closed after 5 s stuck, one that answers none of three pings (30 s) too. The WebSocket protocol is python-hyper's ``wsproto``, run on the
-connection ``http.server`` accepted.
+sessions at once (more are answered 503); a session's commands are ≤ 4 KiB each (a longer one closes
+it, 1009); one that stops reading is closed after 5 s stuck; one silent for 10 s is pinged, and closed
+if its answer is not there within 5 s.
 
 mDNS (``mdns=None``: when python-zeroconf is installed, ``pip install 'ffvj[oscquery]'``, and the
 show listens beyond loopback, ``--osc-host 0.0.0.0``; zeroconf absent, a warning and HTTP still
@@ -38,28 +39,24 @@ at the OSC port, registered on a background thread because probing takes seconds
 
 from __future__ import annotations
 
-import http.server
+import asyncio
 import ipaddress
 import json
 import logging
 import socket
-import sys
 import threading
-import time
 import urllib.parse
 
+from aiohttp import WSMsgType, web
 from pythonosc.osc_message_builder import OscMessageBuilder
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request,
-                            TextMessage)
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .actions import Action
+from .http import Dropped, HttpServer, Limits
 from .osc import NORM_SUFFIX, OscServer
 from ..phi import ADDRESS_PREFIX, Param
 from .readings import READINGS
 from ..tally import RateLimitedLog
-from .service import LimitedConnections, Listen, Service, browser_refusal, is_loopback, local_names, stop_server
+from .service import Listen, Service, is_loopback, local_names
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +69,10 @@ ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESC
 MAX_LISTENERS = 16  # LISTEN sessions at once
 MAX_COMMAND = 4096  # bytes of one LISTEN/IGNORE command
 LISTEN_INTERVAL = 0.05  # s: a session sends what changed at most this often
-SEND_TIMEOUT = 5.0  # s a send may be stuck before the session is closed
-PING_INTERVAL = 10.0  # s between pings; a session that answers nothing for 3 of them is closed
+# The shared rule (control/http.py: a ping after this many seconds of silence, unanswered for half
+# that: closed), read when a session opens: a test shortens it here.
+PING_INTERVAL = Limits.ping_interval
+
 
 class OscQueryServer(Service):
     def __init__(self, osc: OscServer, port: int = DEFAULT_PORT, host: str | None = None, name: str = "ffvj",
@@ -81,13 +80,14 @@ class OscQueryServer(Service):
         super().__init__()
         self.osc = osc
         self.host = osc.host if host is None else host
-        self._port = port
         self.name = name
         self.mdns = mdns
-        self._names = local_names(self.host)  # Host names a request may carry besides addresses
-        self.foreign = 0  # requests refused as another web site's (browser_refusal); the HTTP thread's
-        self._http: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        # The shared server: the OSC server's --osc-allow, and the browser rule with this machine's names.
+        self.http = HttpServer("OSCQuery", self.host, port, "--oscquery-port", "choose another --oscquery-port",
+                               allow=osc.allow, names=local_names(self.host), on_denied=self._denied)
+        self.http.app.router.add_get("/{path:.*}", self._get)
+        self._listeners = self.http.sessions(MAX_LISTENERS, "LISTEN sessions")
+        self._warn = RateLimitedLog(log, interval=5.0)
         self._mdns_thread: threading.Thread | None = None
         self._zeroconf = None
         self._services: list = []
@@ -104,7 +104,7 @@ class OscQueryServer(Service):
     # -- lifecycle --
 
     def listens(self) -> tuple[Listen, ...]:
-        return (Listen("--oscquery-port", self.host, self._port, "tcp"),)
+        return (Listen("--oscquery-port", self.host, self.http.port, "tcp"),)
 
     def _start(self) -> None:
         zeroconf = None
@@ -120,17 +120,8 @@ class OscQueryServer(Service):
                     raise ImportError("OSCQuery mDNS needs python-zeroconf: pip install 'ffvj[oscquery]'") from None
                 log.warning("python-zeroconf is not installed: OSCQuery is served over HTTP but not announced "
                             "over mDNS (pip install 'ffvj[oscquery]')")
-        handler = type("Handler", (_Handler,), {"owner": self})
-        try:
-            self._http = _HttpServer((self.host, self._port), handler, self)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot serve OSCQuery on http {self.host}:{self._port}: {exc.strerror}; "
-                                     "choose another --oscquery-port") from exc
+        self.http.start()
         self.osc.store.add_listener(self._on_change)
-        thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name="ffvj-oscquery-http", daemon=True)
-        thread.start()
-        self._thread = thread  # set once it runs: close() then knows shutdown() will return
         log.info("OSCQuery on http://%s:%d/", self.host, self.port)
         if zeroconf is None:
             self.announced.set()
@@ -141,10 +132,6 @@ class OscQueryServer(Service):
 
     def _close(self) -> None:
         self.osc.store.remove_listener(self._on_change)
-        with self._sessions_lock:
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.closing = True  # each ends within LISTEN_INTERVAL
         if self._mdns_thread is not None:
             self._mdns_thread.join(timeout=15)
         with self._mdns_lock:
@@ -155,38 +142,90 @@ class OscQueryServer(Service):
             except OSError as exc:
                 log.warning("OSCQuery mDNS goodbye failed: %s", exc)
             zc.close()
-        if self._http is not None:
-            if self._thread is not None:  # shutdown() waits for serve_forever: only where it runs
-                stop_server(self._http, 2.0, "the OSCQuery server")
-            self._http.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.http.close()  # every LISTEN session closed with 1001
 
     @property
     def port(self) -> int:
-        return self._http.server_address[1] if self._http else self._port
+        return self.http.port
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
+    @property
+    def foreign(self) -> int:
+        """Requests refused as another web site's (``service.browser_refusal``)."""
+        return self.http.stats["foreign"]
+
+    def _denied(self, peer: str) -> None:
+        # The OSC server's --osc-allow turned it away: counted with OSC's own denials (its "denied", in
+        # its status line's "bad"), as every port of the show that list guards does.
+        self.osc._count("denied")
+
+    # -- HTTP --
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._listen(request)
+        attribute = request.query_string.split("&")[0].split("=")[0]
+        if attribute == "HOST_INFO":
+            return web.json_response(self.host_info())
+        path = request.path
+        node = self.node(path)
+        if node is None:
+            return web.json_response({"error": f"no OSC node at {path[:200]}"}, status=404)
+        if not attribute:
+            return web.json_response(node)
+        if attribute not in ATTRIBUTES:
+            return web.json_response({"error": f"unknown attribute {attribute[:80]}; known: {', '.join(ATTRIBUTES)}"},
+                                     status=400)
+        if attribute not in node:
+            return web.Response(status=204)
+        return web.json_response({attribute: node[attribute]})
+
     # -- LISTEN --
+
+    async def _listen(self, request: web.Request) -> web.StreamResponse:
+        """The LISTEN WebSocket on this connection, until the client closes it or the server stops."""
+        ws = self.http.websocket(MAX_COMMAND, ping_interval=PING_INTERVAL)
+        if not ws.can_prepare(request).ok:  # RFC 6455: a bad handshake is answered, not dropped
+            return web.json_response({"error": "LISTEN needs a WebSocket handshake (Sec-WebSocket-Key, version 13)"},
+                                     status=400)
+        with self._listeners.place():  # 503 when MAX_LISTENERS are open
+            session = _ListenSession(self)
+            async with self.http.upgraded(request, ws):
+                with self._sessions_lock:
+                    self._sessions.add(session)
+                feeder = asyncio.get_running_loop().create_task(self._feed(request, ws, session))
+                try:
+                    async for msg in ws:
+                        if msg.type == WSMsgType.TEXT:
+                            why = session.command(msg.data)
+                            if why is not None:
+                                self._warn.warning("listen", "OSCQuery LISTEN from %s refused: %s",
+                                                   request.remote, why)
+                        elif msg.type == WSMsgType.ERROR:  # too long (closed 1009), unanswered pings
+                            log.debug("OSCQuery LISTEN from %s: %s", request.remote, ws.exception())
+                finally:
+                    with self._sessions_lock:
+                        self._sessions.discard(session)
+                    feeder.cancel()
+        return ws
+
+    async def _feed(self, request: web.Request, ws: web.WebSocketResponse, session: _ListenSession) -> None:
+        """What changed, every LISTEN_INTERVAL: each path's latest value, as one binary OSC message."""
+        try:
+            while not ws.closed:
+                await asyncio.sleep(LISTEN_INTERVAL)
+                for dgram in session.take():
+                    await self.http.send(request, ws, dgram)
+        except Dropped:
+            pass  # the reading side sees the connection end and closes the session
 
     @property
     def sessions(self) -> int:
         with self._sessions_lock:
             return len(self._sessions)
-
-    def _join(self, session: _ListenSession) -> bool:
-        with self._sessions_lock:
-            if len(self._sessions) >= MAX_LISTENERS or self._closed:
-                return False
-            self._sessions.add(session)
-            return True
-
-    def _leave(self, session: _ListenSession) -> None:
-        with self._sessions_lock:
-            self._sessions.discard(session)
 
     def report(self, name: str, value: float) -> None:
         """An LFO moved ``name``: its listeners hear where it is, not only where it was set."""
@@ -345,10 +384,9 @@ class _ListenSession:
         self.names: dict[str, list[tuple[str, bool]]] = {}  # parameter name → its listened (path, normalized)
         self.pending: dict[str, tuple[Param, float, bool]] = {}
         self.lock = threading.Lock()
-        self.closing = False
 
     def changed(self, param: Param, value: float) -> None:
-        """Recorded only (this may be the render loop): the session's thread builds the messages."""
+        """Recorded only (this may be the render loop): the session's feeder builds the messages."""
         with self.lock:
             for path, normalized in self.names.get(param.name, ()):
                 self.pending[path] = (param, value, normalized)
@@ -391,164 +429,3 @@ def _action_node(action: Action, controls) -> dict:
     if action.value is not None:
         node.update(ACCESS=3, VALUE=[action.value(controls)], CLIPMODE=["both"] * len(action.args))
     return node
-
-
-class _HttpServer(LimitedConnections, http.server.ThreadingHTTPServer):
-    """At most 32 clients at once, the oldest closed to make room for a new one, 5 s each to send a
-    request (see ``LimitedConnections``); the OSC server's ``--osc-allow`` decides who may ask; a
-    client that hangs up early is not an error."""
-
-    daemon_threads = True
-    block_on_close = False
-    max_connections = 32
-    idle_timeout = 5.0
-    when_full = "evict"
-    request_queue_size = 64
-
-    def __init__(self, address, handler, owner: OscQueryServer):
-        self.owner = owner
-        self._warn = RateLimitedLog(log)
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def admit(self, client_address) -> bool:
-        return self.owner.osc._admit(client_address)
-
-    def handler_failed(self, request, client_address) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):  # the client went away or said nothing
-            log.debug("OSCQuery client %s: %s", client_address[0], exc)
-            return
-        log.debug("OSCQuery request from %s failed", client_address[0], exc_info=True)
-        self._warn.warning("handler", "OSCQuery request from %s failed (%s: %s)", client_address[0],
-                           type(exc).__name__, exc)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    owner: OscQueryServer
-    server_version = "ffvj-oscquery"
-    timeout = _HttpServer.idle_timeout  # StreamRequestHandler sets it on the socket
-
-    def do_GET(self) -> None:
-        why = browser_refusal(self.headers.get("Host"), self.headers.get("Origin"), self.owner._names)
-        if why is not None:  # a script of another web site, through the performer's browser
-            self.owner.foreign += 1
-            self.server._warn.warning("foreign", "OSCQuery request from %s refused: %s", self.client_address[0], why)
-            return self._json(403, {"error": why})
-        if self.headers.get("Upgrade", "").lower() == "websocket":
-            return self._listen()
-        url = urllib.parse.urlsplit(self.path)
-        path = urllib.parse.unquote(url.path) or "/"
-        attribute = url.query.split("&")[0].split("=")[0] if url.query else ""
-        if attribute == "HOST_INFO":
-            return self._json(200, self.owner.host_info())
-        node = self.owner.node(path)
-        if node is None:
-            return self._json(404, {"error": f"no OSC node at {path}"})
-        if not attribute:
-            return self._json(200, node)
-        if attribute not in ATTRIBUTES:
-            return self._json(400, {"error": f"unknown attribute {attribute}; known: {', '.join(ATTRIBUTES)}"})
-        if attribute not in node:
-            self.send_response(204)
-            self.end_headers()
-            return None
-        return self._json(200, {attribute: node[attribute]})
-
-    def _listen(self) -> None:
-        """The LISTEN WebSocket on this connection, until the client closes it or the server stops."""
-        session = _ListenSession(self.owner)
-        if not self.owner._join(session):
-            return self._json(503, {"error": f"{MAX_LISTENERS} LISTEN sessions are open already"})
-        sock = self.connection
-        self.server._forget(sock)  # no longer a short request that a flood of new ones may evict
-        self.close_connection = True
-        try:
-            ws = WSConnection(ConnectionType.SERVER)
-            # http.server has read the request line and headers: wsproto runs the handshake from them.
-            head = self.requestline + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
-            try:
-                ws.receive_data(head.encode("latin-1"))
-                accepted = any(isinstance(e, Request) for e in ws.events())
-            except RemoteProtocolError as exc:
-                accepted, why = False, str(exc)
-            else:
-                why = "not a WebSocket handshake"
-            if not accepted:  # RFC 6455: a bad handshake is answered, not dropped
-                return self._json(400, {"error": f"LISTEN needs a WebSocket handshake ({why})"})
-            self.wfile.write(ws.send(AcceptConnection()))
-            self.wfile.flush()
-            # What the client sent right behind its handshake may sit in http.server's buffered reader:
-            # taken without waiting (the socket non-blocking for this one read), it is the first data.
-            sock.setblocking(False)
-            try:
-                early = self.rfile.read1(65536) or b""
-            except (BlockingIOError, InterruptedError):
-                early = b""
-            self._serve_session(ws, sock, session, early)
-        except (LocalProtocolError, RemoteProtocolError) as exc:
-            log.debug("OSCQuery LISTEN from %s: %s", self.client_address[0], exc)
-        finally:
-            self.owner._leave(session)
-
-    def _serve_session(self, ws: WSConnection, sock: socket.socket, session: _ListenSession,
-                       early: bytes = b"") -> None:
-        text = ""
-        heard = pinged = time.monotonic()
-        while not session.closing:
-            sock.settimeout(LISTEN_INTERVAL)
-            if early:
-                data, early = early, b""
-            else:
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    data = None
-            if data == b"":
-                return
-            now = time.monotonic()
-            if now - heard > 3 * PING_INTERVAL:  # gone without a word (a client asleep, a dead link)
-                self._send(sock, ws.send(CloseConnection(code=1001, reason="no answer to pings")))
-                return
-            if now - pinged > PING_INTERVAL:
-                pinged = now
-                self._send(sock, ws.send(Ping()))
-            if data:
-                heard = now
-                ws.receive_data(data)
-                for event in ws.events():
-                    if isinstance(event, CloseConnection):
-                        self._send(sock, ws.send(event.response()))
-                        return
-                    if isinstance(event, Ping):
-                        self._send(sock, ws.send(event.response()))
-                    elif isinstance(event, TextMessage):
-                        text += event.data
-                        if len(text) > MAX_COMMAND:
-                            self._send(sock, ws.send(CloseConnection(code=1009, reason="command too long")))
-                            return
-                        if event.message_finished:
-                            why, text = session.command(text), ""
-                            if why is not None:
-                                self.server._warn.warning("listen", "OSCQuery LISTEN from %s refused: %s",
-                                                          self.client_address[0], why)
-            for dgram in session.take():
-                self._send(sock, ws.send(BytesMessage(dgram)))
-        self._send(sock, ws.send(CloseConnection(code=1001, reason="ffvj is stopping")))
-
-    @staticmethod
-    def _send(sock: socket.socket, data: bytes) -> None:
-        sock.settimeout(SEND_TIMEOUT)  # a client that stopped reading: TimeoutError ends the session
-        sock.sendall(data)
-
-    def _json(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, fmt, *args) -> None:
-        log.debug("OSCQuery %s: " + fmt, self.address_string(), *args)  # http.server would print to stderr
