@@ -73,8 +73,9 @@ The parts (each a folder; its ``__init__`` lists its rooms):
                engine and the controls stand on
     control/   params (the one registry), actions (the one table), readings (the read-only figures),
                controls, presets, snapshots, tempo, link (Ableton Link), modulation (LFOs, audio slots),
-               model_switch (the mid-show switch), service, osc, osc_pattern, oscquery, touchosc, midi/
-    web/       the web page: server (aiohttp, one WebSocket a page), layout (from the registry and the
+               model_switch (the mid-show switch), service, http (aiohttp: OSCQuery's and the page's one
+               HTTP stack), osc, osc_transport, osc_pattern, oscquery, touchosc, midi/
+    web/       the web page: server (on control.http, one WebSocket a page), layout (from the registry and the
                actions), preview (JPEG off the render loop), page/ (HTML, CSS, JavaScript)
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour, texture, grid),
                report (``ffvj look``), discover (``ffvj discover``: pyribs on Dask)

@@ -15,8 +15,10 @@ value always goes out. The OSC feedback and the MIDI LED echo are both one.
 ``stop_server(server, timeout)`` stops a ``socketserver`` server's ``serve_forever`` without waiting
 for ever: socketserver's own ``shutdown()`` waits with no timeout for a handler that may be stuck.
 ``Listen``, ``port_in_use`` and ``check_ports``: the ports services will take, checked all at once at
-start-up so that every busy one is named in one error. ``LimitedConnections`` bounds a threading ``socketserver`` (the OSC TCP server, OSCQuery's HTTP):
-connections at once, idle time, the listen backlog, and who may connect. ``is_loopback(host)``: whether
+start-up so that every busy one is named in one error. ``LimitedConnections`` bounds a threading
+``socketserver`` (the OSC TCP server): connections at once, idle time, the listen backlog, and who may
+connect (the HTTP surfaces have their own in ``control/http.py``). ``browser_refusal``: the rule that
+keeps scripts of other web sites out of every HTTP surface. ``is_loopback(host)``: whether
 a server on ``host`` is reachable from this machine only (OSCQuery's mDNS, the web page's token).
 """
 

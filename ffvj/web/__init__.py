@@ -5,8 +5,9 @@ A part of its own, above the controls, the engine and the media: it plays the co
 
     layout   the page's controls, generated from the parameter registry and the actions table
     preview  the picture as JPEG, encoded off the render loop from a readback it already has
-    server   ``WebServer``: aiohttp on a thread of its own, one WebSocket per page; every send to a
-             page is latest-value-wins, so a page that never reads holds one picture, never a queue
+    server   ``WebServer``: the page's routes and protocol on ``control.http`` (aiohttp on a thread of its
+             own, OSCQuery's stack too), one WebSocket per page; every send to a page is
+             latest-value-wins, so a page that never reads holds one picture, never a queue
     page/    the page itself (HTML, CSS and JavaScript; no build step, nothing fetched from outside)
 """
 
