@@ -449,6 +449,11 @@ class OscServer(Service):
     def _malformed(self, client: Client, why: str) -> None:
         self._problem("malformed", client, "malformed packet (%s)", why)
 
+    def count_denied(self) -> None:
+        """A client another port of the show turned away by this server's ``allow`` list (OSCQuery's HTTP):
+        counted with OSC's own denials, as every port that list guards is."""
+        self._count("denied")
+
     def _admit(self, client_address) -> bool:
         """Whether a client may send (OSC, and OSCQuery's HTTP): only while listening, and only from
         ``allow`` where one is given."""

@@ -159,8 +159,8 @@ class OscQueryServer(Service):
 
     def _denied(self, peer: str) -> None:
         # The OSC server's --osc-allow turned it away: counted with OSC's own denials (its "denied", in
-        # its status line's "bad"), as every port of the show that list guards does.
-        self.osc._count("denied")
+        # its status line's "bad").
+        self.osc.count_denied()
 
     # -- HTTP --
 
