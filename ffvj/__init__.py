@@ -80,7 +80,8 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     look/      the picture measured: measures (lattice, fidelity, freezes, flashes, colour, texture, grid),
                report (``ffvj look``), discover (``ffvj discover``: pyribs on Dask)
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
-    tally.py   thread-safe counts and a rate-limited log, for every part
+    options.py every command's options, declared once on the config fields they fill
+    reporting.py  thread-safe counts and a rate-limited log: how every part reports during a show
 """
 
 import importlib.metadata

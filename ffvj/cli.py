@@ -228,44 +228,21 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     from .show import RunConfig
     from .web import WebConfig
 
-    o = OscConfig()
     p = sub.add_parser("run", help="run the feedback loop live (the show)",
                        description="Run source → hierarchical feedback → sinks until Ctrl-C, SIGTERM or --frames.")
     add_options(p, RunConfig)
     osc = p.add_argument_group("OSC", "every parameter at /ffvj/NAME (dots become slashes), 0..1 at .../norm; "
                                       "every action at its address (see 'ffvj actions')")
-    osc.add_argument("--osc-port", type=port, default=None,
-                     help=f"UDP port (default: {o.port}, or a free one, said at start, when another show has it)")
-    osc.add_argument("--osc-host", default=o.host,
-                     help=f"address to listen on; 0.0.0.0 lets a tablet on the LAN in (default: {o.host})")
-    osc.add_argument("--osc-allow", action="append", default=[], metavar="IP",
-                     help="only these clients may send (repeatable; default: anyone who can reach the port)")
-    osc.add_argument("--osc-tcp-port", type=port, default=o.tcp_port, help="also listen on TCP with SLIP framing")
-    osc.add_argument("--osc-feedback", action="append", default=[], metavar="HOST:PORT",
-                     help="send every parameter change here (repeatable)")
-    osc.add_argument("--osc-feedback-rate", type=float, default=o.feedback_rate,
-                     help=f"feedback messages/s per parameter (default: {o.feedback_rate:g})")
-    osc.add_argument("--oscquery-port", type=port, default=None,
-                     help=f"OSCQuery HTTP port (default: {o.query_port}, or a free one when another show has it)")
+    add_options(osc, OscConfig, "osc")
     osc.add_argument("--no-oscquery", action="store_true", help="do not serve OSCQuery")
     osc.add_argument("--no-mdns", action="store_true", help="do not announce OSC/OSCQuery over mDNS")
     osc.add_argument("--no-osc", action="store_true", help="no OSC at all")
     midi = p.add_argument_group("MIDI", "a virtual input port named ffvj, plus controllers with a mapping")
     add_options(midi, MidiConfig, "midi")
     midi.add_argument("--no-midi", action="store_true", help="no MIDI at all")
-    w = WebConfig()
     web = p.add_argument_group("web page", "every control and the live picture in a browser, at "
-                                           f"http://127.0.0.1:{w.port}/ by default")
-    web.add_argument("--web-port", type=port, default=None,
-                     help=f"HTTP port (default: {w.port}, or a free one, said at start, when another show has it)")
-    web.add_argument("--web-host", default=w.host,
-                     help=f"address to serve on; 0.0.0.0 lets a tablet on the LAN open it, with a token "
-                          f"(default: {w.host})")
-    web.add_argument("--web-token", default=None, metavar="TOKEN",
-                     help="the token a page beyond this machine must give (default: made up at start, printed "
-                          "in the page's URL)")
-    web.add_argument("--web-preview-fps", type=float, default=w.preview_fps,
-                     help=f"the page's preview rate, at most (default: {w.preview_fps:g})")
+                                           f"http://127.0.0.1:{WebConfig.port}/ by default")
+    add_options(web, WebConfig, "web")
     web.add_argument("--no-web", action="store_true", help="no web page")
     p.set_defaults(func=_cmd_run)
 
@@ -315,15 +292,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .show import RunConfig, RunStats, StartupError, run
     from .web import WebConfig
 
-    osc = None if args.no_osc else OscConfig(
-        host=args.osc_host, port=_port_or_free("--osc-port", args.osc_port, OscConfig.port, args.osc_host, "udp"),
-        tcp_port=args.osc_tcp_port, allow=tuple(args.osc_allow), feedback=tuple(args.osc_feedback),
-        feedback_rate=args.osc_feedback_rate, mdns=False if args.no_mdns else None,
-        query_port=None if args.no_oscquery else _port_or_free("--oscquery-port", args.oscquery_port,
+    osc = None if args.no_osc else from_args(
+        OscConfig, args, "osc", port=_port_or_free("--osc-port", args.osc_port, OscConfig.port, args.osc_host, "udp"),
+        mdns=False if args.no_mdns else None,
+        query_port=None if args.no_oscquery else _port_or_free("--oscquery-port", args.osc_query_port,
                                                                 OscConfig.query_port, args.osc_host))
-    web = None if args.no_web else WebConfig(
-        host=args.web_host, port=_port_or_free("--web-port", args.web_port, WebConfig.port, args.web_host),
-        token=args.web_token, preview_fps=args.web_preview_fps)
+    web = None if args.no_web else from_args(
+        WebConfig, args, "web", port=_port_or_free("--web-port", args.web_port, WebConfig.port, args.web_host))
     try:
         cfg = from_args(RunConfig, args, osc=osc, web=web,
                         midi=None if args.no_midi else from_args(MidiConfig, args, "midi"))

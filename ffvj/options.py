@@ -42,6 +42,9 @@ class Option:
     collect: Callable | None = None  # e.g. dict, for KEY=VALUE pairs
     joins: tuple[str, ...] = ()  # the fields one flag fills, from a tuple ``parse`` returns
     show_default: bool = True  # "(default: X)" after the help
+    # The flag's own default is None, so the caller can tell a value asked for from the field's default
+    # (a busy default port is swapped for a free one; one asked for is an error): from_args gives None.
+    asked: bool = False
 
 
 def option(default=MISSING, help: str = "", *, default_factory=MISSING, **kw) -> Field:
@@ -84,8 +87,8 @@ def add_options(parser, cls, prefix: str = "", exclude: tuple[str, ...] = ()) ->
                 flag = spec.flag or "--no-" + name.replace("_", "-")
             parser.add_argument(flag, action="store_false" if default else "store_true", **kw)
             continue
-        if spec.repeat:
-            kw.update(action="append", default=None)
+        if spec.repeat or spec.asked:
+            kw.update(action="append" if spec.repeat else "store", default=None)
         else:
             kw["default"] = default
         parse = spec.parse or (type(default) if isinstance(default, (int, float)) and not isinstance(default, enum.Enum)
@@ -113,6 +116,8 @@ def from_args(cls, args: argparse.Namespace, prefix: str = "", **given):
             kwargs.update(zip(spec.joins, value))
         elif spec.repeat:
             kwargs[f.name] = (spec.collect or tuple)(value) if value else _default(f)
+        elif spec.asked and value is None:
+            kwargs[f.name] = _default(f)
         else:
             kwargs[f.name] = value
     return cls(**kwargs, **given)

@@ -75,7 +75,7 @@ from .options import (
     size,
 )
 from .phi import MAP_KINDS, Phi
-from .tally import RateLimitedLog
+from .reporting import RateLimitedLog
 from .web import WebConfig, WebServer
 
 log = logging.getLogger(__name__)

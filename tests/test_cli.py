@@ -113,6 +113,7 @@ def test_a_misspelled_parameter_is_answered_with_what_was_meant(capsys):
 
 @pytest.mark.parametrize("command,config,prefix", [
     ("run", "ffvj.show:RunConfig", ""), ("run", "ffvj.control.midi.ports:MidiConfig", "midi"),
+    ("run", "ffvj.control.osc:OscConfig", "osc"), ("run", "ffvj.web:WebConfig", "web"),
     ("look", "ffvj.look.report:LookConfig", ""), ("bench", "ffvj.bench:BenchConfig", ""),
     ("discover", "ffvj.look.discover:DiscoverConfig", ""), ("train", "ffvj.model.train:TrainConfig", ""),
     ("train", "ffvj.model.net:ModelConfig", "")])

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tally import Counts, RateLimitedLog
+from ..reporting import Counts, RateLimitedLog
 from .analysis import HOP, SAMPLE_RATE, Analyser, AudioFeatures
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..phi import ADDRESS_PREFIX
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 from .model_switch import check_model_name
 from .presets import check_name
 from .snapshots import SNAPSHOT_SLOTS

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..phi import Phi
-from ..tally import Counts, RateLimitedLog
+from ..reporting import Counts, RateLimitedLog
 from .actions import ACTIONS, FILES, LOOP, NOW, ActionQueue, perform
 from .model_switch import ModelSwitcher
 from .modulation import Modulation

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..tally import Counts, RateLimitedLog
+from ..reporting import Counts, RateLimitedLog
 from .service import Service, browser_refusal
 
 log = logging.getLogger(__name__)

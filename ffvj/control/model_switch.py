@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _warn = RateLimitedLog(log)

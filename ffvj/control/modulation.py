@@ -47,7 +47,7 @@ import math
 from collections.abc import Mapping
 
 from ..phi import Param
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 from .params import LFO_DIVISIONS, LFO_NO_TARGET, LFO_SHAPES, audio_slots, lfo_slots
 
 log = logging.getLogger(__name__)

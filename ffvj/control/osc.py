@@ -78,8 +78,10 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 from pythonosc.parsing import osc_types
 
+from ..options import option
+from ..options import port as port_number
 from ..phi import Param
-from ..tally import Counts, RateLimitedLog
+from ..reporting import Counts, RateLimitedLog
 from .actions import ACTIONS, Action, Arg
 from .osc_pattern import compile_pattern, is_pattern
 from .osc_transport import (
@@ -163,14 +165,18 @@ class OscConfig:
     """What a show's OSC surface listens on and talks back to (the CLI's ``--osc-*`` options).
     ``query_port``: OSCQuery's HTTP port, None for no OSCQuery; ``mdns``: see ``oscquery``."""
 
-    host: str = "127.0.0.1"  # 0.0.0.0 lets a tablet on the LAN in
-    port: int = 9000
-    tcp_port: int | None = None
-    allow: tuple[str, ...] = ()  # only these client IPs may send (empty: anyone who can reach the port)
-    feedback: tuple[str, ...] = ()  # HOST:PORT targets of every change
-    feedback_rate: float = 30.0  # feedback messages per second per parameter
-    query_port: int | None = 9010
-    mdns: bool | None = None
+    host: str = option("127.0.0.1", "address to listen on; 0.0.0.0 lets a tablet on the LAN in")
+    port: int = option(9000, "UDP port (default: 9000, or a free one, said at start, when another show has it)",
+                       parse=port_number, asked=True)
+    tcp_port: int | None = option(None, "also listen on TCP with SLIP framing", parse=port_number)
+    allow: tuple[str, ...] = option((), "only these clients may send (repeatable; default: anyone who can reach the "
+                                        "port)", metavar="IP", repeat=True)
+    feedback: tuple[str, ...] = option((), "send every parameter change here (repeatable)", metavar="HOST:PORT",
+                                       repeat=True)
+    feedback_rate: float = option(30.0, "feedback messages/s per parameter")
+    query_port: int | None = option(9010, "OSCQuery HTTP port (default: 9010, or a free one when another show has "
+                                          "it)", flag="--oscquery-port", parse=port_number, asked=True)
+    mdns: bool | None = None  # None: when zeroconf is there and the show listens beyond loopback (``oscquery``)
 
 
 # -- what work may cost ---------------------------------------------------------------------------

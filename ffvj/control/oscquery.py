@@ -50,12 +50,12 @@ import urllib.parse
 from aiohttp import WSMsgType, web
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from ..phi import ADDRESS_PREFIX, Param
+from ..reporting import RateLimitedLog
 from .actions import Action
 from .http import Dropped, HttpServer, Limits
 from .osc import NORM_SUFFIX, OscServer
-from ..phi import ADDRESS_PREFIX, Param
 from .readings import READINGS
-from ..tally import RateLimitedLog
 from .service import Listen, Service, is_loopback, local_names
 
 log = logging.getLogger(__name__)

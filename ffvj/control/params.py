@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from ..audio.analysis import FEATURES
 from ..phi import Param, picture_params
-from ..tally import Counts, RateLimitedLog
+from ..reporting import Counts, RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import tomli_w
 
 from ..phi import Param
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 from .params import ParamStore
 from .tomlfile import TomlFileError, read_toml
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import torch
 from ..model.net import FeatureAutoencoder
 from ..model.views import LevelView, fallback, project
 from ..phi import ColorPhi, LevelPhi, Phi, map_spans
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 from . import kernels, pixfmt
 from .amplify import amplify, jitter
 from .delta import (

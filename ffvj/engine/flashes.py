@@ -25,7 +25,7 @@ import logging
 
 import torch
 
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

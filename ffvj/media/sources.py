@@ -35,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 from .base import BackendRegistry, Size, Source, SourceError, build_and_open, split_spec
 from .generators import GeneratorSource
 from .mailbox import Mailbox

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine import pixfmt
 from ..media.mailbox import Mailbox
-from ..tally import RateLimitedLog
+from ..reporting import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

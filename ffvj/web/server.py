@@ -49,10 +49,12 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from .. import __version__
-from ..tally import Counts, RateLimitedLog
 from ..control.http import Dropped, HttpServer, Limits
 from ..control.readings import READINGS
 from ..control.service import Listen, Service, is_loopback, local_names
+from ..options import option
+from ..options import port as port_number
+from ..reporting import Counts, RateLimitedLog
 from . import layout
 from .preview import Preview
 
@@ -74,10 +76,14 @@ PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = "127.0.0.1"  # this machine only; "0.0.0.0" for a tablet on the LAN (then a token is required)
-    port: int = DEFAULT_PORT
-    token: str | None = None  # None: none on loopback, a random one beyond it (printed in the URL)
-    preview_fps: float = 15.0
+    # This machine only; "0.0.0.0" for a tablet on the LAN (then a token is required).
+    host: str = option("127.0.0.1", "address to serve on; 0.0.0.0 lets a tablet on the LAN open it, with a token")
+    port: int = option(DEFAULT_PORT, f"HTTP port (default: {DEFAULT_PORT}, or a free one, said at start, when another "
+                                     "show has it)", parse=port_number, asked=True)
+    # None: none on loopback, a random one beyond it (printed in the URL).
+    token: str | None = option(None, "the token a page beyond this machine must give (default: made up at start, "
+                                     "printed in the page's URL)", metavar="TOKEN")
+    preview_fps: float = option(15.0, "the page's preview rate, at most")
     preview_quality: int = 70
     preview_width: int = 960  # wider pictures are scaled down for the page
     max_clients: int = 32

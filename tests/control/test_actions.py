@@ -17,7 +17,7 @@ from ffvj.control.touchosc import _slot_action, validate_layout
 from ffvj.engine.engine import FeedbackEngine
 from ffvj.model.net import FeatureAutoencoder, ModelConfig
 from ffvj.phi import Phi
-from ffvj.tally import RateLimitedLog
+from ffvj.reporting import RateLimitedLog
 
 W, H = 45, 29
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ffvj.control.service import LatestValueSender, Service, browser_refusal, host_name, local_names
-from ffvj.tally import Counts
+from ffvj.reporting import Counts
 from tests.helpers import wait_until
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import mido
 
-from ...tally import Counts, RateLimitedLog
+from ...reporting import Counts, RateLimitedLog
 from ..service import LatestValueSender
 from .mapping import BUTTON_MODES, RELATIVE_MODES, MapEntry, Mapping
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import mido
 
 from ...options import check_choices, option
-from ...tally import RateLimitedLog
+from ...reporting import RateLimitedLog
 from ..service import Service
 from .mapper import MidiMapper
 from .mapping import Mapping
