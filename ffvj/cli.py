@@ -18,7 +18,6 @@ from .options import (
     ModelChoice,
     add_options,
     from_args,
-    port,
     positive_int,
 )
 
