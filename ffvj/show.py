@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import json
 import logging
 import math
 import threading
@@ -151,6 +152,9 @@ class RunConfig:
     link: bool = option(False, "join an Ableton Link session: its tempo and bar lead ffvj's, a tapped or set tempo "
                                "leads it (pip install 'ffvj[link]': Link is GPL, an optional extra)")
     status_interval: float = 2.0
+    status_format: str = option("text", "the status the log gets every few seconds: a line to read, or json: "
+                                        "RunStats.figures as one object a line (the surfaces' figures among them), "
+                                        "for a monitor", choices=("text", "json"))
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -187,6 +191,7 @@ class RunStats:
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=300))
     frame_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1024))  # perf_counter
     loop_ended: bool = False  # the render loop is done (the show is closing its outputs, or closed)
+    surfaces: dict = field(default_factory=dict)  # the surfaces' own figures (Service.figures), as of the last status
 
     @property
     def fps(self) -> float:
@@ -204,13 +209,15 @@ class RunStats:
         return (len(recent) - 1) / (newest - recent[0]) if len(recent) > 1 and newest > recent[0] else 0.0
 
     def figures(self) -> dict:
-        """The status line's figures as numbers (for the web page's status panel)."""
+        """The status line's figures as numbers (the web page's status panel, ``--status-format json``), the
+        surfaces' own (``osc_packets``, ``midi_messages``, ``web_pages``, ...) among them."""
         eng = np.array(self.engine_ms or [0.0])
-        return {"frame": self.frames, "fps": round(self.fps, 1), "fps_now": round(self.fps_now, 1), "engine_ms": round(float(np.median(eng)), 2),
-                "engine_p99_ms": round(float(np.percentile(eng, 99)), 2), "late": self.late, "slots": self.slots,
-                "sink_dropped": self.sink_dropped, "latency_ms": round(float(np.median(self.latency_ms or [0.0])), 1),
-                "reseeds": self.reseeds, "nudges": self.nudges, "flash_limited": self.flash_limited,
-                "threads": self.threads}
+        return {"frame": self.frames, "fps": round(self.fps, 1), "fps_now": round(self.fps_now, 1),
+                "engine_ms": round(float(np.median(eng)), 2), "engine_p99_ms": round(float(np.percentile(eng, 99)), 2),
+                "late": self.late, "slots": self.slots, "sink_dropped": self.sink_dropped,
+                "latency_ms": round(float(np.median(self.latency_ms or [0.0])), 1), "reseeds": self.reseeds,
+                "nudges": self.nudges, "flash_limited": self.flash_limited, "threads": self.threads,
+                "sinks_failed": list(self.sinks_failed), **self.surfaces}
 
     def summary(self) -> str:
         f = self.figures()
@@ -494,14 +501,27 @@ class _Show:
             self._show_figures(stats)
         if now - self.last_status >= cfg.status_interval:
             self.last_status = now
-            parts = [part for svc in (*self.services, self.controls) if (part := _status(self.warn, svc))]
-            if down := self.outputs.failed:  # said in every status line while it lasts, not only once
-                parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
-            (on_status or log.info)(" | ".join([stats.summary()] + parts))
+            stats.sinks_failed = self.outputs.failed
+            stats.surfaces = {k: v for svc in self.services for k, v in self._guarded(svc.figures, {}).items()}
+            if cfg.status_format == "json":  # one object a line, for a monitor
+                (on_status or log.info)(json.dumps(stats.figures()))
+            else:
+                parts = [part for svc in (*self.services, self.controls) if (part := _status(self.warn, svc))]
+                if down := self.outputs.failed:  # said in every status line while it lasts, not only once
+                    parts.append(f"{len(down)} sink(s) DOWN: " + "; ".join(why[:160] for why in down))
+                (on_status or log.info)(" | ".join([stats.summary()] + parts))
             if self.pace == Pace.REALTIME and stats.seconds > SLOW_AFTER and stats.fps_now < 0.5 * cfg.fps:
                 self.slow.warning("slow", "rendering %.1f of the %g frames a second asked for: a frame takes %.0f ms "
                                   "at %dx%d on %s; a smaller --size or a lower --fps keeps up", stats.fps_now, cfg.fps,
                                   float(np.median(stats.engine_ms)), cfg.width, cfg.height, self.engine.device)
+
+    def _guarded(self, fn, fallback):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 — a surface's broken report must not stop the show
+            self.warn.warning(f"figures:{fn.__qualname__}", "%s failed (%s: %s)", fn.__qualname__, type(exc).__name__,
+                              exc)
+            return fallback
 
     def _guarded_levels(self, svc: Service) -> tuple[int, ...]:
         try:

@@ -10,7 +10,6 @@ import json
 import os
 import statistics
 import random
-import re
 import signal
 import socket
 import struct
@@ -200,12 +199,20 @@ async def main():
 asyncio.run(main())
 """
 
-_FPS_NOW = re.compile(r"\(now ([0-9.]+)\)")
+def status_figures(line: str) -> dict | None:
+    """The figures of a status line the show wrote with ``--status-format json`` (after the log's prefix)."""
+    start = line.find("{")
+    if start < 0 or "ffvj.show" not in line[:start]:
+        return None
+    try:
+        return json.loads(line[start:])
+    except ValueError:
+        return None
 
 
 def fps_now_between(stamped: list, start: float, end: float) -> list[float]:
     """The show's recent frame rate from each status line whose 2-s window lies within [start, end]."""
-    return [float(m[1]) for t, line in stamped if start + 2.5 <= t <= end and (m := _FPS_NOW.search(line))]
+    return [f["fps_now"] for t, line in stamped if start + 2.5 <= t <= end and (f := status_figures(line))]
 
 
 def _fds(pid: int) -> int:
@@ -233,7 +240,7 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
         [sys.executable, "-m", "ffvj.cli", "run", "--source", "generator", "--sink", f"file:{out}", "--size",
          "160x96", "--fps", "20", "--pace", "realtime", "--osc-port", str(osc_port), "--oscquery-port",
          str(query_port), "--web-port", str(web_port), "--no-mdns", "--osc-feedback", f"127.0.0.1:{feedback_port}", "--midi-backend", "jack",
-         "--midi-mapping", "generic", "--threads", "1", "--presets-dir", str(presets)],
+         "--midi-mapping", "generic", "--threads", "1", "--presets-dir", str(presets), "--status-format", "json"],
         env=jack_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log_lines: list[str] = []
     stamped: list[tuple[float, str]] = []  # (when it arrived, line)
@@ -354,12 +361,10 @@ def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(j
     assert 1 <= len(malformed) <= 10, malformed  # 500 requests, one line every few seconds
     assert any("is a FIFO, not a regular file" in line for line in log_lines)
     assert readable_frames(out) >= 20
-    # What reached the show (the last status line): the fuzz was not lost on the way.
-    counts = [line for line in log_lines if " msgs" in line and "midi" in line][-1]
-    web_msgs = int(counts.split("web ")[1].split(" pages, ")[1].split(" msgs")[0])
-    assert web_msgs >= 20 * 200 * 0.9, counts  # (≤ 200 a second a page: a burst may lose a few)
-    midi_msgs = int(counts.split("midi 1 in, ")[1].split(" msgs")[0])
-    osc_packets = int(counts.split("osc ")[1].split(" packets")[0])
+    # What reached the show (the last status): the fuzz was not lost on the way.
+    counts = [f for line in log_lines if (f := status_figures(line)) and "midi_messages" in f][-1]
+    assert counts["web_messages"] >= 20 * 200 * 0.9, counts  # (≤ 200 a second a page: a burst may lose a few)
+    midi_msgs, osc_packets = counts["midi_messages"], counts["osc_packets"]
     print(counts, f"\nstopped in {stopped_s:.2f} s; OSCQuery answered in {answered_s:.2f} s with {fds} descriptors open")
     # The datagrams reached the show (past its work budget it drops them itself, cheaply; on a loaded
     # machine the kernel's socket buffer may still lose a few); JACK may lose a few MIDI events.

@@ -371,6 +371,28 @@ def test_services_are_polled_each_frame_and_join_the_status_line():
     assert lines and all(line.endswith("| surface ok") for line in lines)
 
 
+def test_the_status_as_json_carries_the_run_s_and_the_surfaces_figures():
+    """``--status-format json``: a monitor reads numbers (``RunStats.figures``), never a line's words."""
+    import json
+
+    class Surface(Service):
+        def _start(self):
+            pass
+
+        def figures(self):
+            return {"surface_messages": 7}
+
+        def status(self):
+            return "surface 7 msgs"
+
+    lines = []
+    stats = run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=6, pace="offline",
+                          status_interval=0.0, status_format="json"), services=[Surface()], on_status=lines.append)
+    figures = [json.loads(line) for line in lines]
+    assert [f["frame"] for f in figures] == [1, 2, 3, 4, 5, 6] and figures[-1]["surface_messages"] == 7
+    assert stats.figures()["surface_messages"] == 7 and figures[-1]["sinks_failed"] == []
+
+
 def test_presets_are_saved_and_recalled_off_the_render_loop(tmp_path):
     import cv2
 

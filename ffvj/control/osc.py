@@ -673,12 +673,16 @@ class OscServer(Service):
             out.append((param.address + NORM_SUFFIX, float(param.to_normalized(value))))
         return out
 
-    def status(self) -> str:
-        """One short part of the show's status line."""
+    def figures(self) -> dict[str, float]:
         st = self.stats
         bad = sum(st[k] for k in ("unknown_address", "bad_args", "bad_value", "rejected", "malformed", "denied",
                                   "over_budget", "errors"))
-        return f"osc {st['packets']} packets, {st['messages']} msgs, {bad} bad"
+        return {"osc_packets": st["packets"], "osc_messages": st["messages"], "osc_bad": bad}
+
+    def status(self) -> str:
+        """One short part of the show's status line."""
+        f = self.figures()
+        return f"osc {f['osc_packets']} packets, {f['osc_messages']} msgs, {f['osc_bad']} bad"
 
     def report(self, name: str, value: float) -> None:
         """Send a value that moved without a store change (an LFO's output, a reading) as feedback,

@@ -290,6 +290,11 @@ class Service:
         """A short part of the status line, or None."""
         return None
 
+    def figures(self) -> dict[str, float]:
+        """The numbers behind ``status``, named ``<surface>_<what>`` (``osc_packets``): what a monitor reads
+        (``RunStats.figures``, ``--status-format json``) instead of parsing the line."""
+        return {}
+
     def picture_levels(self) -> tuple[int, ...]:
         """The levels (0: the picture) whose picture this service would take this frame; asked once per
         frame, so a preview that wants 15 fps asks only every other frame of a 30 fps show."""

@@ -232,10 +232,14 @@ class WebServer(Service):
     def report(self, name: str, value: float) -> None:
         self._on_change(name, value, "lfo")
 
-    def status(self) -> str | None:
+    def figures(self) -> dict[str, float]:
         st = self.stats
         bad = st["bad_json"] + st["bad_message"] + st["rejected"] + st["over_rate"] + st["foreign"] + st["malformed"]
-        return f"web {len(self._pages)} pages, {st['messages']} msgs, {bad} bad"
+        return {"web_pages": len(self._pages), "web_messages": st["messages"], "web_bad": bad}
+
+    def status(self) -> str | None:
+        f = self.figures()
+        return f"web {f['web_pages']} pages, {f['web_messages']} msgs, {f['web_bad']} bad"
 
     # -- value changes: any thread → the loop, gathered --
 

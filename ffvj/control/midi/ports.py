@@ -367,13 +367,19 @@ class MidiInput(Service):
 
     # -- reporting ---------------------------------------------------------------------------------
 
+    def figures(self) -> dict[str, float]:
+        if not self.available:
+            return {}
+        st = self.stats()
+        return {"midi_inputs": len(self._links), "midi_messages": st.get("messages", 0),
+                "midi_bad": st.get("unmapped", 0) + st.get("malformed", 0)}
+
     def status(self) -> str:
         """One short part of the show's status line."""
         if not self.available:
             return "midi off"
-        st = self.stats()
-        return (f"midi {len(self._links)} in, {st.get('messages', 0)} msgs, "
-                f"{st.get('unmapped', 0) + st.get('malformed', 0)} unmapped/bad")
+        f = self.figures()
+        return f"midi {f['midi_inputs']} in, {f['midi_messages']} msgs, {f['midi_bad']} unmapped/bad"
 
     def stats(self) -> dict:
         with self._lock:
