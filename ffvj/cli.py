@@ -1,5 +1,6 @@
-"""The ``ffvj`` command line: argparse only. Each subcommand parses its options here and calls one library
-function; defaults and choices come from the config dataclasses and tables they configure."""
+"""The ``ffvj`` command line: argparse only. Each subcommand's options are generated from the config
+dataclass it fills (``ffvj.options``: flag, help, type, choices and default declared once, on the field),
+and it calls one library function."""
 
 from __future__ import annotations
 
