@@ -456,6 +456,41 @@ def _cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- render --------------------------------------------------------------------------------------
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    from .render import RenderConfig
+
+    p = sub.add_parser("render", help="render a recorded show (ffvj run --record-show) again, at any size",
+                       description="Re-render a show file offline: every change, action and source frame on the "
+                                   "frame it happened, at the size and on the device asked for (docs/SHOWFILE.md).")
+    p.add_argument("show", help="the show file's folder")
+    add_options(p, RenderConfig)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_render)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .engine.device import keep_freed_host_memory
+    from .model import checkpoint
+    from .render import RenderConfig, render
+    from .showfile import ShowFileError
+
+    keep_freed_host_memory()
+    try:
+        result = render(from_args(RenderConfig, args, show=args.show))
+    except (ShowFileError, checkpoint.CheckpointError, ValueError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif "timeline" in result:
+        print(f"wrote {result['timeline']}: {result['events']} events over {result['frames']} frames")
+    else:
+        print(f"wrote {result['out']}: {result['written']} frames at {result['size']} in {result['seconds']} s "
+              f"({result['fps']} fps)")
+    return 0
+
+
 # --- look ----------------------------------------------------------------------------------------
 
 def _add_look(sub: argparse._SubParsersAction) -> None:
@@ -603,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(sub)
     _add_actions(sub)
     _add_bench(sub)
+    _add_render(sub)
     _add_look(sub)
     _add_discover(sub)
     _add_touchosc(sub)

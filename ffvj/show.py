@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import __version__
 from .audio.inputs import AudioError, open_audio
 from .control.controls import Controls
 from .control.link import LinkClock, LinkUnavailable
@@ -77,6 +78,7 @@ from .options import (
 )
 from .phi import MAP_KINDS, Phi
 from .reporting import RateLimitedLog
+from .showfile import ShowRecorder
 from .web import WebConfig, WebServer
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,10 @@ class RunConfig:
     snapshots: str | None = option(None, "keep the 8 snapshot slots in FILE: loaded at start when it exists, saved on "
                                          "every store and at the end (safetensors, written atomically)",
                                    metavar="FILE")
+    record_show: str | None = option(None, "record the show as its inputs into this new folder (the model, the seed, "
+                                           "every change and action by frame, the source frames, the music's "
+                                           "features): ffvj render re-renders it at any size (docs/SHOWFILE.md)",
+                                     metavar="PATH")
     link: bool = option(False, "join an Ableton Link session: its tempo and bar lead ffvj's, a tapped or set tempo "
                                "leads it (pip install 'ffvj[link]': Link is GPL, an optional extra)")
     status_interval: float = 2.0
@@ -353,6 +359,10 @@ class _Show:
             controls.models = ModelSwitcher(model.levels, str(device))
         if controls.models.current is None:  # what the show started on (the web page shows it)
             controls.models.current = cfg.model or look_model or checkpoint.DEFAULT_MODEL
+        self.recorder = None
+        if cfg.record_show:
+            self.recorder = controls.journal = ShowRecorder(cfg.record_show, self._show_header(card), cfg.fps)
+            stack.callback(self.recorder.close)
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
         # typo there never opens a camera or an output first; they start once the outputs are open.
         services = surfaces(cfg, controls) + services
@@ -387,6 +397,16 @@ class _Show:
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace.value)
 
+    def _show_header(self, card: dict) -> dict:
+        """What a show file needs besides its frames to render the show again (``showfile``)."""
+        cfg = self.cfg
+        return {"ffvj": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "model": self.controls.models.current, "model_sha256": card.get("weights_sha256"),
+                "levels": self.engine.model.levels, "seed": cfg.seed, "width": cfg.width, "height": cfg.height,
+                "fps": cfg.fps, "precision": cfg.precision, "source": cfg.source, "audio": cfg.audio,
+                "map_image": str(Path(cfg.map_image).resolve()) if cfg.map_image else None,
+                "start": self.controls.store.targets()}
+
     def render(self, stop: threading.Event, on_status, on_frame, stats: RunStats) -> RunStats:
         """Frame after frame until ``stop`` or ``cfg.frames``: the source's newest frame, this frame's φ, one
         step of the engine, the pictures out (sinks, ``on_frame``, previews), the figures and status."""
@@ -398,7 +418,11 @@ class _Show:
                 break
             t_input = time.perf_counter()
             source = self._read_source()
-            phi = self.controls.next_phi(self.engine, schedule.dt, schedule.clock(slot), self.services)
+            now = schedule.clock(slot)
+            phi = self.controls.next_phi(self.engine, schedule.dt, now, self.services)
+            if self.recorder is not None:
+                self.recorder.frame(slot, schedule.dt, now, self.controls.beat, self.controls.store.advanced,
+                                    self.controls.heard)
             pictures, shown = self._draw(phi, source, schedule.dt, stats)
             self._deliver(pictures, shown, phi, slot, t_input, on_frame, stats)
             self._report(stats, on_status)
@@ -450,10 +474,14 @@ class _Show:
             frame = None
         if frame is not None:
             self.last_frame = frame
+            if self.recorder is not None:
+                self.recorder.source(frame)
         picture = pixfmt.from_rgb24(self.last_frame, self.engine.device) if self.last_frame is not None else None
         if self.source.epoch != self.epoch:
             self.epoch = self.source.epoch
             self.engine.reseed()
+            if self.recorder is not None:
+                self.recorder.reseed()
         return picture
 
     def _draw(self, phi: Phi, source: torch.Tensor | None, dt: float, stats: RunStats) -> tuple[dict, dict]:

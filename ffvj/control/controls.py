@@ -49,12 +49,14 @@ class Controls:
     audio: object | None = None  # an audio.inputs.AudioInput, set where the show hears music
     link: object | None = None  # a link.LinkClock, set where the show is in an Ableton Link session
     snapshots_file: str | None = None  # where the snapshot slots are kept between shows (--snapshots)
+    journal: object | None = None  # a showfile.ShowRecorder, where the show is recorded (--record-show)
 
     def __post_init__(self) -> None:
         self._warn = RateLimitedLog(log, interval=5.0)
         self._files: _FileWorker | None = None
         self._counts = Counts("failed_actions")  # from the render loop and the file worker alike
         self.heard = None  # this frame's AudioFeatures (None: no audio input)
+        self.beat = 0.0  # this frame's beat on the tempo clock
         self._onsets = 0  # the music's onsets and beats already acted on
         self._beat: int | None = None
         self._next_snapshot = self._next_preset = 0
@@ -103,7 +105,8 @@ class Controls:
         for action, args in self._due(now, dt):
             self._run(action, args, engine)
         if self.models is not None and engine is not None:
-            self._guarded("model switch", self.models.apply, engine)
+            if self._guarded("model switch", self.models.apply, engine) and self.journal is not None:
+                self.journal.model(*self.models.switched)
         if self.presets is not None:
             self._guarded("preset morph", self.presets.update, dt)
         if self.link is not None:
@@ -113,10 +116,11 @@ class Controls:
             if self.heard is not None:
                 self._guarded("audio events", self._hear, self.heard, now)
         phi = self.store.advance(dt)
+        self.beat = self.tempo.beat(now)  # what the LFOs follow this frame (a show file records it)
         if self.audio is not None or self.link is not None:  # what the music and the clock do, for the surfaces
             self._report_readings(now, services)
         if self.modulation is not None:
-            modulated = self._guarded("LFOs", self.modulation.apply, phi, self.tempo.beat(now), now, self.heard)
+            modulated = self._guarded("LFOs", self.modulation.apply, phi, self.beat, now, self.heard)
             if modulated is not None:
                 phi = modulated
                 # A released parameter reports its target (where it is going), not a half-smoothed value.
@@ -151,6 +155,8 @@ class Controls:
         if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)
             self._file_worker().submit(self._perform, action, args)
         else:
+            if self.journal is not None:  # it changes the picture on this frame: a re-render performs it again
+                self.journal.action(action.name, args)
             self._guarded(f"action {action.name}", self._perform, action, args, engine)
 
     def _quantize(self, action, args: dict, now: float) -> dict | None:

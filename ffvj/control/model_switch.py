@@ -46,6 +46,7 @@ class ModelSwitcher:
         self._lock = threading.Lock()
         self._pending: tuple | None = None
         self.current: str | None = None
+        self.switched: tuple[str, float] | None = None  # the last switch: (model, crossfade seconds)
 
     def load(self, name: str, seconds: float) -> bool:
         from ..model import checkpoint
@@ -68,6 +69,6 @@ class ModelSwitcher:
             return False
         name, model, scales, views, seconds = pending
         engine.switch_model(model, scales, seconds, views)
-        self.current = name
+        self.current, self.switched = name, (name, seconds)
         log.info("model %s (crossfading over %.1f s)", name, seconds)
         return True

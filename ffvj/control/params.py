@@ -222,8 +222,10 @@ class ParamStore:
                 self._listeners.remove(fn)
 
     def advance(self, dt: float) -> dict[str, float]:
-        """Advance smoothing by ``dt`` seconds and return this frame's values (one snapshot)."""
+        """Advance smoothing by ``dt`` seconds and return this frame's values (one snapshot). The targets it
+        smoothed toward stay in ``advanced`` (a show file records them: what this frame was asked for)."""
         targets = self.targets()
+        self.advanced = targets
         cur = self._current
         for name, target in targets.items():
             tau = self.registry[name].smoothing
