@@ -10,6 +10,9 @@ Command line::
              [--web-port 9020 --web-host H --web-token T | --no-web]
              [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off] [--threads N]
              [--audio file:PATH|DEVICE|jack:[PORT,...] [--audio-bands N]] [--link]
+             [--record-show PATH] [--snapshots FILE] [--status-format text|json]
+    ffvj render SHOW [--size WxH] [--from S --to S] [--set N=V] [--timeline PATH]   a show recorded with
+                                     run --record-show PATH, rendered again offline at any size (docs/SHOWFILE.md)
     ffvj devices                     cameras, audio inputs, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default
     ffvj actions [--json]            every action: OSC address and arguments, MIDI target
@@ -81,6 +84,7 @@ The parts (each a folder; its ``__init__`` lists its rooms):
                report (``ffvj look``), discover (``ffvj discover``: pyribs on Dask)
     show.py    the one place where a show is wired;  cli.py the command line;  bench.py ``ffvj bench``;
     options.py every command's options, declared once on the config fields they fill
+    showfile.py the show file (ShowRecorder, ShowFile);  render.py ``ffvj render``
     reporting.py  thread-safe counts and a rate-limited log: how every part reports during a show
 """
 

@@ -155,6 +155,11 @@ def _end_to_end(cfg: BenchConfig, device: torch.device, tmp: Path) -> dict:
                   settings=dict(cfg.settings), audio=cfg.audio)
     out = {}
     out["generator_null_fps"] = round(run(RunConfig(source="generator", sinks=["null"], **common)).fps, 1)
+    # The same show recorded (--record-show): what recording costs the render loop a frame (the source
+    # frame's copy into the encoder's queue, the frame's line), and the show's rate beside its encoder.
+    recorded = run(RunConfig(source="generator", sinks=["null"], record_show=str(tmp / "show"), **common))
+    out["record_show_ms"] = recorded.record_ms
+    out["generator_null_recorded_fps"] = round(recorded.fps, 1)
     out["generator_file_fps"] = round(run(RunConfig(source="generator", sinks=[f"file:{tmp / 'g.mp4'}"],
                                                     **common)).fps, 1)
     clip = tmp / "clip.mp4"  # a real H.264 clip to decode, as a VJ's loop would be
@@ -555,6 +560,8 @@ def format_report(r: dict) -> str:
         e = r["end_to_end"]
         lines.append(f"end to end generator→null {e['generator_null_fps']} fps, generator→H.264 "
                      f"{e['generator_file_fps']} fps, video→H.264 {e['video_file_fps']} fps")
+        lines.append(f"recording the show (--record-show) costs the render loop {e['record_show_ms']:.3f} ms a frame; "
+                     f"generator→null with it {e['generator_null_recorded_fps']} fps")
         rt = e["realtime"]
         lines.append(f"live at {rt['target_fps']:g} fps: {rt['fps']} fps, {rt['frames']} frames in {rt['slots']} slots "
                      f"({rt['late_slots']} skipped, late), latency {rt['latency_median_ms']} ms median "

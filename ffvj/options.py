@@ -143,9 +143,9 @@ def check_choices(config) -> None:
             raise ValueError(f"{f.name} must be one of {', '.join(map(str, spec.choices))}, not {value!r}")
 
 
-def model_option() -> Field:
+def model_option(default_is: str = "the default model") -> Field:
     """``--model``: one declaration for every command that loads a model."""
-    return option(None, "bundled model name ('ffvj model list') or checkpoint path (default: the default model)",
+    return option(None, f"bundled model name ('ffvj model list') or checkpoint path (default: {default_is})",
                   metavar="NAME|PATH", show_default=False)
 
 

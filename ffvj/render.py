@@ -51,7 +51,7 @@ class RenderConfig:
     height: int | None = None
     start: float = option(0.0, "seconds into the show where the film starts", flag="--from")
     end: float | None = option(None, "seconds into the show where the film ends (default: the end)", flag="--to")
-    model: str | None = model_option()  # None: the show's own
+    model: str | None = model_option("the show's own")
     device: str = device_option()
     settings: dict = settings_option("hold a parameter at a value for the whole show, whatever was played")
     level: int = option(0, "render feature level N's view (its principal components) instead of the picture")

@@ -198,6 +198,7 @@ class RunStats:
     frame_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1024))  # perf_counter
     loop_ended: bool = False  # the render loop is done (the show is closing its outputs, or closed)
     surfaces: dict = field(default_factory=dict)  # the surfaces' own figures (Service.figures), as of the last status
+    record_ms: float | None = None  # what recording the show (--record-show) cost the render loop a frame
 
     @property
     def fps(self) -> float:
@@ -428,6 +429,8 @@ class _Show:
             self._report(stats, on_status)
         first_frame.cancel()
         stats.loop_ended = True
+        if self.recorder is not None:
+            stats.record_ms = round(self.recorder.loop_seconds / max(1, self.recorder.frames) * 1000, 3)
         stats.seconds = time.perf_counter() - schedule.start
         stats.sinks_failed = self.outputs.failed
         log.info("stopped: %s", stats.summary())

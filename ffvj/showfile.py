@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 FORMAT = "ffvj-show"
 VERSION = 1  # bumped when a reader of this version could misread a newer file; every older one stays readable
 HEADER, FRAMES, SOURCE = "show.json", "frames.jsonl", "source.mkv"
-QUEUE_FRAMES = 60  # source frames waiting for the encoder at most (2 s at 30 fps); beyond, the render loop waits
-QUEUE_WAIT = 0.5  # s the render loop may wait for room in it before a frame is dropped (counted, said)
+# Source frames waiting for the encoder at most (2 s at 30 fps, 41 MB at 640×360). The render loop never
+# waits for the encoder: a frame that finds the queue full is dropped (counted, said), and its frames
+# re-render on the frame before it (no longer bit for bit).
+QUEUE_FRAMES = 60
 
 
 class ShowFileError(ValueError):
@@ -79,7 +81,7 @@ class _SourceWriter:
         if self.failed:
             return None
         try:
-            self._queue.put(frame, timeout=QUEUE_WAIT)
+            self._queue.put_nowait(frame)
         except queue.Full:
             self.dropped += 1
             return None
@@ -117,7 +119,7 @@ class _SourceWriter:
                     log.error("the show file's source video did not close cleanly: %s", exc)
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._queue.put(None)  # (waits for room: the encoder takes one frame at a time)
         self._thread.join(timeout=30)
 
 
