@@ -125,6 +125,23 @@ class _Sources:
         return self._tensor
 
 
+class _RecordedSound:
+    """The show's recorded sound as the film's sink takes it (an ``AudioTap``'s contract): every sample up
+    to ``until`` seconds of the film, the film starting ``start`` seconds into the show."""
+
+    aligned = True
+
+    def __init__(self, samples: np.ndarray, rate: int, start: float):
+        self.samples, self.rate = samples, rate
+        self._start = self._next = int(round(start * rate))
+
+    def take(self, until: float) -> np.ndarray:
+        end = min(len(self.samples), self._start + int(round(until * self.rate)))
+        out = self.samples[self._next:end]
+        self._next = max(self._next, end)
+        return np.array(out, np.float32)
+
+
 def render(cfg: RenderConfig, on_frame=None) -> dict:
     """Render the show (see the module docstring); ``on_frame(index, rgb)`` sees every frame written. Returns
     what was done: frames rendered and written, seconds, fps."""
@@ -180,7 +197,9 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
     last = len(show.frames) if cfg.end is None else min(len(show.frames), math.ceil(cfg.end * fps - 1e-9))
     sources = _Sources(show, width, height, device)
     limiter = FlashLimiter(fps)
-    sink = open_sink(f"file:{cfg.out}", size=(width, height), fps=fps)
+    sound = show.sound()  # the music as the show heard it, under the film
+    sink = open_sink(f"file:{cfg.out}", size=(width, height), fps=fps,
+                     **({"audio": _RecordedSound(*sound, start=first / fps)} if sound is not None else {}))
     bar = None
     if cfg.progress:
         from tqdm import tqdm

@@ -379,6 +379,8 @@ class _Show:
         if cfg.audio:  # (a missing file fails here; a missing device is said once and looked for)
             controls.audio = open_audio(cfg.audio, cfg.audio_bands)
             stack.callback(controls.audio.close)
+            if self.recorder is not None:
+                self.recorder.hear(controls.audio.tap())
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
         self.outputs = stack.enter_context(Outputs(cfg.sinks, size, cfg.fps, model.levels, cfg.device_formats == "on",
                                                    controls.audio))

@@ -14,10 +14,12 @@ what the controls made of the performer's playing. ``ShowRecorder`` writes exact
                    switched to
     source.mkv     every new source frame as it entered the loop, lossless (H.264 4:4:4 RGB, crf 0), on
                    its own thread
+    sound.f32      with ``--audio``: the music as heard, mono float32 samples, raw (``sound.json`` gives
+                   the rate), from the show's first frame, on its own thread
 
 A folder, not one container, because each part has a natural, append-only form that survives a crash
 on its own: a JSON line is whole or is dropped by the reader, and Matroska written in one-second clusters
-decodes up to its last whole one. ``kill -9`` or a full disk therefore leaves every frame up to the last
+decodes up to its last whole one, and raw samples need no header that a crash leaves wrong. ``kill -9`` or a full disk therefore leaves every frame up to the last
 second replayable. Parameters are recorded as their targets (the store's, before smoothing), LFOs and
 audio slots as their inputs (the beat, the clock, the music's features), never as their outputs.
 """
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "ffvj-show"
 VERSION = 1  # bumped when a reader of this version could misread a newer file; every older one stays readable
-HEADER, FRAMES, SOURCE = "show.json", "frames.jsonl", "source.mkv"
+HEADER, FRAMES, SOURCE, SOUND, SOUND_HEADER = "show.json", "frames.jsonl", "source.mkv", "sound.f32", "sound.json"
 # Source frames waiting for the encoder at most (2 s at 30 fps, 41 MB at 640×360). The render loop never
 # waits for the encoder: a frame that finds the queue full is dropped (counted, said), and its frames
 # re-render on the frame before it (no longer bit for bit).
@@ -123,6 +125,47 @@ class _SourceWriter:
         self._thread.join(timeout=30)
 
 
+class _SoundWriter:
+    """The show's sound (an ``audio.inputs.AudioTap``) to ``sound.f32`` on a thread of its own, a few times
+    a second: raw samples, so a crash leaves every sample written so far readable as it is."""
+
+    INTERVAL = 0.25
+
+    def __init__(self, folder: Path, tap, clock):
+        self.folder, self.tap, self.clock = folder, tap, clock  # clock(): seconds of the show so far
+        self.samples = 0
+        self._stop = threading.Event()
+        self._file = open(folder / SOUND, "ab")
+        self._thread = threading.Thread(target=self._run, name="show file sound", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        samples = self.tap.take(self.clock())
+        if len(samples):
+            if self.samples == 0:
+                _write_atomically(self.folder / SOUND_HEADER, json.dumps({"rate": self.tap.rate, "channels": 1,
+                                                                          "format": "float32le"}))
+            self._file.write(np.asarray(samples, "<f4").tobytes())
+            self._file.flush()
+            self.samples += len(samples)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                self._write()
+        except OSError as exc:
+            log.error("the show file's sound stopped: %s (the show goes on)", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._write()
+            self._file.close()
+        except OSError as exc:
+            log.error("the show file's sound did not close cleanly: %s", exc)
+
+
 class ShowRecorder:
     """Writes a show file as the show runs (see the module docstring). The render loop calls ``source``
     for every new source frame, ``action``/``model`` as the controls perform them, and ``frame`` once a
@@ -145,7 +188,14 @@ class ShowRecorder:
         self.frames = 0
         self.failed = False
         self.loop_seconds = 0.0  # what recording cost the render loop, in all (the bench reports it a frame)
+        self._sound: _SoundWriter | None = None
+        self._first_t: float | None = None
+        self._show_seconds = 0.0
         self._last_flush = time.monotonic()
+
+    def hear(self, tap) -> None:
+        """Record the show's sound from ``tap`` (an ``AudioTap``, made before the input starts)."""
+        self._sound = _SoundWriter(self.path, tap, lambda: self._show_seconds)
 
     def source(self, frame: np.ndarray) -> None:
         """A new source frame entered the loop (copied: a source may reuse its buffer for the next one)."""
@@ -175,6 +225,9 @@ class ShowRecorder:
         if self.failed:
             return
         started = time.perf_counter()
+        if self._first_t is None:
+            self._first_t = now
+        self._show_seconds = now - self._first_t + dt  # the sound heard up to this frame's end
         changed = {name: value for name, value in targets.items() if self._targets.get(name) != value}
         self._targets = targets
         line = {"f": self.frames, "slot": slot, "dt": dt, "t": now, "beat": beat, "src": self._source,
@@ -205,6 +258,8 @@ class ShowRecorder:
         except OSError as exc:
             log.error("the show file's frames did not close cleanly: %s", exc)
         self._video.close()
+        if self._sound is not None:
+            self._sound.close()
         log.info("show file %s: %d frames, %d source frames%s", self.path, self.frames, self._video.frames,
                  f", {self._video.dropped} dropped" if self._video.dropped else "")
 
@@ -246,6 +301,15 @@ class ShowFile:
         except FileNotFoundError:
             pass
         return frames
+
+    def sound(self) -> tuple[np.ndarray, int] | None:
+        """The show's sound as heard (mono float32) and its rate, or None when it heard none."""
+        head = self.path / SOUND_HEADER
+        if not head.is_file():
+            return None
+        rate = int(json.loads(head.read_text(encoding="utf-8"))["rate"])
+        raw = (self.path / SOUND).read_bytes()
+        return np.frombuffer(raw[:len(raw) // 4 * 4], "<f4"), rate
 
     def source_frames(self):
         """Every recorded source frame, in order (what a live loop saw); stops where the video does."""

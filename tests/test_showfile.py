@@ -270,6 +270,32 @@ def test_a_recorded_show_renders_again_trimmed_held_and_as_a_timeline(tmp_path):
     assert [e["frame"] for e in events if e["kind"] == "action"] == [21, 31]
 
 
+def test_a_show_that_hears_music_keeps_its_sound_and_the_film_carries_it(tmp_path):
+    """The music is in the show file as heard (sample for sample, from a file), its features move the
+    picture again in the re-render, and the film has the sound under it."""
+    import av
+
+    from tests.audio.signals import RATE, drum_clip, write_wav
+
+    clip = drum_clip(seconds=4, seed=1)[0]
+    write_wav(tmp_path / "drums.wav", clip)
+    live = []
+    run(RunConfig(source="generator", sinks=["null"], width=96, height=64, fps=FPS, frames=60, pace="offline",
+                  audio=f"file:{tmp_path / 'drums.wav'}", record_show=str(tmp_path / "show"),
+                  settings={"audio1.target": "l0.zoom", "audio1.depth": 0.5}),
+        on_frame=lambda slot, picture, source, engine: live.append(picture.copy()))
+    samples, rate = ShowFile(tmp_path / "show").sound()
+    assert rate == RATE and len(samples) == 2 * RATE  # 60 frames: 2 s
+    assert np.abs(samples - np.round(clip[:len(samples)] * 32767) / 32768).max() < 1e-4  # (the WAV is 16-bit)
+    again = []
+    render(RenderConfig(show=str(tmp_path / "show"), out=str(tmp_path / "film.mp4"), progress=False),
+           on_frame=lambda i, rgb: again.append(rgb))
+    assert len(again) == 60 and all(np.array_equal(a, b) for a, b in zip(live, again))
+    with av.open(str(tmp_path / "film.mp4")) as film:
+        assert [s.type for s in film.streams] == ["video", "audio"]
+        assert abs(float(film.streams.audio[0].duration * film.streams.audio[0].time_base) - 2.0) < 0.1
+
+
 def main() -> None:
     from ffvj.options import size
     from tests.jack import _jack_server
@@ -296,7 +322,8 @@ def main() -> None:
     frames = np.lib.format.open_memmap(out / "live.npy", "w+", np.uint8,
                                        (round(args.seconds * FPS), args.size[1], args.size[0], 3))
     try:
-        sent = play(path, args.seconds, args.size, env, lambda slot, rgb: frames.__setitem__(min(slot, len(frames) - 1), rgb))
+        shown = iter(range(len(frames)))  # the frames in the order they were shown (slots skip when late)
+        sent = play(path, args.seconds, args.size, env, lambda slot, rgb: frames.__setitem__(next(shown), rgb))
     finally:
         for _ in env_gen:
             pass

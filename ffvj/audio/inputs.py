@@ -120,15 +120,15 @@ class AudioInput:
         self._thread: threading.Thread | None = None
         self._warn = RateLimitedLog(log, interval=5.0)
         self.counts = Counts("dropped_blocks", "late")
-        self._tap: AudioTap | None = None
+        self._taps: list[AudioTap] = []  # one per recording that carries the sound (a film, a show file)
         self._wait = WAIT
 
     def tap(self) -> AudioTap:
-        """The samples as they come, for a recording (made before ``start``; one tap an input)."""
-        if self._tap is None:
-            self._tap = AudioTap(self.analyser.sample_rate if self.analyser is not None else SAMPLE_RATE,
-                                 aligned=self.aligned)
-        return self._tap
+        """The samples as they come, for a recording (made before ``start``): each call a tap of its own,
+        so a film and a show file both get every sample."""
+        tap = AudioTap(self.analyser.sample_rate if self.analyser is not None else SAMPLE_RATE, aligned=self.aligned)
+        self._taps.append(tap)
+        return tap
 
     def start(self, t0: float, patient: bool = True) -> None:
         """Begin at show time ``t0`` (the clock ``features_at`` is given). ``patient``: an offline render
@@ -225,8 +225,8 @@ class FileAudio(AudioInput):
                 if self._closed.is_set():
                     return
                 self.analyser.feed(pending[:chunk], keep_hop)
-                if self._tap is not None:
-                    self._tap.push(pending[:chunk])
+                for tap in self._taps:
+                    tap.push(pending[:chunk])
                 pending = pending[chunk:]
                 with self._cond:
                     self._analysed = self.analyser.time
@@ -296,8 +296,8 @@ class LiveAudio(AudioInput):
         self._clock = _SampleClock(rate)
         if self.analyser.sample_rate != rate:
             self.analyser = Analyser(rate, self.bands)
-            if self._tap is not None:
-                self._tap.rate = rate  # (the recording resamples what it takes)
+            for tap in self._taps:
+                tap.rate = rate  # (the recording resamples what it takes)
 
     def _deliver(self, block: np.ndarray, arrived: float, count: int) -> None:
         """From the backend's audio thread: a block whose last sample arrived at ``arrived`` (show clock)
@@ -349,8 +349,8 @@ class LiveAudio(AudioInput):
             if block is not None:
                 last_block = now
                 self.analyser.feed(block)
-                if self._tap is not None:
-                    self._tap.push(block)
+                for tap in self._taps:
+                    tap.push(block)
                 # The analysis has heard up to the last whole hop: the samples left over came after it.
                 heard_at = self._clock.time_of(count - self.analyser.pending, arrived, count)
             elif handle is None or self._gone.is_set() or now - last_block > LOST_AFTER:
