@@ -11,7 +11,7 @@ Command line::
              [--compile] [--precision fp32|fp16|bf16] [--device-formats on|off] [--threads N]
              [--audio file:PATH|DEVICE|jack:[PORT,...] [--audio-bands N]] [--link]
              [--record-show PATH] [--snapshots FILE] [--status-format text|json]
-    ffvj render SHOW [--size WxH] [--from S --to S] [--set N=V] [--timeline PATH]   a show recorded with
+    ffvj render SHOW [--size WxH] [--fps N] [--from S --to S] [--set N=V] [--timeline PATH]   a show recorded with
                                      run --record-show PATH, rendered again offline at any size (docs/SHOWFILE.md)
     ffvj devices                     cameras, audio inputs, MIDI ports, torch devices, outputs usable here
     ffvj params [--json]             every parameter: name, OSC address, range, default

@@ -35,7 +35,7 @@ from .options import (
     settings_option,
     size,
 )
-from .showfile import ShowFile, ShowFileError
+from .showfile import SNAPSHOTS, ShowFile, ShowFileError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class RenderConfig:
     timeline: str | None = option(None, "write the show's control timeline (every change and action, by frame and "
                                         "time) to PATH.json or PATH.csv instead of rendering", metavar="PATH")
     progress: bool = option(True, "no progress bar")
-    fps: float | None = None  # the film's rate: the show's (the loop's time is the recorded frames')
+    fps: float | None = option(None, "the film's frame rate (default: the show's): the show's frames taken at it, "
+                                     "repeated or skipped (the loop runs at the show's own rate: its motion is per "
+                                     "frame)")
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -165,7 +167,8 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
         return {"timeline": cfg.timeline, "events": n, "frames": len(show.frames)}
     device = resolve_device(cfg.device)
     width, height = cfg.width or head["width"], cfg.height or head["height"]
-    fps = cfg.fps or head["fps"]
+    fps = head["fps"]  # the loop's
+    film_fps = cfg.fps or fps
     model, card = checkpoint.load(cfg.model or head["model"], device)
     if cfg.model is None and head.get("model_sha256") and card.get("weights_sha256") != head["model_sha256"]:
         log.warning("model %s is not the one the show ran (its weights differ): the picture will differ", head["model"])
@@ -190,15 +193,17 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
     engine = FeedbackEngine(model, width, height, device, seed=head["seed"], map_image=map_image,
                             precision=head.get("precision", "fp32"), scales=checkpoint.scales(card),
                             views=checkpoint.views(card))
+    if (show.path / SNAPSHOTS).is_file() and controls.snapshots is not None:  # the slots the show began with
+        controls.snapshots.load(show.path / SNAPSHOTS, engine)  # (at another size: skipped, and said)
     if not 0 <= cfg.level <= model.levels:
         raise ValueError(f"--level {cfg.level}: the model's levels are 0..{model.levels}")
     t0 = show.frames[0]["t"]
     first = max(0, math.floor(cfg.start * fps + 1e-9))
     last = len(show.frames) if cfg.end is None else min(len(show.frames), math.ceil(cfg.end * fps - 1e-9))
     sources = _Sources(show, width, height, device)
-    limiter = FlashLimiter(fps)
+    limiter = FlashLimiter(fps)  # (on the loop's frames, as live)
     sound = show.sound()  # the music as the show heard it, under the film
-    sink = open_sink(f"file:{cfg.out}", size=(width, height), fps=fps,
+    sink = open_sink(f"file:{cfg.out}", size=(width, height), fps=film_fps,
                      **({"audio": _RecordedSound(*sound, start=first / fps)} if sound is not None else {}))
     bar = None
     if cfg.progress:
@@ -225,7 +230,10 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
             engine.step(phi, source, record["dt"])
             shown = grade(engine.states[0], phi.grade) if cfg.level == 0 else engine.view(cfg.level)
             picture = limiter.limit(shown, phi.output.flash_limit)
-            if record["f"] >= first:
+            # The film's frames whose time falls in this show frame's: one each at the show's rate; at
+            # another, this frame repeated or skipped.
+            ends = (record["f"] + 1 - first) / fps
+            while record["f"] >= first and written / film_fps < ends - 1e-9:
                 sink.send(engine.readback(sink.preferred_format, picture), written, sink.preferred_format)
                 if on_frame is not None:
                     on_frame(record["f"], engine.readback(pixfmt.RGB24, picture))

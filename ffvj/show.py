@@ -78,7 +78,7 @@ from .options import (
 )
 from .phi import MAP_KINDS, Phi
 from .reporting import RateLimitedLog
-from .showfile import ShowRecorder
+from .showfile import SNAPSHOTS, ShowRecorder
 from .web import WebConfig, WebServer
 
 log = logging.getLogger(__name__)
@@ -364,6 +364,8 @@ class _Show:
         if cfg.record_show:
             self.recorder = controls.journal = ShowRecorder(cfg.record_show, self._show_header(card), cfg.fps)
             stack.callback(self.recorder.close)
+            if controls.snapshots is not None and controls.snapshots.occupied():  # slots the show began with
+                controls.snapshots.save(self.recorder.path / SNAPSHOTS)
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
         # typo there never opens a camera or an output first; they start once the outputs are open.
         services = surfaces(cfg, controls) + services

@@ -14,6 +14,7 @@ what the controls made of the performer's playing. ``ShowRecorder`` writes exact
                    switched to
     source.mkv     every new source frame as it entered the loop, lossless (H.264 4:4:4 RGB, crf 0), on
                    its own thread
+    snapshots.safetensors  the snapshot slots the show began with (``--snapshots``), if any
     sound.f32      with ``--audio``: the music as heard, mono float32 samples, raw (``sound.json`` gives
                    the rate), from the show's first frame, on its own thread
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 FORMAT = "ffvj-show"
 VERSION = 1  # bumped when a reader of this version could misread a newer file; every older one stays readable
 HEADER, FRAMES, SOURCE, SOUND, SOUND_HEADER = "show.json", "frames.jsonl", "source.mkv", "sound.f32", "sound.json"
+SNAPSHOTS = "snapshots.safetensors"
 # Source frames waiting for the encoder at most (2 s at 30 fps, 41 MB at 640×360). The render loop never
 # waits for the encoder: a frame that finds the queue full is dropped (counted, said), and its frames
 # re-render on the frame before it (no longer bit for bit).

@@ -261,6 +261,14 @@ def test_a_recorded_show_renders_again_trimmed_held_and_as_a_timeline(tmp_path):
     render(RenderConfig(show=str(path), out=str(tmp_path / "h.mp4"), settings={"l0.rotate": -3.0}, progress=False),
            on_frame=lambda i, rgb: held.append(rgb))
     assert not np.array_equal(held[20], live[20])  # l0.rotate held at -3 from the start, not 0 then 3
+    at_60 = []
+    result = render(RenderConfig(show=str(path), out=str(tmp_path / "60.mp4"), fps=60, progress=False),
+                    on_frame=lambda i, rgb: at_60.append(i))
+    assert result["written"] == 90 and at_60 == [i for i in range(45) for _ in (0, 1)]  # each frame twice
+    at_10 = []
+    render(RenderConfig(show=str(path), out=str(tmp_path / "10.mp4"), fps=10, progress=False),
+           on_frame=lambda i, rgb: at_10.append(i))
+    assert at_10 == list(range(0, 45, 3))  # every third
     render(RenderConfig(show=str(path), timeline=str(tmp_path / "t.csv"), progress=False))
     rows = (tmp_path / "t.csv").read_text().splitlines()
     assert rows[0] == "frame,seconds,kind,name,value" and any(",set,l0.rotate,3.0" in r for r in rows)
@@ -268,6 +276,28 @@ def test_a_recorded_show_renders_again_trimmed_held_and_as_a_timeline(tmp_path):
     events = json.loads((tmp_path / "t.json").read_text())["events"]
     # (fired after frames 20 and 30 were shown: performed by the render loop on the frames after)
     assert [e["frame"] for e in events if e["kind"] == "action"] == [21, 31]
+
+
+def test_the_snapshot_slots_a_show_began_with_are_in_its_show_file(tmp_path):
+    slots = tmp_path / "slots.safetensors"
+    first = Controls.for_levels(3)
+    run(RunConfig(source="generator:rings", sinks=["null"], width=96, height=64, frames=20, pace="offline",
+                  snapshots=str(slots)),
+        controls=first, on_frame=lambda slot, *_: slot == 10 and first.fire("snapshot.store", 2))
+    controls, live = Controls.for_levels(3), []
+
+    def on_frame(slot, picture, source, engine):
+        live.append(picture.copy())
+        if slot == 15:
+            controls.fire("snapshot.recall", 2, 0.0)
+
+    run(RunConfig(source="generator", sinks=["null"], width=96, height=64, frames=30, pace="offline",
+                  snapshots=str(slots), record_show=str(tmp_path / "show")), controls=controls, on_frame=on_frame)
+    again = []
+    render(RenderConfig(show=str(tmp_path / "show"), out=str(tmp_path / "a.mp4"), progress=False),
+           on_frame=lambda i, rgb: again.append(rgb))
+    assert (tmp_path / "show" / "snapshots.safetensors").is_file()
+    assert len(again) == 30 and all(np.array_equal(a, b) for a, b in zip(live, again))
 
 
 def test_a_show_that_hears_music_keeps_its_sound_and_the_film_carries_it(tmp_path):
