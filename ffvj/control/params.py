@@ -161,6 +161,7 @@ class ParamStore:
     def __post_init__(self) -> None:
         self._targets = {n: p.default for n, p in self.registry.items()}
         self._current = dict(self._targets)
+        self.advanced = dict(self._targets)  # the targets the last ``advance`` smoothed toward
         self._counts = Counts("rejected", "clamped")
         self._warn = RateLimitedLog(log)
 
