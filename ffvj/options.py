@@ -69,6 +69,16 @@ def _shown(value) -> str:
     return str(value)
 
 
+def _parser(f: Field, default):
+    """The type of a field's values: its default's, or (a default of None) its annotation's (``float | None``)."""
+    if isinstance(default, enum.Enum) or isinstance(default, bool):
+        return None
+    if isinstance(default, (int, float)):
+        return type(default)
+    base = str(f.type).split("|")[0].strip()
+    return {"int": int, "float": float}.get(base)
+
+
 def add_options(parser, cls, prefix: str = "", exclude: tuple[str, ...] = ()) -> None:
     """One argparse option per ``option`` field of ``cls`` (``prefix``: "osc" makes ``--osc-port``)."""
     specs = {f.name: f for f in fields(cls)}
@@ -91,8 +101,7 @@ def add_options(parser, cls, prefix: str = "", exclude: tuple[str, ...] = ()) ->
             kw.update(action="append" if spec.repeat else "store", default=None)
         else:
             kw["default"] = default
-        parse = spec.parse or (type(default) if isinstance(default, (int, float)) and not isinstance(default, enum.Enum)
-                               else None)
+        parse = spec.parse or _parser(f, default)
         if spec.choices is not None:
             kw["choices"] = [c.value if isinstance(c, enum.Enum) else c for c in spec.choices]
         if parse is not None:

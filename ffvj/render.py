@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,13 +197,23 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
     if not 0 <= cfg.level <= model.levels:
         raise ValueError(f"--level {cfg.level}: the model's levels are 0..{model.levels}")
     t0 = show.frames[0]["t"]
-    first = max(0, math.floor(cfg.start * fps + 1e-9))
-    last = len(show.frames) if cfg.end is None else min(len(show.frames), math.ceil(cfg.end * fps - 1e-9))
+    # The show's time is its schedule's: slot n at n / fps (a live show that fell behind skipped slots; the
+    # film holds a frame across the slots after it, as the live recording did).
+    slots = [record["slot"] for record in show.frames]
+    shown_seconds = (slots[-1] + 1) / fps
+    if cfg.start < 0 or (cfg.end is not None and cfg.end <= cfg.start) or film_fps <= 0:
+        raise ValueError(f"--from {cfg.start:g} --to {cfg.end} --fps {film_fps:g}: a film needs 0 ≤ from < to and a "
+                         "rate above 0")
+    first = next((i for i, slot in enumerate(slots) if slot >= cfg.start * fps - 1e-9), len(slots))
+    last = len(slots) if cfg.end is None else sum(1 for slot in slots if slot < cfg.end * fps - 1e-9)
+    if first >= last:
+        raise ValueError(f"--from {cfg.start:g}: the show is {shown_seconds:.1f} s long")
+    origin = slots[first]  # the film's time 0
     sources = _Sources(show, width, height, device)
     limiter = FlashLimiter(fps)  # (on the loop's frames, as live)
     sound = show.sound()  # the music as the show heard it, under the film
     sink = open_sink(f"file:{cfg.out}", size=(width, height), fps=film_fps,
-                     **({"audio": _RecordedSound(*sound, start=first / fps)} if sound is not None else {}))
+                     **({"audio": _RecordedSound(*sound, start=origin / fps)} if sound is not None else {}))
     bar = None
     if cfg.progress:
         from tqdm import tqdm
@@ -230,9 +239,9 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
             engine.step(phi, source, record["dt"])
             shown = grade(engine.states[0], phi.grade) if cfg.level == 0 else engine.view(cfg.level)
             picture = limiter.limit(shown, phi.output.flash_limit)
-            # The film's frames whose time falls in this show frame's: one each at the show's rate; at
-            # another, this frame repeated or skipped.
-            ends = (record["f"] + 1 - first) / fps
+            # The film's frames whose time falls in this show frame's (from its slot to the next frame's):
+            # one each at the show's rate; at another, or across skipped slots, this frame repeated or skipped.
+            ends = ((slots[record["f"] + 1] if record["f"] + 1 < last else record["slot"] + 1) - origin) / fps
             while record["f"] >= first and written / film_fps < ends - 1e-9:
                 sink.send(engine.readback(sink.preferred_format, picture), written, sink.preferred_format)
                 if on_frame is not None:

@@ -361,11 +361,8 @@ class _Show:
         if controls.models.current is None:  # what the show started on (the web page shows it)
             controls.models.current = cfg.model or look_model or checkpoint.DEFAULT_MODEL
         self.recorder = None
-        if cfg.record_show:
-            self.recorder = controls.journal = ShowRecorder(cfg.record_show, self._show_header(card), cfg.fps)
-            stack.callback(self.recorder.close)
-            if controls.snapshots is not None and controls.snapshots.occupied():  # slots the show began with
-                controls.snapshots.save(self.recorder.path / SNAPSHOTS)
+        if cfg.record_show:  # (the folder checked now; written once everything else has opened)
+            ShowRecorder.check_path(cfg.record_show)
         # The surfaces are made (mapping files read, OSC options checked) before anything opens, so a
         # typo there never opens a camera or an output first; they start once the outputs are open.
         services = surfaces(cfg, controls) + services
@@ -381,8 +378,6 @@ class _Show:
         if cfg.audio:  # (a missing file fails here; a missing device is said once and looked for)
             controls.audio = open_audio(cfg.audio, cfg.audio_bands)
             stack.callback(controls.audio.close)
-            if self.recorder is not None:
-                self.recorder.hear(controls.audio.tap())
         self.source = stack.enter_context(open_source(cfg.source, size, cfg.fps, **cfg.source_options))
         self.outputs = stack.enter_context(Outputs(cfg.sinks, size, cfg.fps, model.levels, cfg.device_formats == "on",
                                                    controls.audio))
@@ -397,10 +392,23 @@ class _Show:
         elif cfg.link:
             log.warning("--link: an offline render keeps its own clock (repeatable); Link is for a live show")
         self.services = [stack.enter_context(svc) for svc in services]
+        if cfg.record_show:
+            self._record(cfg, card, stack)
         # The sinks close first, whatever a service does while closing: a recording is finalised.
         stack.callback(self.outputs.__exit__, None, None, None)
         log.info("running %s → engine (%d levels, %s, %dx%d) → %s, %s", self.source.spec, model.levels, device,
                  cfg.width, cfg.height, ", ".join(cfg.sinks), self.pace.value)
+
+    def _record(self, cfg: RunConfig, card: dict, stack: ExitStack) -> None:
+        """The show file (``--record-show``): its header now, every frame as it is shown."""
+        controls = self.controls
+        self.recorder = controls.journal = ShowRecorder(cfg.record_show, self._show_header(card), cfg.fps)
+        stack.callback(setattr, controls, "journal", None)
+        stack.callback(self.recorder.close)
+        if controls.snapshots is not None and controls.snapshots.occupied():  # slots the show began with
+            controls.snapshots.save(self.recorder.path / SNAPSHOTS)
+        if controls.audio is not None:  # (a tap is made before the input starts: the render loop starts it)
+            self.recorder.hear(controls.audio.tap())
 
     def _show_header(self, card: dict) -> dict:
         """What a show file needs besides its frames to render the show again (``showfile``)."""
@@ -537,9 +545,9 @@ class _Show:
         if now - self.last_status >= cfg.status_interval:
             self.last_status = now
             stats.sinks_failed = self.outputs.failed
-            stats.surfaces = {k: v for svc in self.services for k, v in self._guarded(svc.figures, {}).items()}
+            stats.surfaces = {k: v for svc in self.services for k, v in (self._guarded(svc.figures, {}) or {}).items()}
             if cfg.status_format == "json":  # one object a line, for a monitor
-                (on_status or log.info)(json.dumps(stats.figures()))
+                (on_status or log.info)(json.dumps(stats.figures(), default=str))
             else:
                 parts = [part for svc in (*self.services, self.controls) if (part := _status(self.warn, svc))]
                 if down := self.outputs.failed:  # said in every status line while it lasts, not only once

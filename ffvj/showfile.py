@@ -107,7 +107,7 @@ class _SourceWriter:
                     stream.options = {"crf": "0", "preset": "ultrafast", "g": str(max(1, round(self.fps)))}
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
-        except (OSError, ValueError, av.FFmpegError) as exc:  # a full disk, a frame of another size
+        except Exception as exc:  # noqa: BLE001 — a full disk, a frame of another size, anything: never the show
             self.failed = str(exc)
             log.error("the show file's source video stopped: %s (the show goes on; the show file replays up to "
                       "here)", exc)
@@ -123,7 +123,11 @@ class _SourceWriter:
                     log.error("the show file's source video did not close cleanly: %s", exc)
 
     def close(self) -> None:
-        self._queue.put(None)  # (waits for room: the encoder takes one frame at a time)
+        try:
+            self._queue.put(None, timeout=30 if self._thread.is_alive() else 0.01)  # the encoder finishes the queue
+        except queue.Full:
+            log.error("the show file's source video did not finish: its encoder is stuck")
+            return
         self._thread.join(timeout=30)
 
 
@@ -161,6 +165,8 @@ class _SoundWriter:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._thread.is_alive():  # stuck on a full disk: leave the file to it
+            return
         try:
             self._write()
             self._file.close()
@@ -174,11 +180,17 @@ class ShowRecorder:
     frame; each costs the loop a queue put or a line write. A failure (a full disk) is said once and ends
     the recording, never the show."""
 
-    def __init__(self, path: str | Path, header: dict, fps: float):
-        self.path = Path(path).expanduser()
-        if self.path.exists() and any(self.path.iterdir()):
-            raise ValueError(f"--record-show {self.path}: the folder is not empty; a show file is never overwritten "
+    @staticmethod
+    def check_path(path: str | Path) -> Path:
+        """``path`` as a new show file's folder, or a ValueError in one line (at start-up, before anything opens)."""
+        path = Path(path).expanduser()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ValueError(f"--record-show {path}: not an empty folder; a show file is never written over "
                              "(name a new folder)")
+        return path
+
+    def __init__(self, path: str | Path, header: dict, fps: float):
+        self.path = self.check_path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         _write_atomically(self.path / HEADER, json.dumps({"format": FORMAT, "version": VERSION, **header}, indent=1))
         self._lines = open(self.path / FRAMES, "a", encoding="utf-8", buffering=1 << 16)
@@ -225,6 +237,7 @@ class ShowRecorder:
     def frame(self, slot: int, dt: float, now: float, beat: float, targets: dict, heard) -> None:
         """One frame's line: its clock, the tempo's beat, its source frame, the music, the changed targets."""
         if self.failed:
+            self._events = {}
             return
         started = time.perf_counter()
         if self._first_t is None:
@@ -309,9 +322,15 @@ class ShowFile:
         head = self.path / SOUND_HEADER
         if not head.is_file():
             return None
-        rate = int(json.loads(head.read_text(encoding="utf-8"))["rate"])
-        raw = (self.path / SOUND).read_bytes()
-        return np.frombuffer(raw[:len(raw) // 4 * 4], "<f4"), rate
+        try:
+            rate = int(json.loads(head.read_text(encoding="utf-8"))["rate"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ShowFileError(f"{head}: unreadable ({exc})") from exc
+        path = self.path / SOUND
+        count = path.stat().st_size // 4 if path.is_file() else 0
+        if count == 0:
+            return None
+        return np.memmap(path, "<f4", "r", shape=(count,)), rate
 
     def source_frames(self):
         """Every recorded source frame, in order (what a live loop saw); stops where the video does."""

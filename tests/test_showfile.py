@@ -226,9 +226,14 @@ def test_a_show_file_of_a_newer_version_is_refused_in_one_line(tmp_path):
 def test_a_show_is_never_recorded_over_another(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "show.json").write_text("{}")
-    with pytest.raises(StartupError, match="not empty"):
+    with pytest.raises(StartupError, match="not an empty folder"):
         run(RunConfig(source="generator", sinks=["null"], width=64, height=48, frames=2, pace="offline",
                       record_show=str(tmp_path / "old")))
+    # A show that fails to start (a typo in a sink) leaves the folder for the corrected command.
+    with pytest.raises(StartupError, match="nosuchsink"):
+        run(RunConfig(source="generator", sinks=["nosuchsink"], width=64, height=48, frames=2, pace="offline",
+                      record_show=str(tmp_path / "new")))
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
 
 
 def test_a_recorded_show_renders_again_trimmed_held_and_as_a_timeline(tmp_path):
@@ -324,6 +329,37 @@ def test_a_show_that_hears_music_keeps_its_sound_and_the_film_carries_it(tmp_pat
     with av.open(str(tmp_path / "film.mp4")) as film:
         assert [s.type for s in film.streams] == ["video", "audio"]
         assert abs(float(film.streams.audio[0].duration * film.streams.audio[0].time_base) - 2.0) < 0.1
+
+
+def test_ffvj_render_takes_its_options_from_the_command_line(tmp_path):
+    from ffvj.cli import main as ffvj
+
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, fps=FPS, frames=30, pace="offline",
+                  record_show=str(tmp_path / "show")))
+    assert ffvj(["render", str(tmp_path / "show"), "--from", "0.2", "--to", "0.6", "--fps", "15", "--size", "96x64",
+                 "--out", str(tmp_path / "film.mp4"), "--no-progress", "--json"]) == 0
+    assert ffvj(["render", str(tmp_path / "show"), "--from", "5", "--no-progress"]) == 2  # past the end: one line
+
+
+def test_a_live_show_that_fell_behind_keeps_its_time_in_the_film(tmp_path):
+    """Slots a live show skipped are held by the frame before, as the live recording did: the film lasts
+    as long as the show, and a trim is in the show's seconds."""
+    path = tmp_path / "show"
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, fps=FPS, frames=20, pace="offline",
+                  record_show=str(path)))
+    lines = (path / "frames.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for r in records[10:]:
+        r["slot"] += 10  # as if the show had been 10 slots (1/3 s) late after frame 10
+    (path / "frames.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    shown = []
+    result = render(RenderConfig(show=str(path), out=str(tmp_path / "a.mp4"), progress=False),
+                    on_frame=lambda i, rgb: shown.append(i))
+    assert result["written"] == 30 and shown == list(range(9)) + [9] * 11 + list(range(10, 20))
+    trimmed = []
+    render(RenderConfig(show=str(path), out=str(tmp_path / "b.mp4"), start=0.5, progress=False),
+           on_frame=lambda i, rgb: trimmed.append(i))
+    assert trimmed == list(range(10, 20))  # 0.5 s = slot 15: the first frame at or after it is frame 10 (slot 20)
 
 
 def main() -> None:

@@ -155,7 +155,9 @@ class Controls:
         if action.thread == FILES:  # file work off the render loop (a preset's morph itself runs here)
             self._file_worker().submit(self._perform, action, args)
         else:
-            if self.journal is not None:  # it changes the picture on this frame: a re-render performs it again
+            # It changes the picture on this frame: a re-render performs it again. (A preset recall read ahead
+            # runs here too, but what it does is in the targets the show file records: not performed twice.)
+            if self.journal is not None and ACTIONS[action.name].thread == LOOP:
                 self.journal.action(action.name, args)
             self._guarded(f"action {action.name}", self._perform, action, args, engine)
 
