@@ -138,6 +138,8 @@ def check(path: Path, live, big: tuple[int, int] | None, out: Path) -> dict:
     live_change = _Changes()
 
     def same_frame(i, rgb):
+        if diff["n"] > i:  # (a frame held across slots the live show skipped: compared once)
+            return
         d = np.abs(live[i].astype(np.int16) - rgb.astype(np.int16))
         diff["max"], diff["sum"], diff["n"] = max(diff["max"], int(d.max())), diff["sum"] + float(d.mean()), diff["n"] + 1
         live_change.add(live[i])
@@ -149,7 +151,8 @@ def check(path: Path, live, big: tuple[int, int] | None, out: Path) -> dict:
     if big is not None:
         big_change = _Changes()
         grown = render(RenderConfig(show=str(path), out=str(out / "big.mp4"), width=big[0], height=big[1],
-                                    progress=False), on_frame=lambda i, rgb: big_change.add(rgb))
+                                    progress=False),
+                       on_frame=lambda i, rgb: len(big_change.values) == i and big_change.add(rgb))
         result.update(big_fps=grown["fps"], frames_big=len(big_change.values), big_change=np.array(big_change.values))
     return result
 
