@@ -148,6 +148,7 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
     what was done: frames rendered and written, seconds, fps."""
     from .control.actions import ACTIONS, perform
     from .control.controls import Controls
+    from .control.model_switch import ModelSwitcher
     from .engine import pixfmt
     from .engine.device import resolve_device
     from .engine.engine import FeedbackEngine
@@ -155,6 +156,7 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
     from .engine.grade import grade
     from .media.sinks import open_sink
     from .model import checkpoint
+    from .model.data import read_luminance
     from .phi import Phi
 
     show = ShowFile(cfg.show)
@@ -175,6 +177,7 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
         raise ShowFileError(f"model {cfg.model or head['model']} has {model.levels} levels; the show was played on "
                             f"{head['levels']}")
     controls = Controls.for_levels(model.levels, seed=head["seed"])
+    switcher = ModelSwitcher(model.levels, str(device))  # the show's model switches, on their frames
     store = controls.store
     for name, value in head["start"].items():
         if name in store.registry:
@@ -183,12 +186,7 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
         if name not in store.registry or not store.set(name, value, source="--set"):
             raise ValueError(f"--set {name}={value}: not a parameter and value this show's model takes")
     store.advance(0)
-    map_image = None
-    if head.get("map_image"):
-        import torch
-
-        from .model.data import read_image
-        map_image = torch.from_numpy(read_image(head["map_image"]).mean(axis=2, dtype=np.float32) / 255)[None, None]
+    map_image = read_luminance(head["map_image"]) if head.get("map_image") else None
     engine = FeedbackEngine(model, width, height, device, seed=head["seed"], map_image=map_image,
                             precision=head.get("precision", "fp32"), scales=checkpoint.scales(card),
                             views=checkpoint.views(card))
@@ -226,10 +224,8 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
                 engine.reseed()
             for name, args in record.get("do", []):
                 perform(ACTIONS[name], args, controls, engine)
-            if "model" in record:
-                switched, switched_card = checkpoint.load(record["model"][0], device)
-                engine.switch_model(switched, checkpoint.scales(switched_card), record["model"][1],
-                                    checkpoint.views(switched_card))
+            if "model" in record and switcher.load(*record["model"]):  # (as live: its crossfade too)
+                switcher.apply(engine)
             for name, value in record.get("set", {}).items():
                 if name not in cfg.settings:  # a parameter held for the whole show stays where --set put it
                     store.set(name, value, source="show")
@@ -242,10 +238,14 @@ def render(cfg: RenderConfig, on_frame=None) -> dict:
             # The film's frames whose time falls in this show frame's (from its slot to the next frame's):
             # one each at the show's rate; at another, or across skipped slots, this frame repeated or skipped.
             ends = ((slots[record["f"] + 1] if record["f"] + 1 < last else record["slot"] + 1) - origin) / fps
+            frame = rgb = None
             while record["f"] >= first and written / film_fps < ends - 1e-9:
-                sink.send(engine.readback(sink.preferred_format, picture), written, sink.preferred_format)
+                if frame is None:  # one readback a show frame, however often the film holds it
+                    frame = engine.readback(sink.preferred_format, picture)
+                    rgb = engine.readback(pixfmt.RGB24, picture) if on_frame is not None else None
+                sink.send(frame, written, sink.preferred_format)
                 if on_frame is not None:
-                    on_frame(record["f"], engine.readback(pixfmt.RGB24, picture))
+                    on_frame(record["f"], rgb)
                 written += 1
             if bar is not None:
                 bar.update(1)

@@ -65,7 +65,7 @@ from .media.base import SinkUnavailable, SourceError
 from .media.outputs import Outputs
 from .media.sources import open_source
 from .model import checkpoint
-from .model.data import read_image
+from .model.data import read_luminance
 from .options import (
     check_choices,
     device_option,
@@ -343,10 +343,7 @@ class _Show:
                 raise ValueError(f"--preset {cfg.preset}: meta.model: {exc}") from None
             model, card = checkpoint.load(look_model, device)
             _check_fit(controls, model.levels, look_model)
-        map_image = None
-        if cfg.map_image:
-            grey = read_image(cfg.map_image).mean(axis=2, dtype=np.float32) / 255
-            map_image = torch.from_numpy(grey)[None, None]
+        map_image = read_luminance(cfg.map_image) if cfg.map_image else None
         self.engine = FeedbackEngine(model, cfg.width, cfg.height, device, seed=cfg.seed, map_image=map_image,
                                      compile=cfg.compile, precision=cfg.precision, scales=checkpoint.scales(card),
                                      views=checkpoint.views(card))

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -39,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_atomically
 from .reporting import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,6 @@ QUEUE_FRAMES = 60
 
 class ShowFileError(ValueError):
     """A show file that cannot be read: the message names the problem and, where there is one, the fix."""
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # (mkstemp's own is the owner's alone)
-    os.replace(tmp, path)
 
 
 class _SourceWriter:
@@ -149,7 +138,7 @@ class _SoundWriter:
         samples = self.tap.take(self.clock())
         if len(samples):
             if self.samples == 0:
-                _write_atomically(self.folder / SOUND_HEADER, json.dumps({"rate": self.tap.rate, "channels": 1,
+                write_atomically(self.folder / SOUND_HEADER, json.dumps({"rate": self.tap.rate, "channels": 1,
                                                                           "format": "float32le"}))
             self._file.write(np.asarray(samples, "<f4").tobytes())
             self._file.flush()
@@ -192,7 +181,7 @@ class ShowRecorder:
     def __init__(self, path: str | Path, header: dict, fps: float):
         self.path = self.check_path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.path / HEADER, json.dumps({"format": FORMAT, "version": VERSION, **header}, indent=1))
+        write_atomically(self.path / HEADER, json.dumps({"format": FORMAT, "version": VERSION, **header}, indent=1))
         self._lines = open(self.path / FRAMES, "a", encoding="utf-8", buffering=1 << 16)
         self._video = _SourceWriter(self.path / SOURCE, fps)
         self._targets = dict(header.get("start", {}))

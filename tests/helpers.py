@@ -37,6 +37,12 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def smooth_picture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A photo-like RGB uint8 picture: smooth colour fields plus a few hard-edged shapes."""
     coarse = rng.random((max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)

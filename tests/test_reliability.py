@@ -25,7 +25,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 
-from tests.helpers import free_udp_port, wait_until
+from tests.helpers import free_tcp_port, free_udp_port, wait_until
 from tests.jack import peer, stop_peer, jack_server  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
@@ -224,12 +224,7 @@ def _fds(pid: int) -> int:
 def test_a_show_under_fire_renders_answers_and_stops_with_a_playable_recording(jack_server, tmp_path):
     out = tmp_path / "show.mp4"
     osc_port, feedback_port = free_udp_port(), free_udp_port()
-    ports = []
-    for _ in range(2):  # OSCQuery's and the web page's
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    query_port, web_port = ports
+    query_port, web_port = free_tcp_port(), free_tcp_port()
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", feedback_port))
     feedback.settimeout(0.2)

@@ -31,7 +31,7 @@ from ffvj.render import RenderConfig, render, timeline
 from ffvj.show import RunConfig, StartupError, run
 from ffvj.showfile import ShowFile, ShowFileError
 from ffvj.web import WebConfig
-from tests.helpers import free_udp_port, wait_until
+from tests.helpers import free_tcp_port, free_udp_port, wait_until
 from tests.jack import FIND_AND_SEND, jack_server, peer, stop_peer  # noqa: F401 (the fixture)
 
 FPS = 30
@@ -63,7 +63,7 @@ def play(path: Path, seconds: float, size: tuple[int, int], jack_env: dict, fram
     from the start, OSC, the web page, a MIDI controller over JACK, a preset morph, a model switch and a
     re-seed, spread over ``seconds``. ``frames_out(slot, rgb)`` sees every live frame. Returns when each
     was sent (seconds into the show)."""
-    osc_port, web_port = free_udp_port(), _free_tcp_port()
+    osc_port, web_port = free_udp_port(), free_tcp_port()
     controls = Controls.for_levels(3)
     started: dict = {}
     sent: dict = {}
@@ -107,12 +107,6 @@ def play(path: Path, seconds: float, size: tuple[int, int], jack_env: dict, fram
         for p in midi_peer:
             stop_peer(p)
     return sent
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Changes:

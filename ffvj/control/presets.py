@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from importlib import resources
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import tomli_w
 
+from ..files import write_atomically
 from ..phi import Param
 from ..reporting import RateLimitedLog
 from .params import ParamStore
@@ -196,19 +196,6 @@ def _ffvj_version() -> str:
         return "0+unknown"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # Write beside the target, then rename: a crash or a full disk mid-save never leaves half a preset.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # --- presets ---------------------------------------------------------------------------------------
 
 class PresetBank:
@@ -259,7 +246,7 @@ class PresetBank:
             raise PresetError(f"{MAX_PRESETS} presets in {self.directory} already: not saving {name!r} "
                               "(replace one, or tidy the folder)")
         created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-        _write_atomically(path, format_preset(self.store.targets(), self.store.registry, name, created, _ffvj_version()))
+        write_atomically(path, format_preset(self.store.targets(), self.store.registry, name, created, _ffvj_version()))
         log.info("saved preset %r to %s", name, path)
         return path
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..files import write_atomically
 from ..reporting import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -94,16 +93,8 @@ class SnapshotBank:
         """Write ``tensors`` (``snapshot_for_saving``'s) to ``path`` atomically."""
         from safetensors.torch import save_file
 
-        path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": "ffvj snapshots", "version": "1"})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, write=lambda tmp: save_file(tensors, tmp, metadata={"format": "ffvj snapshots",
+                                                                                    "version": "1"}))
 
     def save(self, path: str | Path) -> None:
         self.write(path, self.snapshot_for_saving())

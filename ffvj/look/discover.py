@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import write_atomically
 from ..options import option, positive_int, size
 
 log = logging.getLogger(__name__)
@@ -181,17 +181,6 @@ def _key(solution) -> str:
     return hashlib.sha1(np.asarray(solution, np.float64).tobytes()).hexdigest()[:16]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class _Run:
     """A discovery's archive and records, as they are kept on disk."""
@@ -215,14 +204,14 @@ class _Run:
         thumbs.mkdir(exist_ok=True)
         for k, record in self.elites.items():
             if record.get("thumb") and not (thumbs / f"{k}.png").exists():
-                _write_atomically(thumbs / f"{k}.png", bytes.fromhex(record["thumb"]))
+                write_atomically(thumbs / f"{k}.png", bytes.fromhex(record["thumb"]))
         buffer = _npz(solution=data["solution"], objective=data["objective"], measures=data["measures"])
-        _write_atomically(self.out / "archive.npz", buffer)
+        write_atomically(self.out / "archive.npz", buffer)
         kept = {k: {f: v for f, v in r.items() if f != "thumb"} for k, r in self.elites.items()}
-        _write_atomically(self.out / "elites.json", json.dumps(kept, indent=1).encode())
+        write_atomically(self.out / "elites.json", json.dumps(kept, indent=1).encode())
         state = {"iterations": self.iterations, "evaluations": self.evaluations, "seed": self.cfg.seed,
                  "shape": {**self.cfg.shape(), "models": list(self.models)}}
-        _write_atomically(self.out / "state.json", json.dumps(state, indent=1).encode())
+        write_atomically(self.out / "state.json", json.dumps(state, indent=1).encode())
         for k in {p.stem for p in thumbs.glob("*.png")} - set(kept):  # evicted elites' frames
             (thumbs / f"{k}.png").unlink(missing_ok=True)
 

@@ -77,6 +77,11 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def read_luminance(path: str | Path) -> torch.Tensor:
+    """A picture file's luminance in [0, 1] as (1, 1, H, W): a modulation map (``map.kind = image``)."""
+    return torch.from_numpy(read_image(Path(path)).mean(axis=2, dtype=np.float32) / 255)[None, None]
+
+
 def image_folder(path: Path) -> dict[str, np.ndarray]:
     """Every picture under a folder (recursively), by relative path."""
     path = Path(path)
