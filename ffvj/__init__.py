@@ -86,6 +86,7 @@ The parts (each a folder; its ``__init__`` lists its rooms):
     options.py every command's options, declared once on the config fields they fill
     showfile.py the show file (ShowRecorder, ShowFile);  render.py ``ffvj render``
     reporting.py  thread-safe counts and a rate-limited log: how every part reports during a show
+    files.py   write_atomically: a file written whole or not at all
 """
 
 import importlib.metadata
