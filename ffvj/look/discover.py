@@ -15,7 +15,8 @@ it is and with the hierarchy cut, and judged by ``ffvj look``'s own measures (``
 * **Objective**: 10 × the share of checks passed; a candidate that passes them all gets 10 plus up to 90
   for how plainly the hierarchy shows, how much detail it keeps and how alive it is (``objective``).
 * **Descriptors**: motion (levels a frame) × colourfulness, so the archive is a gallery from calm to wild
-  and from muted to vivid, the best process in each cell (Mouret and Clune 2015).
+  and from muted to vivid, the best process in each cell (Mouret and Clune 2015). Only a look that passes
+  every check takes a cell: the archive is the gallery, and every parent a passing look.
 
 The search is pyribs' (a ``GridArchive`` and IsoLine emitters, Vassiliades and Mouret 2018); the
 evaluations run on Dask distributed: a ``LocalCluster`` of ``workers`` processes by default, or any
@@ -61,8 +62,9 @@ SPACE: tuple[tuple[str, float, float], ...] = (
     ("l2.rotate", -6.0, 6.0), ("l2.turn", -40.0, 40.0), ("l2.drive", 0.7, 2.5), ("l2.noise", 0.0, 0.2),
     ("l2.blur", -0.8, 0.4), ("l2.amplify", 0.0, 0.1),
     ("l3.rotate", -8.0, 8.0), ("l3.turn", -45.0, 45.0), ("l3.noise", 0.0, 0.2),
-    ("drive", 0.9, 1.8), ("input.mix", 0.05, 0.3), ("color.saturation", 0.7, 1.3), ("color.hue", -1.0, 1.0),
+    ("drive", 0.9, 1.8), ("input.mix", 0.05, 0.3), ("color.saturation", 0.4, 1.6), ("color.hue", -1.0, 1.0),
 )
+PASSING = 10.0  # the objective of a look that passes every check (and the least a cell's elite may have)
 MIN_MOTION = 0.3  # levels a frame, settled: below it the look has frozen
 MAX_FLICKER = 2.5  # levels: the settled picture's second difference in time
 # The descriptors' ranges (the archive's extent), fitted to where looks that pass fall on the pan: settled
@@ -70,6 +72,9 @@ MAX_FLICKER = 2.5  # levels: the settled picture's second difference in time
 # and 10–100 left 3 of 8 motion columns in use and piled the colourful ones into the last row).
 MOTION_RANGE, COLOUR_RANGE = (0.4, 2.0), (40.0, 140.0)
 ARCHIVE_CELLS = (12, 12)  # finer niches keep more of what a run finds (8 × 8 kept 8 of a 10-minute run's 39 passing candidates)
+# Models a search leaves out unless asked (--model): `smooth`'s sub-pixel decoders lay any life of a deep
+# level on the 2/4/8-pixel grid, whatever φ (0 of 104 candidates on it passed the grid check; docs/LOOKS.md).
+UNSEARCHED_MODELS = ("smooth",)
 EXTRA = "pip install 'ffvj[discover]' (pyribs and Dask distributed)"
 
 
@@ -95,7 +100,7 @@ class DiscoverConfig:
     fps: float = 30.0
     input: str = "pan"
     models: tuple[str, ...] = option((), "search this bundled model only (repeatable; default: every bundled "
-                                         "model)", flag="--model", metavar="NAME", repeat=True)
+                                         "model but smooth)", flag="--model", metavar="NAME", repeat=True)
     batch: int = option(8, "candidates per emitter and iteration (two emitters)", parse=positive_int)
     fresh: bool = option(False, "start over instead of resuming what --out holds")
 
@@ -128,8 +133,8 @@ def objective(checks: dict[str, bool], hierarchy: float, detail: float, motion: 
     look is (its motion over 1.5 levels a frame)."""
     passed = sum(bool(v) for v in checks.values()) / max(1, len(checks))
     if passed < 1:
-        return 10.0 * passed
-    return 10.0 + 90.0 * min(1.0, hierarchy / 10) * min(1.0, detail / 0.8) * min(1.0, motion / 1.5)
+        return PASSING * passed
+    return PASSING + 90.0 * min(1.0, hierarchy / 10) * min(1.0, detail / 0.8) * min(1.0, motion / 1.5)
 
 
 _PHOTOS: dict[str, tuple[str, dict]] = {}  # input name → (spec, options): the photo written once per process
@@ -232,7 +237,12 @@ def _npz(**arrays) -> bytes:
 def _archive(dims: int, seed: int):
     from ribs.archives import GridArchive
 
-    return GridArchive(solution_dim=dims, dims=ARCHIVE_CELLS, ranges=[MOTION_RANGE, COLOUR_RANGE], seed=seed)
+    # Only a look that passes every check (objective ≥ PASSING) takes a cell. The emitters draw their parents
+    # from the archive, so a failing candidate kept as a cell's best would be mutated again and again: with
+    # failing elites kept, 4 of 5 parents failed and 8 % of the candidates passed (11 of 144 cells). A lower
+    # threshold never rises (learning rate 1: a cell's threshold is its elite's objective, plain MAP-Elites).
+    return GridArchive(solution_dim=dims, dims=ARCHIVE_CELLS, ranges=[MOTION_RANGE, COLOUR_RANGE], seed=seed,
+                       threshold_min=PASSING, learning_rate=1.0)
 
 
 def _resume(cfg: DiscoverConfig, models: tuple[str, ...], dims: int) -> _Run:
@@ -268,7 +278,7 @@ def _emitters(run: _Run, dims: int):
     if len(data["solution"]):  # from the best elites found so far
         best = np.argsort(-data["objective"])
         starts = [data["solution"][best[i % len(best)]] for i in range(2)]
-    return [IsoLineEmitter(run.archive, iso_sigma=0.04, line_sigma=0.2, x0=np.clip(x0, 0, 1), bounds=[(0.0, 1.0)] * dims,
+    return [IsoLineEmitter(run.archive, iso_sigma=0.08, line_sigma=0.2, x0=np.clip(x0, 0, 1), bounds=[(0.0, 1.0)] * dims,
                            batch_size=run.cfg.batch, seed=int(rng.integers(2**31)))
             for x0 in starts]
 
@@ -330,7 +340,8 @@ def discover(cfg: DiscoverConfig, progress=None) -> dict:
         raise DiscoverError(f"ffvj discover needs pyribs: {EXTRA}") from exc
     from ..model.checkpoint import bundled_models
 
-    models = tuple(cfg.models) or tuple(sorted(bundled_models(), key=lambda n: (n != "default", n)))
+    models = tuple(cfg.models) or tuple(sorted((m for m in bundled_models() if m not in UNSEARCHED_MODELS),
+                                               key=lambda n: (n != "default", n)))
     unknown = [m for m in models if m not in bundled_models()]
     if unknown:
         raise DiscoverError(f"no bundled model {', '.join(unknown)}; bundled: {', '.join(bundled_models())}")

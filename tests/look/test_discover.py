@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ffvj.control.params import build_registry
-from ffvj.look.discover import SPACE, DiscoverConfig, _default_point, objective, settings_of
+from ffvj.look.discover import PASSING, SPACE, DiscoverConfig, _default_point, objective, settings_of
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow  # (pytest -m "not slow": the quick subset; CI runs them all)
@@ -63,13 +63,15 @@ def test_a_search_on_a_two_worker_cluster_writes_its_archive_and_resumes(tmp_pat
         assert state["iterations"] == 1 and state["evaluations"] == 4
         with np.load(out / "archive.npz", allow_pickle=False) as archive:
             elites = len(archive["solution"])
-        assert elites >= 1 and (out / "elites.json").is_file() and (out / "evaluations.jsonl").is_file()
+        assert (out / "elites.json").is_file() and (out / "evaluations.jsonl").is_file()
+        _only_passing_looks_are_kept(out, elites)
         again = _ffvj("--iterations", "1", "--out", str(out), "--scheduler", cluster.scheduler_address, *TINY)
         assert again.returncode == 0, again.stderr[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert state["iterations"] == 2 and state["evaluations"] == 8  # resumed, not restarted
     with np.load(out / "archive.npz", allow_pickle=False) as archive:
         assert len(archive["solution"]) >= elites  # an elite is only ever replaced by a better one
+        _only_passing_looks_are_kept(out, len(archive["solution"]))
     assert len((out / "evaluations.jsonl").read_text().splitlines()) == 8
     lines = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
     assert all({"objective", "descriptors", "checks", "settings", "model"} <= set(line) for line in lines)
@@ -77,6 +79,16 @@ def test_a_search_on_a_two_worker_cluster_writes_its_archive_and_resumes(tmp_pat
         assert 'base = "default"' in preset.read_text()
     other = _ffvj("--iterations", "1", "--out", str(out), "--size", "128x72", "--seconds", "2", "--batch", "2")
     assert other.returncode == 2 and "--fresh" in other.stderr  # another space or size: said, not mixed in
+
+
+def _only_passing_looks_are_kept(out, elites: int) -> None:
+    """A cell holds a look that passes every check, or nothing (a failing elite would be a parent)."""
+    kept = json.loads((out / "elites.json").read_text())
+    assert len(kept) == elites and all(all(r["checks"].values()) for r in kept.values())
+    evaluated = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    passed = [r for r in evaluated if all(r["checks"].values())]
+    assert elites <= len(passed) and (elites >= 1) == bool(passed)
+    assert all(r["objective"] < PASSING for r in evaluated if r not in passed)
 
 
 def test_a_search_killed_with_sigkill_resumes_from_its_last_iteration(tmp_path):
