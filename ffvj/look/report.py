@@ -141,6 +141,7 @@ class _Run:
     sheet: dict = field(default_factory=dict)  # frame index → (source, picture, level views, raw picture)
     cut_sheet: dict = field(default_factory=dict)  # frame index → the hierarchy-cut twin's raw picture
     texture: _Texture | None = None
+    level_lattice: bool = True  # each level state's lattice (reported, not a check: a quarter of a small run's time)
 
     def __post_init__(self):
         self._flashes = measures.FlashCounter(self.fps)
@@ -164,7 +165,7 @@ class _Run:
             self.source_hue.append(measures.hue_share(source))
         if slot % self.sample == 0:
             levels = [measures.state_lattice(s[0].float().cpu().numpy()) for s in engine.states[1:]
-                      if min(s.shape[-2:]) >= 2 * measures.LATTICE]
+                      if min(s.shape[-2:]) >= 2 * measures.LATTICE] if self.level_lattice else []
             self.sampled.append((slot / self.fps, measures.frame_lattice(picture),
                                  measures.frame_lattice(source) if source is not None else None, levels,
                                  measures.ssim(picture, source) if source is not None else None))
@@ -234,11 +235,11 @@ def look(cfg: LookConfig, progress=None) -> dict:
 
 
 def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | None, settings: dict,
-            sheets: bool = False, label: str | None = None) -> tuple[dict, "_Run"]:
+            sheets: bool = False, label: str | None = None, level_lattice: bool = True) -> tuple[dict, "_Run"]:
     """One look on one input (``source``: a spec and its options, from ``_source``), rendered and
     measured, and with ``cfg.hierarchy`` its hierarchy-cut twin too: the report's row (``_summarise``,
     named ``label``, else the preset's name) and what was measured (with ``sheets``, the contact
-    sheet's frames; else the last frame alone)."""
+    sheet's frames; else the last frame alone; without ``level_lattice``, no level state's lattice)."""
     spec, options = source
     frames = max(2, round(cfg.seconds * cfg.fps))
     sample = max(1, round(cfg.sample_every * cfg.fps))
@@ -246,7 +247,7 @@ def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | 
     sheet_at = sorted({min(frames - 1, round(t * cfg.fps)) for t in
                        (0.1, 0.5, 1.0, 2.0, cfg.seconds / 2, cfg.seconds)})
     texture_every = max(1, round(cfg.fps / TEXTURE_RATE))
-    measured = _Run(cfg.fps, sample, texture=_Texture(texture_every, settled_from))
+    measured = _Run(cfg.fps, sample, texture=_Texture(texture_every, settled_from), level_lattice=level_lattice)
 
     def on_frame(slot, picture, source, engine):
         measured(slot, picture, source, engine)
