@@ -62,6 +62,9 @@ class LookConfig:
     sample_every: float = 0.25  # seconds between the costlier measures (lattice, SSIM, texture)
     levels: bool = option(True, "contact sheets without the feature levels' views (the source and the picture only)",
                           flag="--no-levels")
+    audio: str | None = option(None, "a sound every run hears (file:PATH): the looks that play to music (kick, tide) "
+                                     "are judged hearing it; the others hear only its tempo (their LFOs)",
+                                 metavar="SPEC")
     hierarchy: bool = option(True, "skip the hierarchy measure (each look rendered again with the hierarchy cut: "
                                    "twice the time)", flag="--no-hierarchy")
 
@@ -231,7 +234,7 @@ def look(cfg: LookConfig, progress=None) -> dict:
             if progress:
                 progress(row, len(runs), len(runs_planned))
     return {"size": f"{cfg.width}x{cfg.height}", "fps": cfg.fps, "seconds": cfg.seconds, "seed": cfg.seed,
-            "model": cfg.model or "default", "runs": runs, "distinct": _distinct(settled)}
+            "model": cfg.model or "default", "audio": cfg.audio, "runs": runs, "distinct": _distinct(settled)}
 
 
 def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | None, settings: dict,
@@ -283,7 +286,7 @@ def _render(cfg: LookConfig, spec: str, options: dict, preset: str | None, setti
 
     run(RunConfig(source=spec, source_options=options, sinks=["null"], width=cfg.width, height=cfg.height,
                   fps=cfg.fps, frames=frames, model=cfg.model, seed=seed, pace="offline", preset=preset,
-                  settings=dict(settings), status_interval=math.inf), on_frame=on_frame)
+                  settings=dict(settings), audio=cfg.audio, status_interval=math.inf), on_frame=on_frame)
 
 
 DISTINCT = 0.5  # two looks whose settled frames are this similar (SSIM) or more are one look twice
@@ -446,7 +449,7 @@ def format_report(report: dict) -> str:
     wi = max([5] + [len(r["input"]) for r in report["runs"]])
     wp = max([6] + [len(r["preset"]) for r in report["runs"]])
     lines = [f"ffvj look — {report['size']} at {report['fps']:g} fps, {report['seconds']:g} s, seed {report['seed']}, "
-             f"model {report['model']}",
+             f"model {report['model']}" + (f", hearing {report['audio']}" if report.get("audio") else ""),
              f"{'input':<{wi}} {'preset':<{wp}} {'lattice':>8} {'(src)':>6} {'levels':<17} {'ssim':>5} {'change':>6} "
              f"{'freeze':>6} {'flash':>5} {'red':>4} {'hue':>5} {'(src)':>5} {'hier':>5} {'detail':>6} {'dead':>5} "
              f"{'(src)':>5} {'cplx':>5} {'flick':>5} {'grid':>5} {'(src)':>5}  checks"]

@@ -42,3 +42,20 @@ def test_look_on_a_source_of_ones_own_and_a_bad_one(tmp_path, capsys):
     assert main(["look", "--input", "video:/nonexistent.mp4", "--size", "96x64", "--seconds", "0.5",
                  "--out", str(tmp_path)]) == 2
     assert "nonexistent.mp4" in capsys.readouterr().err
+
+
+def test_a_look_that_plays_to_music_is_judged_hearing_it(tmp_path, capsys):
+    """kick rests on the default look in silence; with --audio its picture is its own, and the report says
+    what it heard."""
+    from tests.audio.signals import drum_clip, write_wav
+
+    write_wav(tmp_path / "drums.wav", drum_clip(seconds=4, seed=3)[0])
+    args = ["look", "--input", "generator", "--preset", "default", "--preset", "kick", "--size", "96x64",
+            "--seconds", "2", "--fps", "15", "--no-hierarchy", "--json"]
+    assert main([*args, "--out", str(tmp_path / "silent")]) == 0
+    silent = json.loads(capsys.readouterr().out)
+    assert main([*args, "--out", str(tmp_path / "heard"), "--audio", f"file:{tmp_path / 'drums.wav'}"]) == 0
+    heard = json.loads(capsys.readouterr().out)
+    assert silent["audio"] is None and heard["audio"].endswith("drums.wav")
+    assert silent["distinct"]["generator"]["max_ssim"] > 0.99  # in silence kick is the default look
+    assert heard["distinct"]["generator"]["max_ssim"] < silent["distinct"]["generator"]["max_ssim"]
