@@ -554,8 +554,8 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     from .look.discover import DiscoverConfig, DiscoverError, describe, discover
 
     cfg = from_args(DiscoverConfig, args)
-    log.info("ffvj discover: %s, %d candidates an iteration, each %dx%d for %g s, twice (as is, hierarchy cut); "
-             "into %s", f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.minutes:g} minutes",
+    log.info("ffvj discover: %s, %d candidates an iteration, each %dx%d for %g s (then with the hierarchy cut "
+             "if it passes the rest); into %s", f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.minutes:g} minutes",
              2 * cfg.batch, cfg.width, cfg.height, cfg.seconds, cfg.out)
 
     def progress(summary):

@@ -6,8 +6,9 @@ the bundled models for feedback processes whose picture comes from the learned h
 
 A **candidate** is a point of [0, 1]^D: one dimension per parameter of ``SPACE`` (its range, through the
 parameter's own curve) and one for the model. It is rendered small and short through the real show
-(``DiscoverConfig``: 240×136, 10 s at 30 fps, the pan over a photo the model never trained on), twice: as
-it is and with the hierarchy cut, and judged by ``ffvj look``'s own measures (``report.measure``).
+(``DiscoverConfig``: 240×136, 10 s at 30 fps, the pan over a photo the model never trained on), as it
+is and, if it passes every other check, again with the hierarchy cut, and judged by ``ffvj look``'s own
+measures (``report.measure``).
 
 * **Checks** (limits no look may break): ``ffvj look``'s (lattice, flashes, colour burn, detail, dead
   area, pooling grid, hierarchy) and two of its own: it keeps moving (``MIN_MOTION``) and does not
@@ -67,10 +68,11 @@ SPACE: tuple[tuple[str, float, float], ...] = (
 PASSING = 10.0  # the objective of a look that passes every check (and the least a cell's elite may have)
 MIN_MOTION = 0.3  # levels a frame, settled: below it the look has frozen
 MAX_FLICKER = 2.5  # levels: the settled picture's second difference in time
-# The descriptors' ranges (the archive's extent), fitted to where looks that pass fall on the pan: settled
-# motion 0.7–1.3 levels a frame for 90 % of a search's candidates, colourfulness 64–123 (a range of 0–3
-# and 10–100 left 3 of 8 motion columns in use and piled the colourful ones into the last row).
-MOTION_RANGE, COLOUR_RANGE = (0.4, 2.0), (40.0, 140.0)
+# The descriptors' ranges (the archive's extent), fitted to where candidates fall on the pan when judged
+# settled (10 s): motion 0.37–0.90 levels a frame and colourfulness 34–103 for 90 % of them. (Fitted to
+# 5-s renders, 0.4–2 and 40–140 left the settled looks in a corner: 36 passing candidates in 15 cells,
+# 24 over these ranges.) Whatever falls outside is kept in the nearest edge cell.
+MOTION_RANGE, COLOUR_RANGE = (MIN_MOTION, 1.2), (25.0, 110.0)
 ARCHIVE_CELLS = (12, 12)  # finer niches keep more of what a run finds (8 × 8 kept 8 of a 10-minute run's 39 passing candidates)
 # Models a search leaves out unless asked (--model): `smooth`'s sub-pixel decoders lay any life of a deep
 # level on the 2/4/8-pixel grid, whatever φ (0 of 104 candidates on it passed the grid check; docs/LOOKS.md).
@@ -162,7 +164,7 @@ def evaluate(solution, cfg: DiscoverConfig, models: tuple[str, ...]) -> dict:
         look = LookConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, seconds=cfg.seconds, seed=cfg.seed,
                           model=model, levels=False, hierarchy=True)
         row, measured = measure(look, _PHOTOS[cfg.input], cfg.input, None, settings, label="discovered",
-                                level_lattice=False)
+                                level_lattice=False, cut_if=lambda row: all(_checks(row).values()))
     except Exception as exc:  # noqa: BLE001 — a candidate that cannot render is a bad candidate, not a crash
         result.update(objective=0.0, descriptors=[0.0, 0.0], checks={"renders": False},
                       error=f"{type(exc).__name__}: {exc}"[:300], seconds=round(time.perf_counter() - started, 2))
@@ -171,7 +173,7 @@ def evaluate(solution, cfg: DiscoverConfig, models: tuple[str, ...]) -> dict:
     hierarchy = t.get("hierarchy", {}).get("raw", {}).get("ratio") or 0.0
     detail, motion, flicker = t["detail"]["raw"] or 0.0, t["motion"] or 0.0, t["flicker"] or 0.0
     colour = t["colourfulness"]["raw"] or 0.0
-    checks = dict(row["checks"], moving=motion >= MIN_MOTION, steady=flicker <= MAX_FLICKER)
+    checks = _checks(row)
     frame = measured.sheet[max(measured.sheet)][3]
     ok, png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     result.update(
@@ -182,6 +184,14 @@ def evaluate(solution, cfg: DiscoverConfig, models: tuple[str, ...]) -> dict:
                  "complexity": t["complexity"]["raw"]},
         thumb=png.tobytes().hex() if ok else None, seconds=round(time.perf_counter() - started, 2))
     return result
+
+
+def _checks(row: dict) -> dict[str, bool]:
+    """``ffvj look``'s checks of a row and the search's own two. Without the hierarchy-cut twin (not
+    rendered for a look that failed already: half a candidate's time) there is no hierarchy check, and
+    the look is failing anyway."""
+    motion, flicker = row["texture"]["motion"] or 0.0, row["texture"]["flicker"] or 0.0
+    return dict(row["checks"], moving=motion >= MIN_MOTION, steady=flicker <= MAX_FLICKER)
 
 
 # --- the search -------------------------------------------------------------------------------------

@@ -238,11 +238,14 @@ def look(cfg: LookConfig, progress=None) -> dict:
 
 
 def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | None, settings: dict,
-            sheets: bool = False, label: str | None = None, level_lattice: bool = True) -> tuple[dict, "_Run"]:
+            sheets: bool = False, label: str | None = None, level_lattice: bool = True,
+            cut_if=None) -> tuple[dict, "_Run"]:
     """One look on one input (``source``: a spec and its options, from ``_source``), rendered and
     measured, and with ``cfg.hierarchy`` its hierarchy-cut twin too: the report's row (``_summarise``,
     named ``label``, else the preset's name) and what was measured (with ``sheets``, the contact
-    sheet's frames; else the last frame alone; without ``level_lattice``, no level state's lattice)."""
+    sheet's frames; else the last frame alone; without ``level_lattice``, no level state's lattice).
+    ``cut_if(row)``, given, decides from the look's own row whether its twin is worth rendering (a search
+    need not measure the hierarchy of a look that already failed: its row then has no hierarchy check)."""
     spec, options = source
     frames = max(2, round(cfg.seconds * cfg.fps))
     sample = max(1, round(cfg.sample_every * cfg.fps))
@@ -262,7 +265,8 @@ def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | 
 
     _render(cfg, spec, options, preset, settings, cfg.seed, frames, on_frame)
     twins = {}
-    if cfg.hierarchy:  # the same look with the hierarchy cut
+    label = label or preset or "default"
+    if cfg.hierarchy and (cut_if is None or cut_if(_summarise(measured, name, label, cfg))):  # the look, cut
         twins["cut"] = cut = _Texture(texture_every, settled_from)
 
         def on_cut_frame(slot, picture, source, engine):
@@ -272,7 +276,7 @@ def measure(cfg: LookConfig, source: tuple[str, dict], name: str, preset: str | 
                 measured.cut_sheet[slot] = raw
 
         _render(cfg, spec, options, preset, {**settings, CUT: 0.0}, cfg.seed, frames, on_cut_frame)
-    return _summarise(measured, name, label or preset or "default", cfg, twins), measured
+    return _summarise(measured, name, label, cfg, twins), measured
 
 
 CUT = "l0.gain_down"  # the hierarchy's way into the picture: at 0 the picture never hears the levels

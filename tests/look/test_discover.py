@@ -89,6 +89,9 @@ def _only_passing_looks_are_kept(out, elites: int) -> None:
     passed = [r for r in evaluated if all(r["checks"].values())]
     assert elites <= len(passed) and (elites >= 1) == bool(passed)
     assert all(r["objective"] < PASSING for r in evaluated if r not in passed)
+    for r in evaluated:  # the hierarchy-cut twin is rendered for a look that passed the rest, and only then
+        rest = {k: v for k, v in r["checks"].items() if k != "hierarchy"}
+        assert ("hierarchy" in r["checks"]) == all(rest.values()), r["checks"]
 
 
 def test_a_search_killed_with_sigkill_resumes_from_its_last_iteration(tmp_path):
