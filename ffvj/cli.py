@@ -555,7 +555,8 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
     cfg = from_args(DiscoverConfig, args)
     log.info("ffvj discover: %s, %d candidates an iteration, each %dx%d for %g s (then with the hierarchy cut "
-             "if it passes the rest); into %s", f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.minutes:g} minutes",
+             "if it passes the rest); into %s",
+             f"{cfg.iterations} iterations" if cfg.iterations else f"{cfg.minutes:g} minutes",
              2 * cfg.batch, cfg.width, cfg.height, cfg.seconds, cfg.out)
 
     def progress(summary):

@@ -294,8 +294,8 @@ def _emitters(run: _Run, dims: int):
         starts = [data["solution"][best[i % len(best)]] for i in range(2)]
     # σ 0.08 of each range: at 0.04 a run's passing children crowded into 14 cells (28 at 0.08, beside the
     # wider saturation range).
-    return [IsoLineEmitter(run.archive, iso_sigma=0.08, line_sigma=0.2, x0=np.clip(x0, 0, 1), bounds=[(0.0, 1.0)] * dims,
-                           batch_size=run.cfg.batch, seed=int(rng.integers(2**31)))
+    return [IsoLineEmitter(run.archive, iso_sigma=0.08, line_sigma=0.2, x0=np.clip(x0, 0, 1),
+                           bounds=[(0.0, 1.0)] * dims, batch_size=run.cfg.batch, seed=int(rng.integers(2**31)))
             for x0 in starts]
 
 
