@@ -78,7 +78,7 @@ def play(path: Path, seconds: float, size: tuple[int, int], jack_env: dict, fram
                 (0.25, "web", lambda: _web_set(web_port, "l1.turn", 20.0)),
                 (0.35, "midi", lambda: midi_peer.append(peer(jack_env, FIND_AND_SEND, "ffvj", json.dumps(
                     [{"type": "control_change", "control": 1, "value": 90}]), str(seconds)))),
-                (0.45, "preset", lambda: _osc(osc_port, "/ffvj/preset/recall", "dream", 2.0)),
+                (0.45, "preset", lambda: _osc(osc_port, "/ffvj/preset/recall", "deep", 2.0)),
                 (0.6, "model", lambda: _osc(osc_port, "/ffvj/model", "crisp", 1.0)),
                 (0.75, "reset", lambda: _osc(osc_port, "/ffvj/reset")),
                 (0.9, "recall", lambda: _osc(osc_port, "/ffvj/snapshot/recall", 1, 0.0))]
@@ -165,7 +165,7 @@ def test_a_show_played_on_every_surface_renders_again_frame_for_frame(jack_serve
     # Every surface's change is in the show file, on a frame of its own.
     for name in ("l0.rotate", "l1.turn", "l0.warp"):  # OSC, the web page, the mod wheel (generic mapping)
         assert _event_frames(events, "set", name), (name, [e for e in events if e["kind"] == "set"][:20])
-    morph = _event_frames(events, "set", "l3.rotate")  # dream's own values, a frame at a time over its morph
+    morph = _event_frames(events, "set", "l3.rotate")  # deep's own values, a frame at a time over its morph
     assert len(morph) >= 10, morph
     assert _event_frames(events, "model", "crisp") and _event_frames(events, "action", "reset")
     # At the same size, frame for frame: bit for bit (the same arithmetic: docs/SHOWFILE.md).

@@ -65,10 +65,10 @@ def test_written_text_escapes_strings_and_keeps_float_precision():
 def test_names_lists_user_and_factory_presets_and_user_shadows_factory(store, tmp_path):
     bank = PresetBank(store, tmp_path / "mine", factory=FACTORY)
     assert len(FACTORY_LOOKS) >= 8 and set(FACTORY_LOOKS) <= set(bank.names())
-    assert bank.path("drift") == FACTORY / "drift.toml"
+    assert bank.path("melt") == FACTORY / "melt.toml"
     store.set("l0.zoom", 0.9)
-    bank.save("drift")
-    assert bank.path("drift") == tmp_path / "mine" / "drift.toml" and bank.load("drift")["l0.zoom"] == 0.9
+    bank.save("melt")
+    assert bank.path("melt") == tmp_path / "mine" / "melt.toml" and bank.load("melt")["l0.zoom"] == 0.9
 
 
 @pytest.mark.parametrize("name", FACTORY_LOOKS)
