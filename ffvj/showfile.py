@@ -21,8 +21,9 @@ what the controls made of the performer's playing. ``ShowRecorder`` writes exact
 A folder, not one container, because each part has a natural, append-only form that survives a crash
 on its own: a JSON line is whole or is dropped by the reader, and Matroska written in one-second clusters
 decodes up to its last whole one, and raw samples need no header that a crash leaves wrong. ``kill -9`` or a
-full disk therefore leaves every frame up to the last second replayable. Parameters are recorded as their targets (the store's, before smoothing), LFOs and
-audio slots as their inputs (the beat, the clock, the music's features), never as their outputs.
+full disk therefore leaves every frame up to the last second replayable. Parameters are recorded as their
+targets (the store's, before smoothing), LFOs and audio slots as their inputs (the beat, the clock, the
+music's features), never as their outputs.
 """
 
 from __future__ import annotations
