@@ -206,7 +206,10 @@ def test_a_show_killed_with_9_replays_up_to_its_last_second(tmp_path):
     seconds = show.frames[-1]["t"] - show.frames[0]["t"]
     assert seconds >= 4.0, seconds
     result = render(RenderConfig(show=str(path), out=str(tmp_path / "again.mp4"), progress=False))
-    assert result["written"] == len(show.frames)
+    # Every show frame replayed, and the film as long as the show: a slot the live show skipped (a slow host,
+    # a late start) is its last frame held, so the film has one frame per slot, not per show frame.
+    assert result["frames"] == len(show.frames)
+    assert result["written"] == show.frames[-1]["slot"] - show.frames[0]["slot"] + 1
     # Every source frame the replayed frames use decodes.
     decoded = sum(1 for _ in show.source_frames())
     assert decoded >= max(r["src"] for r in show.frames if r["src"] is not None) + 1 - FPS
