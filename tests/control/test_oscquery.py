@@ -244,11 +244,16 @@ def test_idle_connections_cannot_exhaust_descriptors_or_keep_a_client_out(query,
     try:
         for _ in range(300):
             idle.append(socket.create_connection(("127.0.0.1", query.port), timeout=5))
-        deadline = time.monotonic() + 10
-        while query.http.connections > 32 and time.monotonic() < deadline:
+        # What the server holds beyond the test's own 300 sockets. Its count of connections can read 32
+        # while a burst it accepted (up to the backlog, 64) still waits for connection_made or for the
+        # close of the ones it evicted: wait for the descriptors themselves to settle.
+        def held() -> int:
+            return _open_fds() - before - len(idle)
+
+        deadline = time.monotonic() + 20
+        while (query.http.connections > 32 or held() > 40) and time.monotonic() < deadline:
             time.sleep(0.05)
-        # The test's own 300 sockets, plus what the server holds: at most 32 and a few in flight.
-        assert _open_fds() - before - len(idle) < 64
+        assert held() <= 40, f"the server holds {held()} descriptors after 300 idle connections (limit 32)"
         start = time.monotonic()
         status, body = get(query, "/?HOST_INFO")
         assert status == 200 and body["NAME"] == "ffvj" and time.monotonic() - start < 2.0
