@@ -21,7 +21,8 @@ measures (``report.measure``).
 
 The search is pyribs' (a ``GridArchive`` and IsoLine emitters, Vassiliades and Mouret 2018); the
 evaluations run on Dask distributed: a ``LocalCluster`` of ``workers`` processes by default, or any
-cluster's scheduler (``scheduler``; each worker needs ffvj and its ``discover`` extra installed). A
+cluster's scheduler (``scheduler``; each worker needs ffvj and its ``discover`` extra installed, and
+``MALLOC_MMAP_THRESHOLD_=33554432`` in its environment: README, "ffvj discover"). A
 batch's results are matched to its candidates by position, so a run is reproducible from its seed
 and number of iterations whatever the workers' timing.
 
@@ -318,6 +319,7 @@ class _Evaluator:
 
     def __init__(self, cfg: DiscoverConfig):
         try:
+            import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:
             raise DiscoverError(f"ffvj discover needs Dask distributed: {EXTRA}") from exc
@@ -332,8 +334,16 @@ class _Evaluator:
         else:
             if cfg.workers < 1:
                 raise DiscoverError(f"--workers must be at least 1, not {cfg.workers}")
-            self.cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+            # Dask's nannies start each worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back to
+            # the system), and that pins glibc's mmap threshold at 128 KiB: every frame's larger arrays
+            # are then mapped and unmapped afresh, page fault by page fault. A candidate took twice as long
+            # (22.6 s against 11.3 s, a third of it in the kernel). The workers get glibc's own behaviour,
+            # as any ffvj process has; the thread limits stay.
+            environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+                       if k != "MALLOC_TRIM_THRESHOLD_"}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                self.cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
 
     def map(self, solutions, cfg: DiscoverConfig, models: tuple[str, ...]) -> list[dict]:
