@@ -292,7 +292,11 @@ class _Schedule:
     def __init__(self, pace: Pace, fps: float, stop: threading.Event):
         self.pace, self.period, self.stop = pace, 1.0 / fps, stop
         self.start = time.perf_counter()
-        self.start_clock = time.monotonic()
+        # Offline, the clock starts at 0: every reading is then slot × period exactly, and what is reckoned
+        # from it (the audio's position, the beat, the LFOs' steps) is the same in every render. From an
+        # arbitrary start (the host's uptime) the differences kept its rounding, and a frame that falls
+        # exactly on an audio hop's end (every fourth at 30 fps) took one hop or the other by chance.
+        self.start_clock = time.monotonic() if pace == Pace.REALTIME else 0.0
         self.slot = 0  # the slot of the next frame (live)
         self.previous = -1
         self.dt = self.period
@@ -460,6 +464,10 @@ class _Show:
             self.tuner = ThreadTuner((torch.get_num_threads(), 1))
         if self.pace == Pace.OFFLINE:
             self.controls.tempo.start(schedule.start_clock)  # beat 0 on frame 0: an offline render is repeatable
+            # A tap or a set tempo during the render lands on the frame clock, not the wall's.
+            self.controls.tempo.clock = lambda: schedule.clock(max(0, schedule.previous))
+        else:
+            self.controls.tempo.clock = time.monotonic
         if self.controls.audio is not None:  # a file's first sample: frame 0
             self.controls.audio.start(schedule.start_clock, patient=self.pace == Pace.OFFLINE)
         self.started = self.last_status = self.last_figures = schedule.start

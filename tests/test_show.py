@@ -351,6 +351,27 @@ def test_an_offline_render_with_a_tempo_synced_lfo_is_repeatable():
     assert all(np.array_equal(a, b) for a, b in zip(*renders))
 
 
+def test_an_offline_render_reckons_its_clock_from_0_so_the_music_and_the_beat_repeat(monkeypatch):
+    """From the host's uptime (an arbitrary float) the clock's differences kept its rounding: at 30 fps every
+    fourth frame falls exactly on an audio hop's end, and kick's picture took one hop or the other by
+    chance (its picture hash failed in one full run of the suite in several). Offline, frame n's clock is
+    n × period, exactly, and a tap lands on it."""
+    controls = Controls.for_levels(3)
+    seen = []
+    original = controls.next_phi
+
+    def spy(engine, dt, now, services):
+        seen.append((now, controls.tempo.clock()))
+        return original(engine, dt, now, services)
+
+    monkeypatch.setattr(controls, "next_phi", spy)
+    run(RunConfig(source="generator", sinks=["null"], width=64, height=48, fps=30, frames=9, pace="offline"),
+        controls=controls)
+    period = 1.0 / 30
+    assert [now for now, _ in seen] == [n * period for n in range(9)]
+    assert [tapped for _, tapped in seen] == [now for now, _ in seen]  # a tap lands on the frame under way
+
+
 def test_services_are_polled_each_frame_and_join_the_status_line():
     class Surface(Service):
         polls = 0

@@ -7,7 +7,8 @@ may lead. Tap and a set BPM are the performer's word: they take effect at once, 
 over again only when it is sure of itself (the analysis says so).
 
 Thread-safe: the MIDI callback calls ``clock_tick``/``start``/``stop``/``cont``; OSC handlers call
-``tap``/``set_bpm``; the render loop reads ``beat(now)``. Times are ``time.monotonic()`` seconds.
+``tap``/``set_bpm``; the render loop reads ``beat(now)``. Times are ``time.monotonic()`` seconds (``clock``;
+an offline render sets its own frame clock).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ JOIN = 0.25  # beats: a source further off than this when it takes the lead sets
 class Tempo:
     def __init__(self, bpm: float = 120.0):
         self._lock = threading.Lock()
+        self.clock = time.monotonic  # what "now" is when a caller does not say
         self._bpm = bpm
         self._anchor_time = time.monotonic()  # when beat ``_anchor_beat`` happened
         self._anchor_beat = 0.0
@@ -57,18 +59,18 @@ class Tempo:
     def beat(self, now: float | None = None) -> float:
         """Beats since the start (fractional); frozen while stopped."""
         with self._lock:
-            return self._beat_locked(time.monotonic() if now is None else now)
+            return self._beat_locked(self.clock() if now is None else now)
 
     def set_bpm(self, bpm: float, now: float | None = None) -> None:
         with self._lock:
-            self._rebase(time.monotonic() if now is None else now, float(bpm))
+            self._rebase(self.clock() if now is None else now, float(bpm))
             self.source = "set"
             self.performer_changes += 1
 
     def tap(self, now: float | None = None) -> float:
         """One tap; two or more within 2 s of each other set the BPM from their mean interval,
         and the beat lands on the tap."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             if self._taps and now - self._taps[-1] > 2.0:
                 self._taps.clear()
@@ -86,7 +88,7 @@ class Tempo:
 
     def clock_tick(self, now: float | None = None) -> None:
         """One MIDI clock pulse (0xF8). The BPM follows the mean interval of the last two beats' pulses."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         with self._lock:
             if self._ticks and now - self._ticks[-1] > 1.0:
                 self._ticks.clear()  # the clock paused: do not average across the gap
@@ -111,7 +113,7 @@ class Tempo:
         Link). Unless a source above it spoke within ``HOLD`` seconds, the tempo takes its BPM and pulls
         the beat toward its phase by at most ``MAX_PULL`` beats (no jump), or, taking the lead more than
         ``JOIN`` beats off, sets it at once. Returns whether it led."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         rank = PRECEDENCE.index(source)
         with self._lock:
             if any(now - self._heard.get(above, -1e9) < HOLD for above in PRECEDENCE[:rank]):
@@ -127,7 +129,7 @@ class Tempo:
     def start(self, now: float | None = None) -> None:
         """MIDI start (0xFA): beat 0 now."""
         with self._lock:
-            self._anchor_time = time.monotonic() if now is None else now
+            self._anchor_time = self.clock() if now is None else now
             self._anchor_beat = 0.0
             self._clock_ticks = 0
             self.running = True
@@ -135,11 +137,11 @@ class Tempo:
     def stop(self, now: float | None = None) -> None:
         """MIDI stop (0xFC): hold the beat where it is."""
         with self._lock:
-            self._anchor_beat = self._beat_locked(time.monotonic() if now is None else now)
+            self._anchor_beat = self._beat_locked(self.clock() if now is None else now)
             self.running = False
 
     def cont(self, now: float | None = None) -> None:
         """MIDI continue (0xFB): run on from the held beat."""
         with self._lock:
-            self._anchor_time = time.monotonic() if now is None else now
+            self._anchor_time = self.clock() if now is None else now
             self.running = True
