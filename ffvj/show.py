@@ -326,6 +326,10 @@ class _Schedule:
         the same frames whatever the machine's speed."""
         return time.monotonic() if self.pace == Pace.REALTIME else self.start_clock + slot * self.period
 
+    def now(self) -> float:
+        """The clock now: the wall's when live, the frame under way's offline."""
+        return self.clock(max(0, self.previous))
+
 
 class _Show:
     """A show that has opened: everything ``render`` needs, closed by the ExitStack it was opened on."""
@@ -464,10 +468,7 @@ class _Show:
             self.tuner = ThreadTuner((torch.get_num_threads(), 1))
         if self.pace == Pace.OFFLINE:
             self.controls.tempo.start(schedule.start_clock)  # beat 0 on frame 0: an offline render is repeatable
-            # A tap or a set tempo during the render lands on the frame clock, not the wall's.
-            self.controls.tempo.clock = lambda: schedule.clock(max(0, schedule.previous))
-        else:
-            self.controls.tempo.clock = time.monotonic
+        self.controls.tempo.clock = schedule.now  # a tap or a set tempo lands on the show's clock
         if self.controls.audio is not None:  # a file's first sample: frame 0
             self.controls.audio.start(schedule.start_clock, patient=self.pace == Pace.OFFLINE)
         self.started = self.last_status = self.last_figures = schedule.start
